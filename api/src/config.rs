@@ -1,0 +1,585 @@
+//! Configuration: `bedside.toml` plus `BEDSIDE_<SECTION>__<KEY>` environment overrides.
+//! Every key, its default and meaning is listed in docs/config.md; keep the two in step.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    /// Dotted key (`http.addr`), or the file when the file itself is unreadable.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listener, public URL, CORS, TLS.
+    pub http: HttpConfig,
+    /// Media ports and addresses of the SFU.
+    pub sfu: SfuConfig,
+    /// Database selection and pool size.
+    pub database: DatabaseConfig,
+    /// Session grants and link codes.
+    pub tokens: TokensConfig,
+    /// PHI encryption keys.
+    pub crypto: CryptoConfig,
+    /// Join window and visit quotas.
+    pub visits: VisitsConfig,
+    /// Rate limits.
+    pub limits: LimitsConfig,
+    /// Notification transports.
+    pub notify: NotifyConfig,
+    /// Media backend selection.
+    pub media: MediaConfig,
+    /// TURN servers handed to browsers.
+    pub turn: TurnConfig,
+    /// Log format and level.
+    pub log: LogConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address of the HTTP(S) server.
+    pub addr: SocketAddr,
+    /// Base URL used in join links and signaling URLs; empty = derived from `addr`.
+    pub public_url: String,
+    /// Origins allowed by CORS; empty = no cross-origin access.
+    pub cors_origins: Vec<String>,
+    /// Per-request timeout, milliseconds.
+    pub request_timeout_ms: u64,
+    /// Maximum request body, bytes.
+    pub body_limit_bytes: usize,
+    /// PEM certificate chain; with `tls_key`, serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            cors_origins: Vec::new(),
+            request_timeout_ms: 10_000,
+            body_limit_bytes: 64 * 1024,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Whether HTTPS is configured.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// The public base URL without a trailing slash.
+    pub fn base_url(&self) -> String {
+        if self.public_url.is_empty() {
+            let scheme = if self.tls() { "https" } else { "http" };
+            format!("{scheme}://{}", self.addr)
+        } else {
+            self.public_url.trim_end_matches('/').to_owned()
+        }
+    }
+}
+
+/// `[sfu]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SfuConfig {
+    /// UDP address for media.
+    pub udp: SocketAddr,
+    /// Address announced in ICE candidates; unset = first non-loopback IPv4 or 127.0.0.1.
+    pub announce_ip: Option<IpAddr>,
+    /// Media workers; 0 = one per core.
+    pub workers: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            udp: SocketAddr::from(([0, 0, 0, 0], 50000)),
+            announce_ip: None,
+            workers: 0,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…`; empty = `sqlite://<data-dir>/bedside.db`.
+    pub url: String,
+    /// Reader connections in the pool (SQLite always has one writer).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// Which signer makes session grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignerKind {
+    /// A P-256 key in `<data-dir>/signing-key.p8`.
+    Local,
+}
+
+/// `[tokens]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Grant signer.
+    pub signer: SignerKind,
+    /// `iss` claim of grants.
+    pub issuer: String,
+    /// Lifetime of a session grant, seconds.
+    pub grant_ttl_seconds: u64,
+    /// Length of link codes (base62 characters, at least 12).
+    pub link_code_length: usize,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            signer: SignerKind::Local,
+            issuer: "bedside".to_owned(),
+            grant_ttl_seconds: 600,
+            link_code_length: 16,
+        }
+    }
+}
+
+/// Which key provider wraps tenant data keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyProviderKind {
+    /// A 256-bit master key in `<data-dir>/master.key`.
+    Local,
+}
+
+/// `[crypto]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoConfig {
+    /// Key provider for PHI envelope encryption.
+    pub key_provider: KeyProviderKind,
+}
+
+impl Default for CryptoConfig {
+    fn default() -> Self {
+        Self {
+            key_provider: KeyProviderKind::Local,
+        }
+    }
+}
+
+/// `[visits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisitsConfig {
+    /// Links open this many minutes before `scheduled_at`.
+    pub join_before_minutes: i64,
+    /// Links stay usable this many minutes after the scheduled end.
+    pub join_after_minutes: i64,
+    /// Visits a tenant may create per UTC day.
+    pub daily_quota: u32,
+    /// Patient link resends allowed per visit per hour.
+    pub resends_per_hour: u32,
+}
+
+impl Default for VisitsConfig {
+    fn default() -> Self {
+        Self {
+            join_before_minutes: 15,
+            join_after_minutes: 15,
+            daily_quota: 2000,
+            resends_per_hour: 3,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Redeem and start calls per client IP per minute.
+    pub link_per_ip_per_minute: u32,
+    /// Burst allowance for link calls per client IP.
+    pub link_burst: u32,
+    /// Writes (POST/PATCH) per API key per minute.
+    pub writes_per_key_per_minute: u32,
+    /// Burst allowance for writes per API key.
+    pub writes_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            link_per_ip_per_minute: 60,
+            link_burst: 20,
+            writes_per_key_per_minute: 600,
+            writes_burst: 100,
+        }
+    }
+}
+
+/// Email transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTransport {
+    /// Store in the outbox and log a redacted line; nothing leaves the machine.
+    Log,
+}
+
+/// SMS transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsTransport {
+    /// Store in the outbox and log a redacted line; nothing leaves the machine.
+    Log,
+}
+
+/// `[notify]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Email transport.
+    pub email: EmailTransport,
+    /// SMS transport.
+    pub sms: SmsTransport,
+    /// Sender address of emails.
+    pub email_from: String,
+    /// Delivery attempts before a notification is `failed`.
+    pub max_attempts: u32,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            email: EmailTransport::Log,
+            sms: SmsTransport::Log,
+            email_from: "no-reply@bedside.invalid".to_owned(),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// Media backend of a visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaBackend {
+    /// Bedside's own SFU.
+    #[default]
+    Sfu,
+    /// Amazon Chime SDK.
+    Chime,
+}
+
+impl MediaBackend {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sfu => "sfu",
+            Self::Chime => "chime",
+        }
+    }
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Default backend of new visits. Only `sfu` is available in this build.
+    pub backend: MediaBackend,
+}
+
+/// `[turn]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// TURN URLs handed to browsers (`turn:host:3478?transport=udp`).
+    pub urls: Vec<String>,
+    /// Shared secret for TURN REST credentials.
+    pub shared_secret: Option<String>,
+    /// Lifetime of TURN credentials, seconds.
+    pub ttl_seconds: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            shared_secret: None,
+            ttl_seconds: 3600,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive (`info`, `bedside=debug,info`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given, or `bedside.toml` in the working directory
+    /// when present), then `BEDSIDE_<SECTION>__<KEY>` variables, then validates.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError::new(
+                        &path.display().to_string(),
+                        "configuration file not found",
+                    ));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("bedside.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("bedside.toml"));
+            }
+            None => {}
+        }
+        let env = Env::prefixed("BEDSIDE_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let config: Config = figment
+            .merge(env)
+            .merge(overrides)
+            .extract()
+            .map_err(|err| {
+                let key = err.path.join(".");
+                let key = if key.is_empty() {
+                    "(root)".to_owned()
+                } else {
+                    key
+                };
+                ConfigError::new(&key, err.kind.to_string())
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and combinations serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(ConfigError::new(
+                "http.tls_key",
+                "tls_cert and tls_key must be set together",
+            ));
+        }
+        let url = &self.http.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "http.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        for origin in &self.http.cors_origins {
+            if axum::http::HeaderValue::from_str(origin).is_err() || !origin.contains("://") {
+                return Err(ConfigError::new(
+                    "http.cors_origins",
+                    format!("not an origin: {origin:?}"),
+                ));
+            }
+        }
+        if self.http.request_timeout_ms == 0 {
+            return Err(ConfigError::new("http.request_timeout_ms", "must be > 0"));
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return Err(ConfigError::new("http.body_limit_bytes", "must be ≥ 1024"));
+        }
+        if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite:") {
+            return Err(ConfigError::new(
+                "database.url",
+                "only sqlite:// URLs are supported by this build",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::new("database.max_connections", "must be > 0"));
+        }
+        if !(30..=86_400).contains(&self.tokens.grant_ttl_seconds) {
+            return Err(ConfigError::new(
+                "tokens.grant_ttl_seconds",
+                "must be between 30 and 86400",
+            ));
+        }
+        if !(12..=64).contains(&self.tokens.link_code_length) {
+            return Err(ConfigError::new(
+                "tokens.link_code_length",
+                "must be between 12 and 64",
+            ));
+        }
+        if !(0..=1440).contains(&self.visits.join_before_minutes) {
+            return Err(ConfigError::new(
+                "visits.join_before_minutes",
+                "must be between 0 and 1440",
+            ));
+        }
+        if !(0..=1440).contains(&self.visits.join_after_minutes) {
+            return Err(ConfigError::new(
+                "visits.join_after_minutes",
+                "must be between 0 and 1440",
+            ));
+        }
+        for (key, value) in [
+            (
+                "limits.link_per_ip_per_minute",
+                self.limits.link_per_ip_per_minute,
+            ),
+            ("limits.link_burst", self.limits.link_burst),
+            (
+                "limits.writes_per_key_per_minute",
+                self.limits.writes_per_key_per_minute,
+            ),
+            ("limits.writes_burst", self.limits.writes_burst),
+            ("notify.max_attempts", self.notify.max_attempts),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be > 0"));
+            }
+        }
+        if self.media.backend == MediaBackend::Chime {
+            return Err(ConfigError::new(
+                "media.backend",
+                "chime is not available in this build; use sfu",
+            ));
+        }
+        if self.log.level.parse::<tracing::Level>().is_err() && !self.log.level.contains('=') {
+            return Err(ConfigError::new("log.level", "not a tracing filter"));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite under `data_dir`.
+    pub fn database_url(&self, data_dir: &Path) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", data_dir.join("bedside.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The `ws(s)://…/ws` URL browsers use to reach this node's signaling.
+    pub fn signaling_url(&self) -> String {
+        let base = self.http.base_url();
+        let ws = base
+            .strip_prefix("https://")
+            .map(|rest| format!("wss://{rest}"))
+            .or_else(|| {
+                base.strip_prefix("http://")
+                    .map(|rest| format!("ws://{rest}"))
+            })
+            .unwrap_or(base);
+        format!("{ws}/ws")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn bad_value_names_its_key() {
+        let err = Config::load(
+            None,
+            Figment::from(Serialized::default("http.addr", "not-an-address")),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "http.addr");
+        let err = Config::load(
+            None,
+            Figment::from(Serialized::default("tokens.link_code_length", 8)),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "tokens.link_code_length");
+        let err = Config::load(
+            None,
+            Figment::from(Serialized::default("media.backend", "pigeon")),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "media.backend");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own error type
+    fn environment_overrides_and_unknown_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BEDSIDE_HTTP__ADDR", "127.0.0.1:9999");
+            jail.set_env("BEDSIDE_DATA_DIR", "ignored: no section separator");
+            let config = Config::load(None, Figment::new()).expect("valid");
+            assert_eq!(config.http.addr.port(), 9999);
+            jail.set_env("BEDSIDE_HTTP__NO_SUCH_KEY", "1");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert!(err.message.contains("no_such_key"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn signaling_url_follows_scheme() {
+        let mut config = Config::default();
+        config.http.public_url = "https://clinic.example/".to_owned();
+        assert_eq!(config.signaling_url(), "wss://clinic.example/ws");
+    }
+}

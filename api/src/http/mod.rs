@@ -1,0 +1,149 @@
+//! The REST surface: one router, one file per resource, all middleware in [`router`].
+
+pub mod audit;
+pub mod extract;
+pub mod health;
+pub mod join;
+pub mod links;
+pub mod openapi;
+pub mod staff;
+pub mod visits;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::App;
+use crate::error::ApiError;
+
+/// Content-Security-Policy of every response: same-origin only, no inline script.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+    media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// The whole HTTP API with its middleware. Other crates merge their routes (signaling's
+/// `/ws`, the web pages) into it.
+pub fn router(app: Arc<App>) -> Router {
+    let body_limit = app.config.http.body_limit_bytes;
+    let mut router = Router::new()
+        .route("/api/staff", post(staff::create))
+        .route("/api/visits", post(visits::create).get(visits::list))
+        .route("/api/visits/{id}", get(visits::get).patch(visits::patch))
+        .route("/api/visits/{id}/cancel", post(visits::cancel))
+        .route("/api/visits/{id}/end", post(visits::end))
+        .route("/api/visits/{id}/links", post(links::issue))
+        .route("/api/visits/{id}/notify", post(links::notify))
+        .route("/api/visits/{id}/resend-link", post(links::resend))
+        .route("/api/notifications", get(links::list))
+        .route("/api/token/redeem", post(join::redeem))
+        .route("/api/visits/{id}/start", post(join::start))
+        .route(
+            "/api/visits/{id}/start-authenticated",
+            post(join::start_authenticated),
+        )
+        .route("/api/grants/refresh", post(join::refresh))
+        .route("/api/audit", get(audit::query))
+        .route("/api/audit/export", get(audit::export))
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            security_headers,
+        ));
+    if let Some(cors) = cors(&app) {
+        router = router.layer(cors);
+    }
+    router.with_state(app)
+}
+
+fn cors(app: &App) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = app
+        .config
+        .http
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PATCH])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Times out slow requests (503 `unavailable`) and records count and latency per route.
+async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let timeout = Duration::from_millis(app.config.http.request_timeout_ms);
+    let response = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),
+    };
+    let status = response.status().as_u16().to_string();
+    app.metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    app.metrics
+        .http_latency
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Security headers on every response; `no-referrer` keeps join URLs out of Referer.
+async fn security_headers(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    let set = |headers: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::CONTENT_SECURITY_POLICY, CSP);
+    set(
+        headers,
+        HeaderName::from_static("permissions-policy"),
+        "camera=(self), microphone=(self), display-capture=(self), geolocation=()",
+    );
+    set(
+        headers,
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    if api {
+        set(headers, header::CACHE_CONTROL, "no-store");
+    }
+    if app.config.http.tls() {
+        set(
+            headers,
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        );
+    }
+    response
+}

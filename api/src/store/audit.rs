@@ -1,0 +1,173 @@
+//! Appending to and reading the audit chain.
+
+use futures::{Stream, StreamExt as _};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
+
+use crate::audit::{Entry, GENESIS, NewEntry};
+
+/// Appends `entry` to its tenant's chain inside the caller's transaction.
+pub async fn append(
+    conn: &mut SqliteConnection,
+    entry: NewEntry,
+    now: i64,
+) -> Result<Entry, sqlx::Error> {
+    let prev: Option<String> =
+        sqlx::query_scalar("SELECT hash FROM audit WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1")
+            .bind(&entry.tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let mut row = Entry {
+        seq: 0,
+        id: super::new_id(),
+        tenant_id: entry.tenant_id,
+        at: now,
+        actor: entry.actor.actor,
+        event: entry.event.to_owned(),
+        visit_id: entry.visit_id,
+        outcome: entry.outcome.as_str().to_owned(),
+        reason: entry.reason,
+        ip_masked: entry.actor.ip_masked,
+        ua_hash: entry.actor.ua_hash,
+        details: entry.details.to_string(),
+        prev_hash: prev.unwrap_or_else(|| GENESIS.to_owned()),
+        hash: String::new(),
+    };
+    row.hash = row.expected_hash();
+    row.seq = sqlx::query_scalar(
+        "INSERT INTO audit (id, tenant_id, at, actor, event, visit_id, outcome, reason, ip_masked, \
+         ua_hash, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(&row.id)
+    .bind(&row.tenant_id)
+    .bind(row.at)
+    .bind(&row.actor)
+    .bind(&row.event)
+    .bind(&row.visit_id)
+    .bind(&row.outcome)
+    .bind(&row.reason)
+    .bind(&row.ip_masked)
+    .bind(&row.ua_hash)
+    .bind(&row.details)
+    .bind(&row.prev_hash)
+    .bind(&row.hash)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row)
+}
+
+/// Filters of an audit query.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this visit.
+    pub visit_id: Option<String>,
+    /// Only this event.
+    pub event: Option<String>,
+    /// At or after (Unix ms).
+    pub from: Option<i64>,
+    /// Before (Unix ms).
+    pub to: Option<i64>,
+    /// Rows after this seq.
+    pub after_seq: Option<i64>,
+    /// Page size; None = no limit (export).
+    pub limit: Option<u32>,
+}
+
+macro_rules! audit_columns {
+    () => {
+        "seq, id, tenant_id, at, actor, event, visit_id, outcome, reason, ip_masked, \
+    ua_hash, details, prev_hash, hash"
+    };
+}
+
+fn query(tenant_id: &str, f: &AuditFilter) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(concat!(
+        "SELECT ",
+        audit_columns!(),
+        " FROM audit WHERE tenant_id = "
+    ));
+    q.push_bind(tenant_id.to_owned());
+    if let Some(visit) = &f.visit_id {
+        q.push(" AND visit_id = ").push_bind(visit.clone());
+    }
+    if let Some(event) = &f.event {
+        q.push(" AND event = ").push_bind(event.clone());
+    }
+    if let Some(from) = f.from {
+        q.push(" AND at >= ").push_bind(from);
+    }
+    if let Some(to) = f.to {
+        q.push(" AND at < ").push_bind(to);
+    }
+    if let Some(seq) = f.after_seq {
+        q.push(" AND seq > ").push_bind(seq);
+    }
+    q.push(" ORDER BY seq");
+    if let Some(limit) = f.limit {
+        q.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+    }
+    q
+}
+
+/// A page of rows (one extra to tell whether more follow).
+pub async fn page<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    f: &AuditFilter,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    query(tenant_id, f).build_query_as().fetch_all(db).await
+}
+
+/// Every matching row, streamed in batches (export, verification).
+pub fn stream(
+    pool: SqlitePool,
+    tenant_id: String,
+    f: AuditFilter,
+) -> impl Stream<Item = Result<Entry, sqlx::Error>> + Send + 'static {
+    const BATCH: u32 = 500;
+    let start = Some(f.after_seq);
+    futures::stream::unfold(start, move |cursor| {
+        let (pool, tenant_id, f) = (pool.clone(), tenant_id.clone(), f.clone());
+        async move {
+            let after_seq = cursor?;
+            let batch = AuditFilter {
+                after_seq,
+                limit: Some(BATCH),
+                ..f
+            };
+            let (items, next) = match page(&pool, &tenant_id, &batch).await {
+                Ok(mut rows) => {
+                    let more = rows.len() > BATCH as usize;
+                    rows.truncate(BATCH as usize);
+                    let next = if more {
+                        rows.last().map(|r| Some(r.seq))
+                    } else {
+                        None
+                    };
+                    (rows.into_iter().map(Ok).collect::<Vec<_>>(), next)
+                }
+                Err(err) => (vec![Err(err)], None),
+            };
+            Some((futures::stream::iter(items), next))
+        }
+    })
+    .flatten()
+}
+
+/// Audit rows of a visit with this event in the window `[since, ∞)` (resend limit).
+pub async fn count_events_since<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    visit_id: &str,
+    event: &str,
+    since: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit WHERE tenant_id = ? AND visit_id = ? AND event = ? AND at >= ?",
+    )
+    .bind(tenant_id)
+    .bind(visit_id)
+    .bind(event)
+    .bind(since)
+    .fetch_one(db)
+    .await
+}

@@ -1,0 +1,233 @@
+//! One-time links (only a hash of each code is stored) and the participants they create.
+
+use sqlx::SqliteExecutor;
+
+use crate::model::ParticipantRole;
+
+/// A link with what deciding about it needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LinkRow {
+    /// Link id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Visit.
+    pub visit_id: String,
+    /// `patient` or `clinician`.
+    pub role: String,
+    /// Unix ms.
+    pub expires_at: i64,
+    /// Unix ms, when superseded or its visit ended.
+    pub revoked_at: Option<i64>,
+    /// Unix ms, when consumed by `start`.
+    pub redeemed_at: Option<i64>,
+    /// Participant created by the redemption.
+    pub participant_id: Option<String>,
+    /// Hash of the device secret it is bound to.
+    pub device_hash: Option<Vec<u8>>,
+    /// UA hash it is bound to.
+    pub ua_hash: Option<Vec<u8>>,
+    /// Network prefix it is bound to.
+    pub ip_prefix: Option<String>,
+}
+
+impl LinkRow {
+    /// The parsed role.
+    pub fn role(&self) -> ParticipantRole {
+        ParticipantRole::parse(&self.role).unwrap_or(ParticipantRole::Patient)
+    }
+}
+
+/// Inserts a link.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert<'e>(
+    db: impl SqliteExecutor<'e>,
+    id: &str,
+    tenant_id: &str,
+    visit_id: &str,
+    role: ParticipantRole,
+    code_hash: &[u8],
+    expires_at: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO links (id, tenant_id, visit_id, role, code_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(visit_id)
+    .bind(role.as_str())
+    .bind(code_hash)
+    .bind(now)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The link whose code hashes to `code_hash`, in any tenant.
+pub async fn by_code_hash<'e>(
+    db: impl SqliteExecutor<'e>,
+    code_hash: &[u8],
+) -> Result<Option<LinkRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, visit_id, role, expires_at, revoked_at, redeemed_at, participant_id, \
+         device_hash, ua_hash, ip_prefix FROM links WHERE code_hash = ?",
+    )
+    .bind(code_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Revokes a visit's unredeemed live links (of one role, or all when `role` is None).
+pub async fn revoke_unredeemed<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    visit_id: &str,
+    role: Option<ParticipantRole>,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE links SET revoked_at = ? WHERE tenant_id = ? AND visit_id = ? \
+         AND (? IS NULL OR role = ?) AND revoked_at IS NULL AND redeemed_at IS NULL",
+    )
+    .bind(now)
+    .bind(tenant_id)
+    .bind(visit_id)
+    .bind(role.map(ParticipantRole::as_str))
+    .bind(role.map(ParticipantRole::as_str))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Revokes every live link of a visit, redeemed or not (the visit ended or was cancelled).
+pub async fn revoke_all<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    visit_id: &str,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE links SET revoked_at = ? WHERE tenant_id = ? AND visit_id = ? AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(tenant_id)
+    .bind(visit_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Moves the expiry of a visit's live links (after a reschedule).
+pub async fn reset_expiry<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    visit_id: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE links SET expires_at = ? WHERE tenant_id = ? AND visit_id = ? AND revoked_at IS NULL",
+    )
+    .bind(expires_at)
+    .bind(tenant_id)
+    .bind(visit_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What binds a redeemed link to one device.
+#[derive(Debug, Clone)]
+pub struct DeviceBinding {
+    /// SHA-256 of the device cookie secret.
+    pub device_hash: Vec<u8>,
+    /// SHA-256 of the User-Agent.
+    pub ua_hash: Vec<u8>,
+    /// IPv4 /24 or IPv6 /48 of the client.
+    pub ip_prefix: String,
+}
+
+/// Consumes the link in one conditional UPDATE: it succeeds for exactly one caller, and only
+/// while the link is unredeemed, unrevoked and unexpired.
+pub async fn consume<'e>(
+    db: impl SqliteExecutor<'e>,
+    link_id: &str,
+    participant_id: &str,
+    device: &DeviceBinding,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let won: Option<String> = sqlx::query_scalar(
+        "UPDATE links SET redeemed_at = ?, participant_id = ?, device_hash = ?, ua_hash = ?, ip_prefix = ? \
+         WHERE id = ? AND redeemed_at IS NULL AND revoked_at IS NULL AND expires_at > ? RETURNING id",
+    )
+    .bind(now)
+    .bind(participant_id)
+    .bind(&device.device_hash)
+    .bind(&device.ua_hash)
+    .bind(&device.ip_prefix)
+    .bind(link_id)
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    Ok(won.is_some())
+}
+
+/// Creates a participant of a visit.
+pub async fn insert_participant<'e>(
+    db: impl SqliteExecutor<'e>,
+    id: &str,
+    tenant_id: &str,
+    visit_id: &str,
+    role: ParticipantRole,
+    staff_id: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO participants (id, tenant_id, visit_id, role, staff_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(visit_id)
+    .bind(role.as_str())
+    .bind(staff_id)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The participant a staff member already has in a visit, if any.
+pub async fn staff_participant<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    visit_id: &str,
+    staff_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM participants WHERE tenant_id = ? AND visit_id = ? AND staff_id = ? ORDER BY created_at LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(visit_id)
+    .bind(staff_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether `participant_id` belongs to `visit_id` of `tenant_id`.
+pub async fn participant_exists<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    visit_id: &str,
+    participant_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM participants WHERE tenant_id = ? AND visit_id = ? AND id = ?",
+    )
+    .bind(tenant_id)
+    .bind(visit_id)
+    .bind(participant_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}

@@ -1,0 +1,1 @@
+//! Load generator for Bedside. Built in its own issue (#5); empty until then.

@@ -1,0 +1,116 @@
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use super::ids::ParticipantId;
+use super::stun;
+
+/// How many remote addresses one participant may be known by. ICE may try several candidate
+/// pairs, but a peer spraying STUN with a valid ufrag from many ports must not grow the map
+/// without bound: the oldest address is forgotten first.
+pub(crate) const MAX_ADDRS_PER_PARTICIPANT: usize = 8;
+
+/// Maps an incoming datagram to its participant in O(1): by remote address once known, and by
+/// the ICE ufrag in a STUN USERNAME for the first packets from a new address.
+#[derive(Debug, Default)]
+pub(crate) struct Demux {
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_ufrag: HashMap<String, ParticipantId>,
+    addrs_of: HashMap<ParticipantId, VecDeque<SocketAddr>>,
+}
+
+impl Demux {
+    pub(crate) fn register(&mut self, participant: ParticipantId, local_ufrag: String) {
+        self.by_ufrag.insert(local_ufrag, participant);
+        self.addrs_of.entry(participant).or_default();
+    }
+
+    pub(crate) fn lookup(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<ParticipantId> {
+        if let Some(participant) = self.by_addr.get(&source) {
+            return Some(*participant);
+        }
+        let participant = *self.by_ufrag.get(stun::local_ufrag(datagram)?)?;
+        self.learn(participant, source);
+        Some(participant)
+    }
+
+    fn learn(&mut self, participant: ParticipantId, source: SocketAddr) {
+        let Some(addrs) = self.addrs_of.get_mut(&participant) else {
+            return;
+        };
+        if addrs.len() >= MAX_ADDRS_PER_PARTICIPANT
+            && let Some(oldest) = addrs.pop_front()
+        {
+            self.by_addr.remove(&oldest);
+        }
+        addrs.push_back(source);
+        self.by_addr.insert(source, participant);
+    }
+
+    pub(crate) fn unregister(&mut self, participant: ParticipantId, local_ufrag: &str) {
+        self.by_ufrag.remove(local_ufrag);
+        for addr in self.addrs_of.remove(&participant).unwrap_or_default() {
+            self.by_addr.remove(&addr);
+        }
+    }
+
+    pub(crate) fn addr_count(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    pub(crate) fn ufrag_count(&self) -> usize {
+        self.by_ufrag.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding_request(ufrag: &str) -> Vec<u8> {
+        let username = format!("{ufrag}:remote");
+        let mut msg = vec![0x00, 0x01];
+        let padded = (username.len() + 3) & !3;
+        msg.extend_from_slice(&((4 + padded) as u16).to_be_bytes());
+        msg.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        msg.extend_from_slice(&[1; 12]);
+        msg.extend_from_slice(&0x0006u16.to_be_bytes());
+        msg.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        msg.extend_from_slice(username.as_bytes());
+        msg.resize(20 + 4 + padded, 0);
+        msg
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn learns_the_address_from_the_ufrag_then_routes_by_address() {
+        let mut demux = Demux::default();
+        let alice = ParticipantId(1);
+        demux.register(alice, "alice".into());
+        assert_eq!(demux.lookup(addr(1), &[0x80, 0, 0, 0]), None);
+        assert_eq!(
+            demux.lookup(addr(1), &binding_request("alice")),
+            Some(alice)
+        );
+        assert_eq!(demux.lookup(addr(1), &[0x80, 0, 0, 0]), Some(alice));
+        assert_eq!(demux.lookup(addr(2), &binding_request("bob")), None);
+    }
+
+    #[test]
+    fn addresses_per_participant_are_bounded_and_freed() {
+        let mut demux = Demux::default();
+        let alice = ParticipantId(1);
+        demux.register(alice, "alice".into());
+        for port in 0..100 {
+            demux.lookup(addr(port), &binding_request("alice"));
+        }
+        assert_eq!(demux.addr_count(), MAX_ADDRS_PER_PARTICIPANT);
+        assert_eq!(demux.lookup(addr(99), &[0x80]), Some(alice));
+        assert_eq!(demux.lookup(addr(0), &[0x80]), None);
+        demux.unregister(alice, "alice");
+        assert_eq!(demux.addr_count(), 0);
+        assert_eq!(demux.ufrag_count(), 0);
+    }
+}

@@ -1,0 +1,408 @@
+//! The sans-IO router.
+//!
+//! [`Core`] owns one [`str0m::Rtc`] per participant (ICE-lite, RTP mode, one announced host
+//! candidate) and the room graph. Its methods fall into four groups, like quinn-proto's
+//! `Connection`:
+//!
+//! - inputs: [`Core::handle_datagram`], [`Core::handle_timeout`], [`Core::handle_command`];
+//! - outputs, drained after every input: [`Core::poll_transmit`], [`Core::poll_event`],
+//!   [`Core::poll_timeout`];
+//! - getters: [`Core::stats`];
+//! - construction: [`Core::new`].
+//!
+//! Time is always an argument. The core never reads a clock, blocks or touches a socket, so a
+//! test can run a whole room in virtual time.
+//!
+//! # Routing
+//!
+//! A datagram is routed to its participant in O(1): by remote address, or for the first STUN
+//! packets from a new address by the local ICE ufrag in its USERNAME. Every RTP packet a
+//! publisher sends on a track is written, with its sequence number rebased and its payload type
+//! mapped, to a send-only m-line of every other admitted participant of the room; str0m then
+//! does RTCP, NACK/RTX and TWCC per leg. Keyframe requests from subscribers travel back to the
+//! publisher, at most one per [`Config::keyframe_interval`] per track.
+
+mod command;
+mod config;
+mod demux;
+mod error;
+mod event;
+mod ids;
+mod negotiate;
+mod outputs;
+mod participant;
+mod room;
+mod routing;
+mod stun;
+mod timers;
+mod track;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::Input;
+use str0m::crypto::CryptoProvider;
+use str0m::net::{Protocol, Receive};
+
+pub use command::Command;
+pub use config::Config;
+pub use error::CoreError;
+pub use event::{Event, LeaveReason, Transmit};
+pub use ids::{ParticipantId, RoomId, TrackId};
+
+use demux::Demux;
+use outputs::{Outputs, Work};
+use participant::Participant;
+use room::Room;
+use timers::Timer;
+use track::Track;
+
+/// Counts of what the core holds and has done, for metrics and for tests that check that
+/// leaving frees everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Rooms with at least one participant.
+    pub rooms: usize,
+    /// Participants in all rooms.
+    pub participants: usize,
+    /// Published tracks.
+    pub tracks: usize,
+    /// (track, subscriber) forwarding legs.
+    pub legs: usize,
+    /// Remote addresses known to the demultiplexer.
+    pub addresses: usize,
+    /// ICE ufrags known to the demultiplexer.
+    pub ufrags: usize,
+    /// Armed timers.
+    pub timers: usize,
+    /// RTP packets written to subscribers.
+    pub forwarded_packets: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests_sent: u64,
+    /// Keyframe requests merged into another by the throttle.
+    pub keyframe_requests_throttled: u64,
+    /// Datagrams dropped: malformed, from an unknown source, or refused by str0m.
+    pub dropped_datagrams: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    forwarded_packets: u64,
+    keyframe_requests_sent: u64,
+    keyframe_requests_throttled: u64,
+    dropped_datagrams: u64,
+}
+
+/// The SFU router for any number of rooms. See the [module documentation](self).
+pub struct Core {
+    config: Config,
+    crypto: Arc<CryptoProvider>,
+    rooms: HashMap<RoomId, Room>,
+    participants: HashMap<ParticipantId, Participant>,
+    tracks: HashMap<TrackId, Track>,
+    demux: Demux,
+    out: Outputs,
+    counters: Counters,
+}
+
+impl Core {
+    /// A core with no rooms, using str0m's compiled-in crypto provider (aws-lc-rs).
+    pub fn new(config: Config) -> Self {
+        Core {
+            config,
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            rooms: HashMap::new(),
+            participants: HashMap::new(),
+            tracks: HashMap::new(),
+            demux: Demux::default(),
+            out: Outputs::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Feeds one datagram received at `now` from `source` on the local address `destination`.
+    ///
+    /// An error means the datagram was dropped (and counted); the core is unaffected.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), CoreError> {
+        let result = self.route_datagram(now, source, destination, datagram);
+        if result.is_err() {
+            self.counters.dropped_datagrams += 1;
+        }
+        self.run(now);
+        result
+    }
+
+    fn route_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), CoreError> {
+        let receive = Receive::new(Protocol::Udp, source, destination, datagram)
+            .map_err(|_| CoreError::Malformed)?;
+        let id = self
+            .demux
+            .lookup(source, datagram)
+            .ok_or(CoreError::UnknownSource)?;
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(CoreError::UnknownSource)?;
+        let result = participant.rtc.handle_input(Input::Receive(now, receive));
+        participant.drain(&mut self.out);
+        Ok(result?)
+    }
+
+    /// Advances time to `now`: everything whose deadline has passed runs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in self.out.timers.take_due(now) {
+            match timer {
+                Timer::Rtc(id) => {
+                    if let Some(participant) = self.participants.get_mut(&id) {
+                        let result = participant.rtc.handle_input(Input::Timeout(now));
+                        participant.drain(&mut self.out);
+                        if let Err(error) = result {
+                            self.out.work.push_back(Work::Fail {
+                                participant: id,
+                                error,
+                            });
+                        }
+                    }
+                }
+                Timer::Keyframe(track) => self.send_deferred_keyframe(now, track),
+            }
+        }
+        self.run(now);
+    }
+
+    /// Applies a command from signaling. On error nothing changed.
+    pub fn handle_command(&mut self, now: Instant, command: Command) -> Result<(), CoreError> {
+        let result = match command {
+            Command::Join {
+                room,
+                participant,
+                offer,
+                waiting,
+            } => self.join(now, room, participant, offer, waiting),
+            Command::Offer { participant, offer } => self.accept_offer(now, participant, offer),
+            Command::Answer {
+                participant,
+                answer,
+            } => self.accept_answer(now, participant, answer),
+            Command::Admit { participant } => self.admit(participant),
+            Command::Leave { participant } => self.depart(participant, LeaveReason::Left),
+            Command::Remove { participant } => self.depart(participant, LeaveReason::Removed),
+            Command::Mute { track, muted } => self.mute(now, track, muted),
+        };
+        self.run(now);
+        result
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// The next event for signaling, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must be called next; `None` while the core is empty.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.out.timers.next()
+    }
+
+    /// The configuration the core was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the core currently holds.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            rooms: self.rooms.len(),
+            participants: self.participants.len(),
+            tracks: self.tracks.len(),
+            legs: self.tracks.values().map(|t| t.legs.len()).sum(),
+            addresses: self.demux.addr_count(),
+            ufrags: self.demux.ufrag_count(),
+            timers: self.out.timers.len(),
+            forwarded_packets: self.counters.forwarded_packets,
+            keyframe_requests_sent: self.counters.keyframe_requests_sent,
+            keyframe_requests_throttled: self.counters.keyframe_requests_throttled,
+            dropped_datagrams: self.counters.dropped_datagrams,
+        }
+    }
+
+    /// Processes queued follow-up work until none is left.
+    fn run(&mut self, now: Instant) {
+        while let Some(work) = self.out.work.pop_front() {
+            match work {
+                Work::Forward { track, packet } => self.forward(track, &packet),
+                Work::Publish {
+                    participant,
+                    mid,
+                    kind,
+                } => self.publish(participant, mid, kind),
+                Work::Unpublish { track } => self.unpublish_live(track),
+                Work::Keyframe { track, kind } => self.request_keyframe(now, track, kind),
+                Work::Fail { participant, error } => {
+                    tracing::warn!(%participant, %error, "WebRTC session failed");
+                    let _ = self.depart(participant, LeaveReason::Failed);
+                }
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        id: ParticipantId,
+        offer: Option<str0m::change::SdpOffer>,
+        waiting: bool,
+    ) -> Result<(), CoreError> {
+        if self.participants.contains_key(&id) {
+            return Err(CoreError::DuplicateParticipant(id));
+        }
+        let max = self.config.max_participants_per_room;
+        if self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.members.len() >= max)
+        {
+            return Err(CoreError::RoomFull { room, max });
+        }
+        let mut participant = Participant::new(id, room, waiting, &self.config, &self.crypto, now)?;
+        let answer = match offer {
+            Some(offer) => Some(participant.rtc.sdp_api().accept_offer(offer)?),
+            None => {
+                participant.negotiation.recv_lines = true;
+                None
+            }
+        };
+        self.demux.register(id, participant.ufrag.clone());
+        self.rooms.entry(room).or_default().members.push(id);
+        self.out.events.push_back(Event::Joined {
+            room,
+            participant: id,
+            waiting,
+        });
+        if let Some(answer) = answer {
+            self.out.events.push_back(Event::Answer {
+                participant: id,
+                answer,
+            });
+        }
+        participant.drain(&mut self.out);
+        self.participants.insert(id, participant);
+        if !waiting {
+            self.subscribe_to_room(id);
+        }
+        self.run(now);
+        self.negotiate(id);
+        Ok(())
+    }
+
+    fn admit(&mut self, id: ParticipantId) -> Result<(), CoreError> {
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(CoreError::UnknownParticipant(id))?;
+        if !participant.waiting {
+            return Err(CoreError::NotWaiting(id));
+        }
+        participant.waiting = false;
+        let room = participant.room;
+        let published: Vec<TrackId> = participant
+            .published
+            .iter()
+            .map(|&mid| TrackId {
+                participant: id,
+                mid,
+            })
+            .collect();
+        self.out.events.push_back(Event::Admitted {
+            room,
+            participant: id,
+        });
+        self.subscribe_to_room(id);
+        for track in published {
+            self.subscribe_room_to(track);
+        }
+        Ok(())
+    }
+
+    fn mute(&mut self, now: Instant, id: TrackId, muted: bool) -> Result<(), CoreError> {
+        let track = self
+            .tracks
+            .get_mut(&id)
+            .ok_or(CoreError::UnknownTrack(id))?;
+        track.muted = muted;
+        let is_video = track.kind.is_video();
+        let room = self
+            .participants
+            .get(&id.participant)
+            .map(|p| p.room)
+            .ok_or(CoreError::UnknownParticipant(id.participant))?;
+        self.out.events.push_back(Event::TrackMuted {
+            room,
+            track: id,
+            muted,
+        });
+        if !muted && is_video {
+            self.request_keyframe(now, id, str0m::media::KeyframeRequestKind::Pli);
+        }
+        Ok(())
+    }
+
+    /// Removes a participant and frees everything it held: its session, its addresses and
+    /// ufrag, its timers, its tracks and their legs, its legs of others' tracks, and its room
+    /// once empty.
+    fn depart(&mut self, id: ParticipantId, reason: LeaveReason) -> Result<(), CoreError> {
+        let participant = self
+            .participants
+            .remove(&id)
+            .ok_or(CoreError::UnknownParticipant(id))?;
+        self.demux.unregister(id, &participant.ufrag);
+        self.out.timers.cancel(Timer::Rtc(id));
+        let room = participant.room;
+        for &mid in &participant.published {
+            self.unpublish(
+                room,
+                TrackId {
+                    participant: id,
+                    mid,
+                },
+            );
+        }
+        for track in participant.outgoing.values() {
+            if let Some(track) = self.tracks.get_mut(track) {
+                track.legs.remove(&id);
+            }
+        }
+        if let Some(members) = self.rooms.get_mut(&room).map(|r| &mut r.members) {
+            members.retain(|member| *member != id);
+            if members.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        participant.close(&mut self.out);
+        self.out.events.push_back(Event::Left {
+            room,
+            participant: id,
+            reason,
+        });
+        Ok(())
+    }
+}

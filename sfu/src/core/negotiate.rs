@@ -1,0 +1,172 @@
+//! SDP offer/answer in both directions. The server is the impolite peer: it never rolls back,
+//! and a client offer that collides with a pending server offer is refused.
+
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+
+use super::Core;
+use super::error::CoreError;
+use super::event::Event;
+use super::ids::ParticipantId;
+use super::outputs::Work;
+use super::track::Leg;
+
+impl Core {
+    /// Sends `id` an offer with its queued changes, unless one is already outstanding.
+    pub(super) fn negotiate(&mut self, id: ParticipantId) {
+        let Some(participant) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let negotiation = &mut participant.negotiation;
+        if negotiation.pending.is_some() || !negotiation.has_changes() {
+            return;
+        }
+        let adds = std::mem::take(&mut negotiation.add);
+        let stops = std::mem::take(&mut negotiation.stop);
+        let recv_lines = std::mem::take(&mut negotiation.recv_lines);
+        let mut offered_send = Vec::new();
+        let mut offered_recv = Vec::new();
+        let mut api = participant.rtc.sdp_api();
+        for mid in stops {
+            api.stop_media(mid);
+        }
+        for track_id in adds {
+            let Some(track) = self.tracks.get_mut(&track_id) else {
+                continue;
+            };
+            if track.legs.contains_key(&id) {
+                continue;
+            }
+            let mid = api.add_media(
+                track.kind,
+                Direction::SendOnly,
+                Some(track_id.participant.to_string()),
+                Some(track_id.to_string()),
+                None,
+            );
+            track.legs.insert(id, Leg::new(mid));
+            participant.outgoing.insert(mid, track_id);
+            offered_send.push(mid);
+            self.out.events.push_back(Event::TrackRouted {
+                subscriber: id,
+                track: track_id,
+                mid,
+            });
+        }
+        if recv_lines {
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                offered_recv.push(api.add_media(kind, Direction::RecvOnly, None, None, None));
+            }
+        }
+        if let Some((offer, pending)) = api.apply() {
+            let negotiation = &mut participant.negotiation;
+            negotiation.pending = Some(pending);
+            negotiation.offered_send = offered_send;
+            negotiation.offered_recv = offered_recv;
+            self.out.events.push_back(Event::Offer {
+                participant: id,
+                offer,
+            });
+        }
+        participant.drain(&mut self.out);
+    }
+
+    pub(super) fn accept_offer(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        offer: SdpOffer,
+    ) -> Result<(), CoreError> {
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(CoreError::UnknownParticipant(id))?;
+        if participant.negotiation.pending.is_some() {
+            return Err(CoreError::OfferCollision(id));
+        }
+        let answer = participant.rtc.sdp_api().accept_offer(offer);
+        participant.drain(&mut self.out);
+        let answer = answer?;
+        self.out.events.push_back(Event::Answer {
+            participant: id,
+            answer,
+        });
+        self.run(now);
+        self.negotiate(id);
+        Ok(())
+    }
+
+    pub(super) fn accept_answer(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        answer: SdpAnswer,
+    ) -> Result<(), CoreError> {
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(CoreError::UnknownParticipant(id))?;
+        let negotiation = &mut participant.negotiation;
+        let pending = negotiation
+            .pending
+            .take()
+            .ok_or(CoreError::NoPendingOffer(id))?;
+        let offered_send = std::mem::take(&mut negotiation.offered_send);
+        let offered_recv = std::mem::take(&mut negotiation.offered_recv);
+        let result = participant.rtc.sdp_api().accept_answer(pending, answer);
+        participant.drain(&mut self.out);
+        let mut ready = Vec::new();
+        let mut failed = Vec::new();
+        if result.is_ok() {
+            ready.extend(
+                offered_send
+                    .iter()
+                    .filter_map(|mid| participant.outgoing.get(mid).copied()),
+            );
+            for mid in offered_recv {
+                if let Some(media) = participant.rtc.media(mid)
+                    && media.direction().is_receiving()
+                {
+                    self.out.work.push_back(Work::Publish {
+                        participant: id,
+                        mid,
+                        kind: media.kind(),
+                    });
+                }
+            }
+        } else {
+            // str0m dropped the offer's changes, so its m-lines never existed: forget their
+            // legs and queue everything again for a fresh offer.
+            failed.extend(
+                offered_send
+                    .iter()
+                    .filter_map(|mid| participant.outgoing.remove(mid)),
+            );
+            participant.negotiation.add.extend(&failed);
+            participant.negotiation.recv_lines |= !offered_recv.is_empty();
+        }
+        for track in &ready {
+            if let Some(leg) = self
+                .tracks
+                .get_mut(track)
+                .and_then(|track| track.legs.get_mut(&id))
+            {
+                leg.ready = true;
+            }
+        }
+        for track in &failed {
+            if let Some(track) = self.tracks.get_mut(track) {
+                track.legs.remove(&id);
+            }
+        }
+        // A new subscriber sees nothing until the next keyframe; ask for one now.
+        for track in ready {
+            self.request_keyframe(now, track, KeyframeRequestKind::Pli);
+        }
+        self.run(now);
+        self.negotiate(id);
+        Ok(result?)
+    }
+}

@@ -1,0 +1,48 @@
+use std::collections::VecDeque;
+
+use str0m::RtcError;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::rtp::RtpPacket;
+
+use super::event::{Event, Transmit};
+use super::ids::{ParticipantId, TrackId};
+use super::timers::Timers;
+
+/// Follow-up work found while draining one `Rtc` that needs other participants. It is queued
+/// instead of done on the spot so that each `Rtc` is drained completely before another one is
+/// touched (str0m's drain invariant) and so that no two participants are borrowed at once.
+// Forwarding is the hot path; boxing its packet would cost an allocation per packet, while the
+// queue holds only the few items of one input at a time.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Work {
+    Forward {
+        track: TrackId,
+        packet: RtpPacket,
+    },
+    Publish {
+        participant: ParticipantId,
+        mid: Mid,
+        kind: MediaKind,
+    },
+    Unpublish {
+        track: TrackId,
+    },
+    Keyframe {
+        track: TrackId,
+        kind: KeyframeRequestKind,
+    },
+    Fail {
+        participant: ParticipantId,
+        error: RtcError,
+    },
+}
+
+/// Everything the core has produced and not yet handed out or processed.
+#[derive(Debug, Default)]
+pub(crate) struct Outputs {
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) work: VecDeque<Work>,
+    pub(crate) timers: Timers,
+}

@@ -1,0 +1,189 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::SdpPendingOffer;
+use str0m::crypto::CryptoProvider;
+use str0m::media::Mid;
+use str0m::{Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Output, Rtc};
+
+use super::config::Config;
+use super::error::CoreError;
+use super::event::{Event, Transmit};
+use super::ids::{ParticipantId, RoomId, TrackId};
+use super::outputs::{Outputs, Work};
+use super::timers::Timer;
+
+/// Upper bound on datagrams flushed from a closing `Rtc` (RTCP BYE, DTLS close_notify); the
+/// bound only guards against a misbehaving session, a clean close needs a handful.
+const CLOSE_FLUSH_LIMIT: usize = 64;
+
+/// One participant: its WebRTC session with the SFU and its negotiation state.
+pub(crate) struct Participant {
+    pub(crate) id: ParticipantId,
+    pub(crate) room: RoomId,
+    pub(crate) rtc: Rtc,
+    pub(crate) ufrag: String,
+    pub(crate) waiting: bool,
+    /// The m-lines on which this participant publishes, in publishing order.
+    pub(crate) published: Vec<Mid>,
+    /// Send-only m-lines in this participant's session and the track each one carries.
+    pub(crate) outgoing: HashMap<Mid, TrackId>,
+    pub(crate) negotiation: Negotiation,
+}
+
+/// Server-initiated SDP renegotiation. Only one offer is outstanding at a time; changes that
+/// arrive meanwhile are queued for the next one.
+#[derive(Default)]
+pub(crate) struct Negotiation {
+    pub(crate) pending: Option<SdpPendingOffer>,
+    /// Send-only m-lines in the pending offer.
+    pub(crate) offered_send: Vec<Mid>,
+    /// Receive-only m-lines in the pending offer, for a client that joined without an offer.
+    pub(crate) offered_recv: Vec<Mid>,
+    pub(crate) add: Vec<TrackId>,
+    pub(crate) stop: Vec<Mid>,
+    pub(crate) recv_lines: bool,
+}
+
+impl Negotiation {
+    pub(crate) fn has_changes(&self) -> bool {
+        !self.add.is_empty() || !self.stop.is_empty() || self.recv_lines
+    }
+}
+
+impl Participant {
+    pub(crate) fn new(
+        id: ParticipantId,
+        room: RoomId,
+        waiting: bool,
+        config: &Config,
+        crypto: &Arc<CryptoProvider>,
+        now: Instant,
+    ) -> Result<Self, CoreError> {
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_local_ice_credentials(creds)
+            .set_crypto_provider(Arc::clone(crypto))
+            .build(now);
+        let candidate = Candidate::host(config.host_candidate, "udp")
+            .map_err(|e| CoreError::Candidate(e.to_string()))?;
+        if rtc.add_local_candidate(candidate).is_none() {
+            return Err(CoreError::Candidate(config.host_candidate.to_string()));
+        }
+        Ok(Participant {
+            id,
+            room,
+            rtc,
+            ufrag,
+            waiting,
+            published: Vec::new(),
+            outgoing: HashMap::new(),
+            negotiation: Negotiation::default(),
+        })
+    }
+
+    /// Polls the `Rtc` until it yields its next deadline, moving what it produced into `out`.
+    pub(crate) fn drain(&mut self, out: &mut Outputs) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    out.timers.set(Timer::Rtc(self.id), at);
+                    return;
+                }
+                Ok(Output::Transmit(t)) => out.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(event)) => self.on_event(event, out),
+                Err(error) => {
+                    out.timers.cancel(Timer::Rtc(self.id));
+                    out.work.push_back(Work::Fail {
+                        participant: self.id,
+                        error,
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: RtcEvent, out: &mut Outputs) {
+        let participant = self.id;
+        match event {
+            RtcEvent::Connected => out.events.push_back(Event::Connected { participant }),
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected)
+            | RtcEvent::Closed => out.events.push_back(Event::Disconnected { participant }),
+            RtcEvent::MediaAdded(added) if added.direction.is_receiving() => {
+                out.work.push_back(Work::Publish {
+                    participant,
+                    mid: added.mid,
+                    kind: added.kind,
+                });
+            }
+            RtcEvent::MediaChanged(changed) => {
+                let kind = self.rtc.media(changed.mid).map(|m| m.kind());
+                match kind {
+                    Some(kind) if changed.direction.is_receiving() => {
+                        out.work.push_back(Work::Publish {
+                            participant,
+                            mid: changed.mid,
+                            kind,
+                        })
+                    }
+                    _ => out.work.push_back(Work::Unpublish {
+                        track: TrackId {
+                            participant,
+                            mid: changed.mid,
+                        },
+                    }),
+                }
+            }
+            RtcEvent::RtpPacket(packet) => {
+                let mid = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&packet.header.ssrc)
+                    .map(|stream| stream.mid());
+                if let Some(mid) = mid {
+                    out.work.push_back(Work::Forward {
+                        track: TrackId { participant, mid },
+                        packet,
+                    });
+                }
+            }
+            RtcEvent::KeyframeRequest(request) => {
+                if let Some(track) = self.outgoing.get(&request.mid) {
+                    out.work.push_back(Work::Keyframe {
+                        track: *track,
+                        kind: request.kind,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts a graceful close and sends what str0m queues for it (RTCP BYE, DTLS
+    /// close_notify); events and deadlines of a leaving participant no longer matter.
+    pub(crate) fn close(mut self, out: &mut Outputs) {
+        if self.rtc.close().is_err() {
+            return;
+        }
+        for _ in 0..CLOSE_FLUSH_LIMIT {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => out.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(_)) => {}
+                Ok(Output::Timeout(_)) | Err(_) => return,
+            }
+        }
+    }
+}

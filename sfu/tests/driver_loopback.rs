@@ -1,0 +1,227 @@
+//! The tokio driver on a real UDP socket: two str0m clients on 127.0.0.1 join through the
+//! driver and each receives the other's audio.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sfu::core::{Command, Config, Event, ParticipantId, RoomId};
+use sfu::driver::{Driver, Workers};
+use str0m::change::{SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+
+const WANTED_PACKETS: usize = 25;
+
+struct Client {
+    id: ParticipantId,
+    rtc: Rtc,
+    socket: UdpSocket,
+    pending: Option<SdpPendingOffer>,
+    audio: Mid,
+    seq: u64,
+    next_audio: Instant,
+    timeout: Instant,
+    connected: bool,
+    received: usize,
+}
+
+impl Client {
+    async fn new(id: u128) -> (Client, SdpOffer) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = socket.local_addr().expect("local addr");
+        let now = Instant::now();
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api.apply().expect("offer");
+        let client = Client {
+            id: ParticipantId(id),
+            rtc,
+            socket,
+            pending: Some(pending),
+            audio,
+            seq: 1,
+            next_audio: now,
+            timeout: now,
+            connected: false,
+            received: 0,
+        };
+        (client, offer)
+    }
+
+    async fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output().expect("poll") {
+                Output::Timeout(at) => {
+                    self.timeout = at;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                }
+                Output::Event(RtcEvent::Connected) => self.connected = true,
+                Output::Event(RtcEvent::RtpPacket(_)) => self.received += 1,
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    async fn receive(&mut self, len: usize, source: SocketAddr, buf: &[u8]) {
+        let destination = self.socket.local_addr().expect("local addr");
+        if let Ok(receive) = Receive::new(Protocol::Udp, source, destination, &buf[..len]) {
+            let _ = self
+                .rtc
+                .handle_input(Input::Receive(Instant::now(), receive));
+        }
+        self.drain().await;
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        self.rtc.handle_input(Input::Timeout(now)).expect("timeout");
+        self.drain().await;
+        if self.connected && self.next_audio <= now {
+            let pt = self
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .map(|p| p.pt())
+                .expect("opus");
+            let mut direct = self.rtc.direct_api();
+            if let Some(tx) = direct.stream_tx_by_mid(self.audio, None) {
+                let time = (self.seq * 960) as u32;
+                tx.write_rtp(RtpWrite::new(pt, self.seq.into(), time, now, vec![7u8; 80]));
+                self.seq += 1;
+            }
+            self.next_audio = now + Duration::from_millis(20);
+            self.drain().await;
+        }
+    }
+
+    fn next_wakeup(&self) -> Instant {
+        if self.connected {
+            self.timeout.min(self.next_audio)
+        } else {
+            self.timeout
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_clients_exchange_audio_over_loopback_udp() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let server = socket.local_addr().expect("local addr");
+    let mut driver = Driver::spawn(socket, Config::new(server)).expect("driver");
+    let room = RoomId(1);
+
+    let mut clients = Vec::new();
+    for id in [1, 2] {
+        let (mut client, offer) = Client::new(id).await;
+        client.drain().await;
+        driver
+            .handle
+            .command(Command::Join {
+                room,
+                participant: client.id,
+                offer: Some(offer),
+                waiting: false,
+            })
+            .await
+            .expect("join");
+        clients.push(client);
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (mut buf_a, mut buf_b) = (vec![0u8; 2048], vec![0u8; 2048]);
+    while clients.iter().any(|c| c.received < WANTED_PACKETS) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "received only {:?} packets",
+            clients.iter().map(|c| c.received).collect::<Vec<_>>()
+        );
+        let wakeup = clients
+            .iter()
+            .map(Client::next_wakeup)
+            .min()
+            .expect("clients");
+        let (a, b) = clients.split_at_mut(1);
+        let (a, b) = (&mut a[0], &mut b[0]);
+        tokio::select! {
+            event = driver.events.recv() => {
+                match event.expect("driver runs") {
+                    Event::Answer { participant, answer } => {
+                        let client = if participant == a.id { &mut *a } else { &mut *b };
+                        let pending = client.pending.take().expect("client offered");
+                        client.rtc.sdp_api().accept_answer(pending, answer).expect("answer");
+                        client.drain().await;
+                    }
+                    Event::Offer { participant, offer } => {
+                        let client = if participant == a.id { &mut *a } else { &mut *b };
+                        let answer = client.rtc.sdp_api().accept_offer(offer).expect("offer");
+                        client.drain().await;
+                        driver
+                            .handle
+                            .command(Command::Answer { participant, answer })
+                            .await
+                            .expect("core takes the answer");
+                    }
+                    _ => {}
+                }
+            }
+            received = a.socket.recv_from(&mut buf_a) => {
+                let (len, source) = received.expect("recv");
+                a.receive(len, source, &buf_a).await;
+            }
+            received = b.socket.recv_from(&mut buf_b) => {
+                let (len, source) = received.expect("recv");
+                b.receive(len, source, &buf_b).await;
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wakeup)) => {
+                a.tick().await;
+                b.tick().await;
+            }
+        }
+    }
+
+    let handle = driver.handle.clone();
+    for client in &clients {
+        handle
+            .command(Command::Leave {
+                participant: client.id,
+            })
+            .await
+            .expect("leave");
+    }
+    drop(handle);
+    drop(driver.handle);
+    driver
+        .task
+        .await
+        .expect("task")
+        .expect("driver ends cleanly once every handle is gone");
+}
+
+#[tokio::test]
+async fn workers_pin_each_room_to_one_worker() {
+    let ip = "127.0.0.1".parse().expect("ip");
+    let workers = Workers::spawn(3, ip, ip, Config::new("127.0.0.1:9".parse().expect("addr")))
+        .await
+        .expect("workers");
+    let rooms: Vec<RoomId> = (0..60).map(RoomId).collect();
+    let first: Vec<usize> = rooms.iter().map(|r| workers.index_for(*r)).collect();
+    let again: Vec<usize> = rooms.iter().map(|r| workers.index_for(*r)).collect();
+    assert_eq!(first, again, "a room always maps to the same worker");
+    for worker in 0..3 {
+        assert!(first.contains(&worker), "worker {worker} hosts some room");
+    }
+    let ports: std::collections::HashSet<u16> = rooms
+        .iter()
+        .map(|r| workers.handle_for(*r).local_addr().port())
+        .collect();
+    assert_eq!(ports.len(), 3, "each worker has its own socket");
+}

@@ -1,0 +1,385 @@
+//! Whole rooms in virtual time: simulated str0m clients talk to the core through an in-memory
+//! network. Every assertion is about what a client actually received.
+
+mod sim;
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sfu::core::{Command, CoreError, Event, LeaveReason, ParticipantId};
+use sim::{Sim, Video};
+
+#[test]
+fn two_participants_exchange_audio_and_video() {
+    let mut sim = Sim::new(1);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::H264, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(3));
+
+    for (me, other) in [(alice, bob), (bob, alice)] {
+        let other_tag = sim.clients[other].tag;
+        let received: Vec<_> = sim.clients[me].received_from(other_tag).collect();
+        let audio = received.iter().filter(|r| r.is_audio()).count();
+        let video = received.len() - audio;
+        assert!(
+            audio > 100,
+            "client {me} got {audio} audio packets from {other}"
+        );
+        assert!(
+            video > 100,
+            "client {me} got {video} video packets from {other}"
+        );
+        assert!(
+            received.iter().all(|r| r.payload.len() == 200),
+            "payloads arrive intact"
+        );
+        assert_eq!(
+            sim.clients[me].received_from(sim.clients[me].tag).count(),
+            0,
+            "nobody receives their own media"
+        );
+    }
+}
+
+#[test]
+fn every_keyframe_arrives_through_nack_and_rtx_under_five_percent_loss() {
+    let mut sim = Sim::new(42);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::None, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    sim.net.loss = 0.05;
+    let lossy_from = sim.now;
+    sim.run_for(Duration::from_secs(10));
+    let lossy_until = sim.now;
+    sim.net.loss = 0.0;
+    sim.run_for(Duration::from_secs(2));
+
+    let lost_towards_server = sim.net.lost[&sim.server];
+    let lost_towards_bob = sim.net.lost[&sim.clients[bob].addr];
+    assert!(
+        lost_towards_server > 20 && lost_towards_bob > 20,
+        "both legs lose packets ({lost_towards_server} and {lost_towards_bob})"
+    );
+
+    let alice_tag = sim.clients[alice].tag;
+    let received: std::collections::HashSet<(u32, u8)> = sim.clients[bob]
+        .received_from(alice_tag)
+        .filter_map(|r| r.keyframe_packet())
+        .collect();
+    let sent: Vec<(u32, u8)> = sim.clients[alice]
+        .sent_keyframe_packets
+        .iter()
+        .filter(|(_, _, at)| (lossy_from..lossy_until).contains(at))
+        .map(|(frame, packet, _)| (*frame, *packet))
+        .collect();
+    assert!(
+        sent.len() >= 9 * usize::from(sim::KEYFRAME_PACKETS),
+        "alice sent keyframes while the network was lossy"
+    );
+    let missing: Vec<_> = sent.iter().filter(|p| !received.contains(p)).collect();
+    assert!(
+        missing.is_empty(),
+        "keyframe packets never arrived: {missing:?}"
+    );
+}
+
+#[test]
+fn a_subscribers_pli_reaches_the_publisher_throttled() {
+    let mut sim = Sim::new(3);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::None, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(2));
+    let alice_video = sim.clients[alice].video_mid().expect("alice sends video");
+    let bob_view_of_alice = sim.routed_video_mid(bob, alice);
+    sim.clients[alice].keyframe_requests.clear();
+
+    let asked_at = sim.now;
+    for _ in 0..5 {
+        let mut direct = sim.clients[bob].rtc.direct_api();
+        let stream = direct
+            .stream_rx_by_mid(bob_view_of_alice, None)
+            .expect("bob receives alice's video");
+        stream.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.run_for(Duration::from_secs(2));
+
+    let requests = &sim.clients[alice].keyframe_requests;
+    assert_eq!(
+        requests.len(),
+        2,
+        "five PLIs in 100 ms become one at once and one after the interval: {requests:?}"
+    );
+    assert!(requests.iter().all(|(_, mid, _)| *mid == alice_video));
+    let first = requests[0].0 - asked_at;
+    let second = requests[1].0 - requests[0].0;
+    assert!(
+        first < Duration::from_millis(100),
+        "first PLI after {first:?}"
+    );
+    assert!(
+        second >= Duration::from_millis(500),
+        "second PLI only {second:?} after the first"
+    );
+    let stats = sim.core.stats();
+    assert_eq!(stats.keyframe_requests_throttled, 4);
+}
+
+#[test]
+fn leave_and_remove_free_every_resource() {
+    let mut sim = Sim::new(4);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    let carol = sim.join(Video::Vp8, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(1));
+    let stats = sim.core.stats();
+    assert_eq!((stats.rooms, stats.participants, stats.tracks), (1, 3, 6));
+    assert_eq!(stats.legs, 12, "each of 6 tracks reaches 2 subscribers");
+    assert_eq!(stats.ufrags, 3);
+    assert!(stats.addresses >= 3);
+
+    let alice_id = sim.clients[alice].id;
+    sim.command(Command::Leave {
+        participant: alice_id,
+    })
+    .expect("alice leaves");
+    let stats = sim.core.stats();
+    assert_eq!((stats.participants, stats.tracks, stats.legs), (2, 4, 4));
+    assert_eq!(stats.ufrags, 2);
+
+    // What was already on the wire lands within the network delay, nothing after.
+    sim.run_for(Duration::from_millis(100));
+    let alice_tag = sim.clients[alice].tag;
+    let carol_had = sim.clients[carol].received_from(alice_tag).count();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.clients[carol].received_from(alice_tag).count(),
+        carol_had
+    );
+    assert!(
+        !sim.clients[alice].rtc.is_alive(),
+        "the core closed alice's session (DTLS close_notify)"
+    );
+    let bob_tag = sim.clients[bob].tag;
+    let carol_from_bob = sim.clients[carol].received_from(bob_tag).count();
+    sim.run_for(Duration::from_millis(500));
+    assert!(
+        sim.clients[carol].received_from(bob_tag).count() > carol_from_bob,
+        "the rest of the room keeps flowing"
+    );
+
+    sim.command(Command::Remove {
+        participant: sim.clients[bob].id,
+    })
+    .expect("bob is removed");
+    sim.command(Command::Leave {
+        participant: sim.clients[carol].id,
+    })
+    .expect("carol leaves");
+    assert!(matches!(
+        sim.command(Command::Leave {
+            participant: alice_id
+        }),
+        Err(CoreError::UnknownParticipant(_))
+    ));
+
+    let stats = sim.core.stats();
+    assert_eq!(
+        (stats.rooms, stats.participants, stats.tracks, stats.legs),
+        (0, 0, 0, 0)
+    );
+    assert_eq!((stats.addresses, stats.ufrags, stats.timers), (0, 0, 0));
+    assert_eq!(sim.core.poll_timeout(), None);
+    let left: Vec<_> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Left { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        left,
+        [LeaveReason::Left, LeaveReason::Removed, LeaveReason::Left]
+    );
+}
+
+#[test]
+fn the_waiting_room_holds_media_until_admit() {
+    let mut sim = Sim::new(5);
+    let clinician = sim.join(Video::Vp8, false);
+    let patient = sim.join(Video::Vp8, true);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(2));
+    let (clinician_tag, patient_tag) = (sim.clients[clinician].tag, sim.clients[patient].tag);
+    assert_eq!(sim.clients[clinician].received_from(patient_tag).count(), 0);
+    assert_eq!(sim.clients[patient].received_from(clinician_tag).count(), 0);
+    assert_eq!(sim.core.stats().legs, 0);
+    assert_eq!(sim.tracks_of(patient).len(), 2, "the patient did publish");
+
+    let patient_id = sim.clients[patient].id;
+    sim.command(Command::Admit {
+        participant: patient_id,
+    })
+    .expect("admitted");
+    assert!(matches!(
+        sim.command(Command::Admit {
+            participant: patient_id
+        }),
+        Err(CoreError::NotWaiting(_))
+    ));
+    sim.run_for(Duration::from_secs(1));
+    let clinician_got = sim.clients[clinician].received_from(patient_tag).count();
+    let patient_got = sim.clients[patient].received_from(clinician_tag).count();
+    assert!(clinician_got > 50, "clinician got {clinician_got} packets");
+    assert!(patient_got > 50, "patient got {patient_got} packets");
+    assert!(
+        sim.clients[patient]
+            .received_from(clinician_tag)
+            .any(|r| r.keyframe_packet().is_some()),
+        "the admitted patient is sent a keyframe"
+    );
+}
+
+#[test]
+fn muting_a_track_stops_forwarding_until_unmuted() {
+    let mut sim = Sim::new(6);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::None, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(1));
+    let alice_tag = sim.clients[alice].tag;
+    let video = sim
+        .tracks_of(alice)
+        .into_iter()
+        .find(|t| Some(t.mid) == sim.clients[alice].video_mid())
+        .expect("video track");
+    sim.command(Command::Mute {
+        track: video,
+        muted: true,
+    })
+    .expect("muted");
+    sim.run_for(Duration::from_millis(100));
+    let video_before = sim.clients[bob]
+        .received_from(alice_tag)
+        .filter(|r| !r.is_audio())
+        .count();
+    let audio_before = sim.clients[bob]
+        .received_from(alice_tag)
+        .filter(|r| r.is_audio())
+        .count();
+    sim.run_for(Duration::from_secs(1));
+    let bob_got = |sim: &Sim, audio: bool| {
+        sim.clients[bob]
+            .received_from(alice_tag)
+            .filter(|r| r.is_audio() == audio)
+            .count()
+    };
+    assert_eq!(bob_got(&sim, false), video_before, "muted video stops");
+    assert!(
+        bob_got(&sim, true) > audio_before + 40,
+        "audio keeps flowing"
+    );
+    sim.command(Command::Mute {
+        track: video,
+        muted: false,
+    })
+    .expect("unmuted");
+    sim.run_for(Duration::from_millis(500));
+    assert!(bob_got(&sim, false) > video_before, "unmuted video resumes");
+}
+
+#[test]
+fn limits_are_refused_with_errors() {
+    let mut sim = Sim::with_config(7, |mut config| {
+        config.max_participants_per_room = 2;
+        config.max_tracks_per_participant = 1;
+        config
+    });
+    let alice = sim.join(Video::Vp8, false);
+    sim.join(Video::None, false);
+    // str0m reports the client's m-lines only once DTLS is up.
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(100));
+    let refused: Vec<_> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrackRefused {
+                participant,
+                reason: CoreError::TooManyTracks { max: 1, .. },
+                ..
+            } => Some(*participant),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [sim.clients[alice].id], "alice's second track");
+    assert_eq!(sim.core.stats().tracks, 2);
+
+    let result = sim.command(Command::Join {
+        room: sim::ROOM,
+        participant: ParticipantId(99),
+        offer: None,
+        waiting: false,
+    });
+    assert!(matches!(result, Err(CoreError::RoomFull { max: 2, .. })));
+    let result = sim.command(Command::Join {
+        room: sim::ROOM,
+        participant: sim.clients[alice].id,
+        offer: None,
+        waiting: false,
+    });
+    assert!(matches!(result, Err(CoreError::DuplicateParticipant(_))));
+    assert_eq!(sim.core.stats().participants, 2);
+}
+
+#[test]
+fn garbage_datagrams_are_dropped_and_the_call_goes_on() {
+    let mut sim = Sim::new(8);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    let alice_addr = sim.clients[alice].addr;
+    let stranger: std::net::SocketAddr = "203.0.113.9:4000".parse().expect("address");
+    let mut rng = StdRng::seed_from_u64(8);
+    let now = sim.now;
+    let server = sim.server;
+    for i in 0..20_000 {
+        let len = rng.random_range(0..300);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if let Some(first) = bytes.first_mut() {
+            // Aim at each demultiplexing class: STUN, DTLS, RTP/RTCP.
+            *first = [0x00, 0x01, 0x16, 0x17, 0x80, 0x90, 0xC8][i % 7];
+        }
+        let source = if i % 2 == 0 { alice_addr } else { stranger };
+        let _ = sim.core.handle_datagram(now, source, server, &bytes);
+    }
+    while sim.core.poll_transmit().is_some() {}
+    let dropped = sim.core.stats().dropped_datagrams;
+    assert!(dropped >= 10_000, "only {dropped} counted as dropped");
+    let bob_tag = sim.clients[bob].tag;
+    let before = sim.clients[alice].received_from(bob_tag).count();
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.clients[alice].received_from(bob_tag).count() > before + 50);
+}
+
+#[test]
+fn a_client_that_does_not_offer_publishes_on_the_servers_offer() {
+    let mut sim = Sim::new(9);
+    let alice = sim.join_on_server_offer(Video::Vp8);
+    let bob = sim.join(Video::Vp8, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.tracks_of(alice).len(), 2, "audio and video");
+    let (alice_tag, bob_tag) = (sim.clients[alice].tag, sim.clients[bob].tag);
+    let bob_got = sim.clients[bob].received_from(alice_tag).count();
+    let alice_got = sim.clients[alice].received_from(bob_tag).count();
+    assert!(bob_got > 100, "bob got {bob_got} packets from alice");
+    assert!(alice_got > 100, "alice got {alice_got} packets from bob");
+}

@@ -1,0 +1,1 @@
+//! WebSocket signaling between browsers and the SFU. Built in its own issue (#3); empty until then.

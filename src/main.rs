@@ -1,0 +1,150 @@
+//! The `bedside` binary: command line, configuration, wiring, shutdown.
+
+mod cli;
+mod serve;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use api::audit::Actor;
+use api::config::Config;
+use api::model::StaffRole;
+use clap::Parser as _;
+use figment::Figment;
+use figment::providers::Serialized;
+
+use cli::{ApikeyCommand, AuditCommand, Cli, Command, ConfigCommand, RoleArg, TenantCommand};
+
+/// Exit status for a configuration error (API.md: "a bad value fails at start naming the key").
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = match &cli.command {
+        Command::Serve(args) => {
+            let mut figment = Figment::new();
+            if let Some(http) = args.http {
+                figment = figment.merge(Serialized::default("http.addr", http));
+            }
+            if let Some(udp) = args.udp {
+                figment = figment.merge(Serialized::default("sfu.udp", udp));
+            }
+            if let Some(ip) = args.announce_ip {
+                figment = figment.merge(Serialized::default("sfu.announce_ip", ip));
+            }
+            figment
+        }
+        _ => Figment::new(),
+    };
+    let config = match Config::load(cli.global.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("bedside: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("bedside: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("bedside: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
+    let data_dir = cli.global.data_dir.clone();
+    let cli_actor = Actor::local("cli");
+    match cli.command {
+        Command::Serve(_) => serve::run(config, &data_dir)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Config(ConfigCommand::Check) => {
+            let mut shown = serde_json::to_value(&config)?;
+            if let Some(secret) = shown.pointer_mut("/turn/shared_secret")
+                && !secret.is_null()
+            {
+                *secret = "<redacted>".into();
+            }
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let app = api::App::open(config, &data_dir)
+                .await
+                .context("opening the data directory")?;
+            let code = admin(&app, command, &cli_actor).await;
+            app.store.close().await;
+            code
+        }
+    }
+}
+
+async fn admin(app: &Arc<api::App>, command: Command, actor: &Actor) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Migrate => {
+            println!("migrations applied");
+        }
+        Command::Tenant(TenantCommand::Create { name, json }) => {
+            let (tenant_id, key) = app.create_tenant(&name, actor).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"tenant_id": tenant_id, "admin_api_key": key.expose()})
+                );
+            } else {
+                println!(
+                    "tenant {tenant_id} created\nadmin API key (shown once): {}",
+                    key.expose()
+                );
+            }
+        }
+        Command::Apikey(ApikeyCommand::Create {
+            tenant,
+            role,
+            staff,
+            json,
+        }) => {
+            let role = match role {
+                RoleArg::Admin => StaffRole::Admin,
+                RoleArg::Scheduler => StaffRole::Scheduler,
+                RoleArg::Clinician => StaffRole::Clinician,
+            };
+            let (id, key) = app
+                .create_api_key(&tenant, role, staff.as_deref(), actor)
+                .await?;
+            if json {
+                println!("{}", serde_json::json!({"id": id, "api_key": key.expose()}));
+            } else {
+                println!("key {id} created\nAPI key (shown once): {}", key.expose());
+            }
+        }
+        Command::Apikey(ApikeyCommand::Revoke { id }) => {
+            app.revoke_api_key(&id, actor).await?;
+            println!("key {id} revoked");
+        }
+        Command::Audit(AuditCommand::Verify { tenant }) => {
+            match app.verify_audit(tenant.as_deref()).await? {
+                Ok(report) => {
+                    for (tenant_id, rows) in report {
+                        println!("tenant {tenant_id}: {rows} rows checked, chain intact");
+                    }
+                }
+                Err(broken) => {
+                    println!("{broken}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Serve(_) | Command::Config(_) => unreachable!("handled by run"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,92 @@
+//! `bedside serve`: logging, the app, background workers, HTTP(S) with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use api::config::{Config, LogFormat};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs the node until SIGINT/SIGTERM.
+pub async fn run(config: Config, data_dir: &Path) -> anyhow::Result<()> {
+    init_logging(&config);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let app = api::App::open(config.clone(), data_dir)
+        .await
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    if let Some((tenant_id, key)) = app.bootstrap().await? {
+        // Printed, never logged: the one time this key is shown.
+        println!(
+            "Created the default tenant {tenant_id}.\nIts admin API key (shown once, keep it safe): {}",
+            key.expose()
+        );
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = tokio::spawn(app.clone().run_background(stop_rx));
+    let router = api::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let shutdown_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown_handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let addr = config.http.addr;
+    let scheme = if config.http.tls() { "https" } else { "http" };
+    let served = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .context("loading http.tls_cert / http.tls_key")?;
+            let server = axum_server::bind_rustls(addr, tls).handle(handle.clone());
+            let listening = announce(handle.clone(), scheme);
+            tokio::join!(server.serve(router), listening).0
+        }
+        _ => {
+            let server = axum_server::bind(addr).handle(handle.clone());
+            let listening = announce(handle.clone(), scheme);
+            tokio::join!(server.serve(router), listening).0
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = background.await;
+    app.store.close().await;
+    served.with_context(|| format!("serving on {addr}"))
+}
+
+async fn announce(handle: axum_server::Handle, scheme: &str) {
+    if let Some(addr) = handle.listening().await {
+        tracing::info!("listening on {scheme}://{addr}");
+    }
+}
