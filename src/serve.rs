@@ -1,4 +1,9 @@
-//! `bedside serve`: logging, the app, background workers, HTTP(S) with graceful shutdown.
+//! `bedside serve`: logging, the app, background workers, the SFU and signaling, HTTP(S) with
+//! graceful shutdown.
+//!
+//! The HTTP listener is bound before the app opens, so that with `http.addr` on port 0 (tests)
+//! the signaling URL in start answers names the port actually served. The SFU binds
+//! `sfu.workers` UDP sockets on consecutive ports from `sfu.udp` (`--udp`), one per worker.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,7 +18,9 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -39,9 +46,13 @@ async fn shutdown_signal() {
 }
 
 /// Runs the node until SIGINT/SIGTERM.
-pub async fn run(config: Config, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
     init_logging(&config);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let listener = std::net::TcpListener::bind(config.http.addr)
+        .with_context(|| format!("binding http.addr {}", config.http.addr))?;
+    listener.set_nonblocking(true)?;
+    config.http.addr = listener.local_addr()?;
     let app = api::App::open(config.clone(), data_dir)
         .await
         .with_context(|| format!("opening {}", data_dir.display()))?;
@@ -54,7 +65,14 @@ pub async fn run(config: Config, data_dir: &Path) -> anyhow::Result<()> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = tokio::spawn(app.clone().run_background(stop_rx));
-    let router = api::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let media = signaling::node::start(&app, signaling::Limits::default()).await?;
+    tracing::info!(
+        udp = ?media.udp,
+        announce_ip = %media.announce_ip,
+        "SFU listening"
+    );
+    let router = signaling::node::router(app.clone(), media.hub.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
     tokio::spawn(async move {
@@ -69,12 +87,12 @@ pub async fn run(config: Config, data_dir: &Path) -> anyhow::Result<()> {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
                 .context("loading http.tls_cert / http.tls_key")?;
-            let server = axum_server::bind_rustls(addr, tls).handle(handle.clone());
+            let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
             let listening = announce(handle.clone(), scheme);
             tokio::join!(server.serve(router), listening).0
         }
         _ => {
-            let server = axum_server::bind(addr).handle(handle.clone());
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
             let listening = announce(handle.clone(), scheme);
             tokio::join!(server.serve(router), listening).0
         }

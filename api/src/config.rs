@@ -540,25 +540,30 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own error type
     fn bad_value_names_its_key() {
-        let err = Config::load(
-            None,
-            Figment::from(Serialized::default("http.addr", "not-an-address")),
-        )
-        .unwrap_err();
-        assert_eq!(err.key, "http.addr");
-        let err = Config::load(
-            None,
-            Figment::from(Serialized::default("tokens.link_code_length", 8)),
-        )
-        .unwrap_err();
-        assert_eq!(err.key, "tokens.link_code_length");
-        let err = Config::load(
-            None,
-            Figment::from(Serialized::default("media.backend", "pigeon")),
-        )
-        .unwrap_err();
-        assert_eq!(err.key, "media.backend");
+        // In a Jail: `load` reads the environment, which the other Jail test changes.
+        figment::Jail::expect_with(|_| {
+            let err = Config::load(
+                None,
+                Figment::from(Serialized::default("http.addr", "not-an-address")),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, "http.addr");
+            let err = Config::load(
+                None,
+                Figment::from(Serialized::default("tokens.link_code_length", 8)),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, "tokens.link_code_length");
+            let err = Config::load(
+                None,
+                Figment::from(Serialized::default("media.backend", "pigeon")),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, "media.backend");
+            Ok(())
+        });
     }
 
     #[test]

@@ -225,3 +225,55 @@ async fn workers_pin_each_room_to_one_worker() {
         .collect();
     assert_eq!(ports.len(), 3, "each worker has its own socket");
 }
+
+#[tokio::test]
+async fn workers_bind_consecutive_ports_from_a_base_and_report_stats() {
+    let ip: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    // Another process may hold a port of the range meanwhile; a few bases are enough.
+    let mut bound = None;
+    for _ in 0..10 {
+        let probe = UdpSocket::bind("127.0.0.1:0").await.expect("probe");
+        let base = probe.local_addr().expect("addr").port();
+        drop(probe);
+        if base > 65_000 {
+            continue;
+        }
+        let config = Config::new("127.0.0.1:9".parse().expect("addr"));
+        if let Ok(workers) = Workers::bind(3, SocketAddr::new(ip, base), ip, config).await {
+            bound = Some((base, workers));
+            break;
+        }
+    }
+    let (base, workers) = bound.expect("three consecutive free ports");
+    let drivers = workers.into_drivers();
+    let ports: Vec<u16> = drivers
+        .iter()
+        .map(|d| d.handle.local_addr().port())
+        .collect();
+    assert_eq!(ports, vec![base, base + 1, base + 2]);
+
+    let garbage = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    garbage
+        .send_to(&[0x80, 0x60, 0, 1], drivers[1].handle.local_addr())
+        .await
+        .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while drivers[1].handle.stats().core.dropped_datagrams == 0 {
+        assert!(Instant::now() < deadline, "stats never showed the datagram");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Stats are published after the next input once their period has passed.
+        let _ = garbage
+            .send_to(&[0x80, 0x60, 0, 2], drivers[1].handle.local_addr())
+            .await;
+    }
+    let stats = drivers[1].handle.stats();
+    assert!(stats.core.datagrams_in >= 1 && stats.core.bytes_in >= 4);
+    assert_eq!(drivers[0].handle.stats().core.datagrams_in, 0);
+
+    let config = Config::new("127.0.0.1:9".parse().expect("addr"));
+    let taken = SocketAddr::new(ip, base);
+    assert!(
+        Workers::bind(1, taken, ip, config).await.is_err(),
+        "a port in use is an error, not a silent fallback"
+    );
+}

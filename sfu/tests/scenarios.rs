@@ -41,6 +41,22 @@ fn two_participants_exchange_audio_and_video() {
             "nobody receives their own media"
         );
     }
+
+    // What metrics are built from: traffic both ways, forwarding, first media, RTT samples.
+    let stats = sim.core.stats();
+    assert!(stats.datagrams_in > 0 && stats.bytes_in > stats.datagrams_in);
+    assert!(stats.datagrams_out > 0 && stats.bytes_out > stats.datagrams_out);
+    assert!(stats.forwarded_packets > 400);
+    let first_media = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::FirstMedia { .. }))
+        .count();
+    assert_eq!(first_media, 2, "one FirstMedia per publisher");
+    assert!(
+        sim.events.iter().any(|e| matches!(e, Event::Rtt { .. })),
+        "RTT is reported once a second"
+    );
 }
 
 #[test]
@@ -382,4 +398,76 @@ fn a_client_that_does_not_offer_publishes_on_the_servers_offer() {
     let alice_got = sim.clients[alice].received_from(bob_tag).count();
     assert!(bob_got > 100, "bob got {bob_got} packets from alice");
     assert!(alice_got > 100, "alice got {alice_got} packets from bob");
+}
+
+/// A well-formed STUN binding request whose USERNAME names `ufrag`, with PRIORITY and
+/// FINGERPRINT but a
+/// MESSAGE-INTEGRITY made without the password: what an attacker who learned a participant's
+/// ufrag could send.
+fn forged_binding_request(ufrag: &str) -> Vec<u8> {
+    fn attribute(msg: &mut Vec<u8>, kind: u16, value: &[u8]) {
+        msg.extend_from_slice(&kind.to_be_bytes());
+        msg.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        msg.extend_from_slice(value);
+        msg.resize((msg.len() + 3) & !3, 0);
+    }
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut msg = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+    msg.extend_from_slice(&[9; 12]);
+    attribute(&mut msg, 0x0006, format!("{ufrag}:intruder").as_bytes());
+    attribute(&mut msg, 0x0024, &0x6E00_01FFu32.to_be_bytes());
+    attribute(&mut msg, 0x0008, &[0x5A; 20]);
+    let body = (msg.len() - 20 + 8) as u16;
+    msg[2..4].copy_from_slice(&body.to_be_bytes());
+    let fingerprint = crc32(&msg) ^ 0x5354_554E;
+    attribute(&mut msg, 0x8028, &fingerprint.to_be_bytes());
+    msg
+}
+
+#[test]
+fn forged_binding_requests_naming_a_real_ufrag_teach_the_demux_nothing() {
+    let mut sim = Sim::new(10);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    let ufrag = sim.clients[alice]
+        .server_ufrag
+        .clone()
+        .expect("the server's SDP carries its ufrag");
+    let known = sim.core.stats().addresses;
+    let (now, server) = (sim.now, sim.server);
+    for port in 0..50 {
+        let intruder = std::net::SocketAddr::from(([203, 0, 113, 9], 5000 + port));
+        let result =
+            sim.core
+                .handle_datagram(now, intruder, server, &forged_binding_request(&ufrag));
+        assert!(
+            matches!(result, Err(CoreError::UnknownSource)),
+            "{result:?}"
+        );
+    }
+    while sim.core.poll_transmit().is_some() {}
+    assert_eq!(
+        sim.core.stats().addresses,
+        known,
+        "unauthenticated STUN must not add (or evict) addresses"
+    );
+    let bob_tag = sim.clients[bob].tag;
+    let before = sim.clients[alice].received_from(bob_tag).count();
+    sim.run_for(Duration::from_millis(500));
+    assert!(sim.clients[alice].received_from(bob_tag).count() > before + 20);
 }

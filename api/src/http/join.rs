@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ClientInfo, Staff, parse_json};
+use super::extract::{ApiJson, ClientInfo, Staff, body_rejection, parse_json};
 use super::visits::visible;
 use crate::App;
 use crate::audit::{Actor, NewEntry};
@@ -27,6 +27,7 @@ use crate::tokens::{
     GRANT_AUDIENCE, GrantClaims, TokenError, is_plausible_code, random_base62, secret_hash,
 };
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 
 /// Name of the HttpOnly cookie that identifies a device to the links it redeemed.
 pub const DEVICE_COOKIE: &str = "bedside_device";
@@ -502,9 +503,10 @@ pub async fn start_authenticated(
     State(app): State<Arc<App>>,
     staff: Staff,
     Path(visit_id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<GrantResponse>> {
     staff.require(&[StaffRole::Clinician])?;
+    let body = body.map_err(body_rejection)?;
     let body: StartAuthenticatedRequest = if body.is_empty() {
         StartAuthenticatedRequest::default()
     } else {

@@ -10,7 +10,10 @@ use super::stun;
 pub(crate) const MAX_ADDRS_PER_PARTICIPANT: usize = 8;
 
 /// Maps an incoming datagram to its participant in O(1): by remote address once known, and by
-/// the ICE ufrag in a STUN USERNAME for the first packets from a new address.
+/// the ICE ufrag in a STUN USERNAME for the first packets from a new address. A new address is
+/// only remembered ([`Demux::learn`]) once the participant's session has authenticated the
+/// STUN message that named it, so forged binding requests can neither route garbage into a
+/// session nor push a participant's real address out of the map.
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
     by_addr: HashMap<SocketAddr, ParticipantId>,
@@ -24,16 +27,23 @@ impl Demux {
         self.addrs_of.entry(participant).or_default();
     }
 
-    pub(crate) fn lookup(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<ParticipantId> {
+    /// The participant a datagram belongs to, and whether `source` is an address not yet
+    /// learned for it (then the caller authenticates the datagram and calls
+    /// [`Demux::learn`]).
+    pub(crate) fn lookup(
+        &self,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) -> Option<(ParticipantId, bool)> {
         if let Some(participant) = self.by_addr.get(&source) {
-            return Some(*participant);
+            return Some((*participant, false));
         }
         let participant = *self.by_ufrag.get(stun::local_ufrag(datagram)?)?;
-        self.learn(participant, source);
-        Some(participant)
+        Some((participant, true))
     }
 
-    fn learn(&mut self, participant: ParticipantId, source: SocketAddr) {
+    /// Routes later datagrams from `source` to `participant`.
+    pub(crate) fn learn(&mut self, participant: ParticipantId, source: SocketAddr) {
         let Some(addrs) = self.addrs_of.get_mut(&participant) else {
             return;
         };
@@ -92,9 +102,18 @@ mod tests {
         assert_eq!(demux.lookup(addr(1), &[0x80, 0, 0, 0]), None);
         assert_eq!(
             demux.lookup(addr(1), &binding_request("alice")),
-            Some(alice)
+            Some((alice, true))
         );
-        assert_eq!(demux.lookup(addr(1), &[0x80, 0, 0, 0]), Some(alice));
+        assert_eq!(
+            demux.lookup(addr(1), &[0x80, 0, 0, 0]),
+            None,
+            "nothing is learned by looking"
+        );
+        demux.learn(alice, addr(1));
+        assert_eq!(
+            demux.lookup(addr(1), &[0x80, 0, 0, 0]),
+            Some((alice, false))
+        );
         assert_eq!(demux.lookup(addr(2), &binding_request("bob")), None);
     }
 
@@ -104,10 +123,10 @@ mod tests {
         let alice = ParticipantId(1);
         demux.register(alice, "alice".into());
         for port in 0..100 {
-            demux.lookup(addr(port), &binding_request("alice"));
+            demux.learn(alice, addr(port));
         }
         assert_eq!(demux.addr_count(), MAX_ADDRS_PER_PARTICIPANT);
-        assert_eq!(demux.lookup(addr(99), &[0x80]), Some(alice));
+        assert_eq!(demux.lookup(addr(99), &[0x80]), Some((alice, false)));
         assert_eq!(demux.lookup(addr(0), &[0x80]), None);
         demux.unregister(alice, "alice");
         assert_eq!(demux.addr_count(), 0);

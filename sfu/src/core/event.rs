@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
@@ -124,6 +125,20 @@ pub enum Event {
         track: TrackId,
         /// PLI or FIR.
         kind: KeyframeRequestKind,
+    },
+    /// The first RTP packet from a participant arrived: its media flows (for join-to-media
+    /// latency).
+    FirstMedia {
+        /// The publisher.
+        participant: ParticipantId,
+    },
+    /// A round-trip time measured on a participant's session, at most once per
+    /// [`Config::stats_interval`](super::Config::stats_interval).
+    Rtt {
+        /// Whose session.
+        participant: ParticipantId,
+        /// The measured round trip.
+        rtt: Duration,
     },
     /// A participant left its room; every resource it held is freed.
     Left {

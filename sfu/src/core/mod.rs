@@ -16,9 +16,12 @@
 //! # Routing
 //!
 //! A datagram is routed to its participant in O(1): by remote address, or for the first STUN
-//! packets from a new address by the local ICE ufrag in its USERNAME. Every RTP packet a
-//! publisher sends on a track is written, with its sequence number rebased and its payload type
-//! mapped, to a send-only m-line of every other admitted participant of the room; str0m then
+//! packets from a new address by the local ICE ufrag in its USERNAME; the participant's session
+//! then authenticates it (`Rtc::accepts`) before the new address is remembered.
+//!
+//! Every RTP packet a publisher sends on a track is written, with its sequence number rebased
+//! and its payload type mapped, to a send-only m-line of every other admitted participant of
+//! the room; str0m then
 //! does RTCP, NACK/RTX and TWCC per leg. Keyframe requests from subscribers travel back to the
 //! publisher, at most one per [`Config::keyframe_interval`] per track.
 
@@ -85,6 +88,18 @@ pub struct Stats {
     pub keyframe_requests_throttled: u64,
     /// Datagrams dropped: malformed, from an unknown source, or refused by str0m.
     pub dropped_datagrams: u64,
+    /// Datagrams fed to [`Core::handle_datagram`], dropped or not.
+    pub datagrams_in: u64,
+    /// Bytes of those datagrams.
+    pub bytes_in: u64,
+    /// Datagrams handed out by [`Core::poll_transmit`].
+    pub datagrams_out: u64,
+    /// Bytes of those datagrams.
+    pub bytes_out: u64,
+    /// NACKs subscribers sent (str0m answers them with retransmissions).
+    pub nacks_received: u64,
+    /// PLIs subscribers sent (each one feeds the throttled keyframe request path).
+    pub plis_received: u64,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +108,10 @@ struct Counters {
     keyframe_requests_sent: u64,
     keyframe_requests_throttled: u64,
     dropped_datagrams: u64,
+    datagrams_in: u64,
+    bytes_in: u64,
+    datagrams_out: u64,
+    bytes_out: u64,
 }
 
 /// The SFU router for any number of rooms. See the [module documentation](self).
@@ -132,6 +151,8 @@ impl Core {
         destination: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), CoreError> {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += datagram.len() as u64;
         let result = self.route_datagram(now, source, destination, datagram);
         if result.is_err() {
             self.counters.dropped_datagrams += 1;
@@ -149,7 +170,7 @@ impl Core {
     ) -> Result<(), CoreError> {
         let receive = Receive::new(Protocol::Udp, source, destination, datagram)
             .map_err(|_| CoreError::Malformed)?;
-        let id = self
+        let (id, new_address) = self
             .demux
             .lookup(source, datagram)
             .ok_or(CoreError::UnknownSource)?;
@@ -157,7 +178,16 @@ impl Core {
             .participants
             .get_mut(&id)
             .ok_or(CoreError::UnknownSource)?;
-        let result = participant.rtc.handle_input(Input::Receive(now, receive));
+        let input = Input::Receive(now, receive);
+        // str0m checks STUN integrity here, and that anything else comes from a candidate
+        // pair ICE has validated; without it a forged datagram would reach the session.
+        if !participant.rtc.accepts(&input) {
+            return Err(CoreError::UnknownSource);
+        }
+        if new_address {
+            self.demux.learn(id, source);
+        }
+        let result = participant.rtc.handle_input(input);
         participant.drain(&mut self.out);
         Ok(result?)
     }
@@ -209,7 +239,10 @@ impl Core {
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
+        let transmit = self.out.transmits.pop_front()?;
+        self.counters.datagrams_out += 1;
+        self.counters.bytes_out += transmit.contents.len() as u64;
+        Some(transmit)
     }
 
     /// The next event for signaling, if any.
@@ -241,6 +274,12 @@ impl Core {
             keyframe_requests_sent: self.counters.keyframe_requests_sent,
             keyframe_requests_throttled: self.counters.keyframe_requests_throttled,
             dropped_datagrams: self.counters.dropped_datagrams,
+            datagrams_in: self.counters.datagrams_in,
+            bytes_in: self.counters.bytes_in,
+            datagrams_out: self.counters.datagrams_out,
+            bytes_out: self.counters.bytes_out,
+            nacks_received: self.out.nacks_received,
+            plis_received: self.out.plis_received,
         }
     }
 

@@ -45,4 +45,8 @@ pub(crate) struct Outputs {
     pub(crate) events: VecDeque<Event>,
     pub(crate) work: VecDeque<Work>,
     pub(crate) timers: Timers,
+    /// NACKs received from subscribers, summed over every session's statistics.
+    pub(crate) nacks_received: u64,
+    /// PLIs received from subscribers, summed over every session's statistics.
+    pub(crate) plis_received: u64,
 }

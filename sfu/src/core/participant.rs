@@ -30,6 +30,11 @@ pub(crate) struct Participant {
     /// Send-only m-lines in this participant's session and the track each one carries.
     pub(crate) outgoing: HashMap<Mid, TrackId>,
     pub(crate) negotiation: Negotiation,
+    /// Cumulative (NACK, PLI) counts str0m last reported per send m-line; reports carry
+    /// totals, the core counts increments.
+    feedback: HashMap<Mid, (u64, u64)>,
+    /// Whether an RTP packet from this participant has arrived yet.
+    media_seen: bool,
 }
 
 /// Server-initiated SDP renegotiation. Only one offer is outstanding at a time; changes that
@@ -68,6 +73,7 @@ impl Participant {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .set_crypto_provider(Arc::clone(crypto))
+            .set_stats_interval(config.stats_interval)
             .build(now);
         let candidate = Candidate::host(config.host_candidate, "udp")
             .map_err(|e| CoreError::Candidate(e.to_string()))?;
@@ -83,6 +89,8 @@ impl Participant {
             published: Vec::new(),
             outgoing: HashMap::new(),
             negotiation: Negotiation::default(),
+            feedback: HashMap::new(),
+            media_seen: false,
         })
     }
 
@@ -144,6 +152,10 @@ impl Participant {
                 }
             }
             RtcEvent::RtpPacket(packet) => {
+                if !self.media_seen {
+                    self.media_seen = true;
+                    out.events.push_back(Event::FirstMedia { participant });
+                }
                 let mid = self
                     .rtc
                     .direct_api()
@@ -162,6 +174,17 @@ impl Participant {
                         track: *track,
                         kind: request.kind,
                     });
+                }
+            }
+            RtcEvent::MediaEgressStats(stats) => {
+                let last = self.feedback.entry(stats.mid).or_default();
+                out.nacks_received += stats.nacks.saturating_sub(last.0);
+                out.plis_received += stats.plis.saturating_sub(last.1);
+                *last = (stats.nacks.max(last.0), stats.plis.max(last.1));
+            }
+            RtcEvent::PeerStats(stats) => {
+                if let Some(rtt) = stats.rtt {
+                    out.events.push_back(Event::Rtt { participant, rtt });
                 }
             }
             _ => {}

@@ -4,17 +4,19 @@
 //!
 //! The loop is the crate's run loop: drain the core (send its datagrams, hand out its events),
 //! then wait for the first of a datagram, the core's deadline or a command, feed it, repeat.
+//!
+//! Each worker publishes a [`WorkerStats`] snapshot (the core's [`Stats`] and the time the
+//! worker spent busy) a few times a second, for metrics.
 
-use std::hash::{BuildHasher, Hash};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::core::{Command, Config, Core, CoreError, Event, RoomId};
+use crate::core::{Command, Config, Core, CoreError, Event, RoomId, Stats};
 
 /// Room for commands in flight to one worker before senders wait.
 const COMMAND_QUEUE: usize = 256;
@@ -23,6 +25,19 @@ const COMMAND_QUEUE: usize = 256;
 const RECEIVE_BUFFER: usize = 2048;
 /// How long to sleep when the core has no deadline at all (no participants).
 const IDLE: Duration = Duration::from_secs(3600);
+/// How often a worker refreshes its [`WorkerStats`]; publishing per packet would cost a lock
+/// per packet on the hot path.
+const STATS_PERIOD: Duration = Duration::from_millis(250);
+
+/// What one worker reports about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// The core's counts.
+    pub core: Stats,
+    /// Total time the worker spent handling inputs and draining the core, as opposed to
+    /// waiting for the next input.
+    pub busy: Duration,
+}
 
 /// Why a command did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +60,7 @@ struct Request {
 pub struct Handle {
     requests: mpsc::Sender<Request>,
     local_addr: SocketAddr,
+    stats: watch::Receiver<WorkerStats>,
 }
 
 impl Handle {
@@ -61,6 +77,11 @@ impl Handle {
     /// The address the worker's socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The worker's latest statistics (at most [`STATS_PERIOD`] old while it is busy).
+    pub fn stats(&self) -> WorkerStats {
+        *self.stats.borrow()
     }
 }
 
@@ -82,11 +103,19 @@ impl Driver {
         let local_addr = socket.local_addr()?;
         let (requests, request_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(Core::new(config), socket, request_rx, event_tx));
+        let (stats_tx, stats) = watch::channel(WorkerStats::default());
+        let task = tokio::spawn(run(
+            Core::new(config),
+            socket,
+            request_rx,
+            event_tx,
+            stats_tx,
+        ));
         Ok(Driver {
             handle: Handle {
                 requests,
                 local_addr,
+                stats,
             },
             events,
             task,
@@ -99,9 +128,13 @@ async fn run(
     socket: UdpSocket,
     mut requests: mpsc::Receiver<Request>,
     events: mpsc::UnboundedSender<Event>,
+    stats: watch::Sender<WorkerStats>,
 ) -> io::Result<()> {
     let announced = core.config().host_candidate;
     let mut buf = vec![0; RECEIVE_BUFFER];
+    let mut busy = Duration::ZERO;
+    let mut published = Instant::now();
+    let mut woke = Instant::now();
     loop {
         while let Some(transmit) = core.poll_transmit() {
             // One unreachable peer must not stop the worker; str0m retransmits what matters.
@@ -116,25 +149,45 @@ async fn run(
             // Nobody listening is not an error for media: keep forwarding.
             let _ = events.send(event);
         }
+        let now = Instant::now();
+        busy += now.saturating_duration_since(woke);
+        if now.saturating_duration_since(published) >= STATS_PERIOD {
+            published = now;
+            stats.send_replace(WorkerStats {
+                core: core.stats(),
+                busy,
+            });
+        }
         let deadline = core
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + IDLE);
+        // Each arm notes when the input arrived, so busy time counts handling and draining
+        // but not waiting.
         tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, source)) => {
-                    let _ = core.handle_datagram(Instant::now(), source, announced, &buf[..len]);
+            received = socket.recv_from(&mut buf) => {
+                woke = Instant::now();
+                match received {
+                    Ok((len, source)) => {
+                        let _ = core.handle_datagram(woke, source, announced, &buf[..len]);
+                    }
+                    Err(error) if is_transient(&error) => {}
+                    Err(error) => return Err(error),
                 }
-                Err(error) if is_transient(&error) => {}
-                Err(error) => return Err(error),
-            },
-            request = requests.recv() => match request {
-                Some(Request { command, reply }) => {
-                    let _ = reply.send(core.handle_command(Instant::now(), command));
+            }
+            request = requests.recv() => {
+                woke = Instant::now();
+                match request {
+                    Some(Request { command, reply }) => {
+                        let _ = reply.send(core.handle_command(woke, command));
+                    }
+                    None => return Ok(()),
                 }
-                None => return Ok(()),
-            },
-            () = tokio::time::sleep_until(deadline) => core.handle_timeout(Instant::now()),
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                woke = Instant::now();
+                core.handle_timeout(woke);
+            }
         }
     }
 }
@@ -151,12 +204,18 @@ fn is_transient(error: &io::Error) -> bool {
     )
 }
 
+/// The worker that hosts `room` among `count` workers: a pure function of the room id, so
+/// every caller (and every restart) places a room on the same worker.
+pub fn worker_for(room: RoomId, count: usize) -> usize {
+    // Room ids are UUIDs; folding both halves keeps v7's random low bits and its timestamp.
+    let folded = (room.0 as u64) ^ ((room.0 >> 64) as u64);
+    (folded % count.max(1) as u64) as usize
+}
+
 /// One driver per CPU core, each with its own UDP port; a room always lives on the same
-/// worker, chosen from a hash of its id, so one room's participants share one core and one
-/// socket.
+/// worker ([`worker_for`]), so one room's participants share one core and one socket.
 pub struct Workers {
     workers: Vec<Driver>,
-    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Workers {
@@ -169,25 +228,43 @@ impl Workers {
         announce_ip: IpAddr,
         config: Config,
     ) -> io::Result<Workers> {
-        let mut workers = Vec::with_capacity(count.max(1));
-        for _ in 0..count.max(1) {
-            let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+        Self::bind(count, SocketAddr::new(bind_ip, 0), announce_ip, config).await
+    }
+
+    /// Binds `count` sockets starting at `udp` and spawns a driver for each: worker `i` gets
+    /// port `udp.port() + i` (consecutive ports, so a firewall opens one range), or an
+    /// ephemeral port each when `udp.port()` is 0. Each announces `announce_ip` with its own
+    /// port; `config` supplies the limits and its host candidate is replaced per worker.
+    pub async fn bind(
+        count: usize,
+        udp: SocketAddr,
+        announce_ip: IpAddr,
+        config: Config,
+    ) -> io::Result<Workers> {
+        let count = count.max(1);
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count {
+            let port = match udp.port() {
+                0 => 0,
+                base => u16::try_from(usize::from(base) + index).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{count} UDP ports from {base} pass 65535"),
+                    )
+                })?,
+            };
+            let socket = UdpSocket::bind(SocketAddr::new(udp.ip(), port)).await?;
             let port = socket.local_addr()?.port();
             let mut config = config.clone();
             config.host_candidate = SocketAddr::new(announce_ip, port);
             workers.push(Driver::spawn(socket, config)?);
         }
-        Ok(Workers {
-            workers,
-            hasher: std::collections::hash_map::RandomState::new(),
-        })
+        Ok(Workers { workers })
     }
 
     /// The worker that hosts `room`.
     pub fn index_for(&self, room: RoomId) -> usize {
-        let mut hasher = self.hasher.build_hasher();
-        room.hash(&mut hasher);
-        (std::hash::Hasher::finish(&hasher) % self.workers.len() as u64) as usize
+        worker_for(room, self.workers.len())
     }
 
     /// The handle of the worker that hosts `room`.
@@ -195,7 +272,7 @@ impl Workers {
         &self.workers[self.index_for(room)].handle
     }
 
-    /// All workers, to take their event streams and tasks.
+    /// All workers, to take their event streams and tasks; worker `i` is at index `i`.
     pub fn into_drivers(self) -> Vec<Driver> {
         self.workers
     }

@@ -103,6 +103,8 @@ pub struct Client {
     /// Keyframe packets this client sent, as `(frame, packet, sent at)`.
     pub sent_keyframe_packets: Vec<(u32, u8, Instant)>,
     pub publishing: bool,
+    /// The server's ICE ufrag for this client, from the first SDP the server sent it.
+    pub server_ufrag: Option<String>,
     pending: Option<SdpPendingOffer>,
     video_codec: Option<Codec>,
     audio: Option<Stream>,
@@ -248,6 +250,7 @@ impl Sim {
             keyframe_requests: Vec::new(),
             sent_keyframe_packets: Vec::new(),
             publishing: true,
+            server_ufrag: None,
             pending: None,
             video_codec,
             audio: None,
@@ -426,9 +429,11 @@ impl Sim {
                     answer,
                 } => {
                     let index = self.index_of(participant);
-                    let answer = SdpAnswer::from_sdp_string(&answer.to_sdp_string())
-                        .expect("answer survives signaling");
+                    let sdp = answer.to_sdp_string();
+                    let answer =
+                        SdpAnswer::from_sdp_string(&sdp).expect("answer survives signaling");
                     let client = &mut self.clients[index];
+                    client.server_ufrag = client.server_ufrag.take().or_else(|| ufrag_of(&sdp));
                     let pending = client.pending.take().expect("client offered");
                     client
                         .rtc
@@ -439,8 +444,10 @@ impl Sim {
                 }
                 Event::Offer { participant, offer } => {
                     let index = self.index_of(participant);
-                    let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string())
-                        .expect("offer survives signaling");
+                    let sdp = offer.to_sdp_string();
+                    let offer = SdpOffer::from_sdp_string(&sdp).expect("offer survives signaling");
+                    let client = &mut self.clients[index];
+                    client.server_ufrag = client.server_ufrag.take().or_else(|| ufrag_of(&sdp));
                     let answer = self.clients[index]
                         .rtc
                         .sdp_api()
@@ -584,4 +591,11 @@ fn send_frame(client: &mut Client, stream: &mut Stream, video: bool, net: &mut N
     }
     stream.frame += 1;
     stream.next += period;
+}
+
+/// The `a=ice-ufrag` of an SDP.
+fn ufrag_of(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
 }

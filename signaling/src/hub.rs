@@ -1,0 +1,1162 @@
+//! The rooms of this node and the bridge to the SFU workers.
+//!
+//! The hub keeps, per room (one visit), the seats of its participants: role, name, waiting
+//! state, the socket currently attached, the resume token and the server offer awaiting an
+//! answer. Sockets reach the hub through [`crate::ws`]; the SFU's events reach it through one
+//! pump task per worker; the api's [`VisitEvent`]s through one more. One `std` mutex guards the
+//! state: it is never held across an `.await`, and everything done under it is a map update or
+//! a non-blocking channel send.
+//!
+//! Audit rows and visit status changes go to the database from spawned tasks, so that a slow
+//! disk never delays SDP or events of a call.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use api::App;
+use api::app::VisitEvent;
+use api::audit::{Actor, NewEntry};
+use api::model::VisitStatus;
+use serde_json::json;
+use sfu::core::{Command, CoreError, Event, LeaveReason, ParticipantId, RoomId, TrackId};
+use sfu::driver::{Driver, DriverError, Handle, worker_for};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{MediaKind, Mid};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::metrics::{Metrics, MetricsError};
+use crate::protocol::{
+    CloseCode, ErrorCode, LeftReason, PROTOCOL_VERSION, ParticipantInfo, Role, ServerMessage,
+    TrackKind,
+};
+use crate::session::{Identity, Limits, Request};
+
+/// Frames queued for one socket before it counts as too slow and is detached (it may resume).
+const OUTBOUND_QUEUE: usize = 256;
+/// Length of resume tokens (base62, ~190 bits).
+const SESSION_TOKEN_LEN: usize = 32;
+/// How often SFU statistics are folded into the metrics.
+const METRICS_PERIOD: Duration = Duration::from_secs(1);
+
+/// What the hub asks a socket to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// Send this frame.
+    Frame(ServerMessage),
+    /// Close with this code.
+    Close(CloseCode),
+}
+
+/// The hub's end of one socket: an id and the queue its task drains.
+#[derive(Debug)]
+pub struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Outbound>,
+}
+
+impl Conn {
+    /// The connection's id (for [`Hub::disconnected`] and [`Hub::request`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// A refused `join` or `resume`: the frame to send and the close code that follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The error frame.
+    pub frame: ServerMessage,
+    /// The close code.
+    pub close: CloseCode,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>, close: CloseCode) -> Self {
+        Self {
+            frame: ServerMessage::error(code, message),
+            close,
+        }
+    }
+}
+
+struct Seat {
+    role: Role,
+    name: String,
+    waiting: bool,
+    connected: bool,
+    conn: Option<Conn>,
+    session: String,
+    /// The server's offer not yet answered, resent on resume.
+    pending_offer: Option<String>,
+    joined_at: Instant,
+    /// Set while no socket is attached: the generation that the expiry timer checks.
+    dropped: Option<u64>,
+    /// Why it will leave, once it does.
+    leave_reason: LeftReason,
+    /// Whether the SFU has seated it yet; until then an `admit` is remembered in
+    /// `admit_pending` and applied by the join once the SFU has it.
+    in_sfu: bool,
+    admit_pending: bool,
+}
+
+impl Seat {
+    /// Queues a frame; a socket whose queue is full is detached (it may resume).
+    fn send(&mut self, message: ServerMessage) {
+        if let Some(conn) = &self.conn
+            && conn.tx.try_send(Outbound::Frame(message)).is_err()
+        {
+            self.conn = None;
+        }
+    }
+
+    fn close(&mut self, code: CloseCode) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.tx.try_send(Outbound::Close(code));
+        }
+    }
+}
+
+struct Room {
+    tenant: String,
+    visit: String,
+    waiting_room: bool,
+    seats: HashMap<ParticipantId, Seat>,
+    /// Admitted once: a rejoin after a reload does not wait again.
+    admitted: HashSet<ParticipantId>,
+    /// Removed by the clinician: their grants no longer seat them.
+    removed: HashSet<ParticipantId>,
+    kinds: HashMap<TrackId, TrackKind>,
+    in_progress: bool,
+    /// Participants replaced by a new join: the old session's events, up to and including
+    /// its `Left`, are dropped (counted, one per replacement).
+    replaced: HashMap<ParticipantId, u32>,
+}
+
+impl Room {
+    fn broadcast(&mut self, except: Option<ParticipantId>, message: &ServerMessage) {
+        for (id, seat) in &mut self.seats {
+            if Some(*id) != except {
+                seat.send(message.clone());
+            }
+        }
+    }
+
+    fn roster(&self, except: ParticipantId) -> Vec<ParticipantInfo> {
+        self.seats
+            .iter()
+            .filter(|(id, _)| **id != except)
+            .map(|(id, seat)| ParticipantInfo {
+                participant: wire_id(*id),
+                name: seat.name.clone(),
+                role: seat.role,
+                waiting: seat.waiting,
+            })
+            .collect()
+    }
+
+    /// Whether a clinician and a patient are both admitted with media connected.
+    fn call_running(&self) -> bool {
+        let live = |role| {
+            self.seats
+                .values()
+                .any(|s| s.role == role && !s.waiting && s.connected)
+        };
+        live(Role::Clinician) && live(Role::Patient)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<RoomId, Room>,
+    index: HashMap<ParticipantId, RoomId>,
+}
+
+/// Every room of this node. See the [module documentation](self).
+pub struct Hub {
+    app: Arc<App>,
+    workers: Vec<Handle>,
+    state: Mutex<State>,
+    metrics: Metrics,
+    limits: Limits,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The participant or room id of a UUID string, as the SFU names it.
+pub fn uuid_id(text: &str) -> Option<u128> {
+    uuid::Uuid::parse_str(text).ok().map(|id| id.as_u128())
+}
+
+fn wire_id(id: ParticipantId) -> String {
+    uuid::Uuid::from_u128(id.0).to_string()
+}
+
+/// A track's wire id: `<publisher participant id>:<publisher mid>`.
+pub fn wire_track(track: TrackId) -> String {
+    format!("{}:{}", wire_id(track.participant), track.mid)
+}
+
+fn parse_track(text: &str) -> Option<TrackId> {
+    let (participant, mid) = text.rsplit_once(':')?;
+    if mid.is_empty() || mid.len() > 16 {
+        return None;
+    }
+    Some(TrackId {
+        participant: ParticipantId(uuid_id(participant)?),
+        mid: Mid::from(mid),
+    })
+}
+
+fn kind(kind: MediaKind) -> TrackKind {
+    if kind.is_audio() {
+        TrackKind::Audio
+    } else {
+        TrackKind::Video
+    }
+}
+
+fn actor(participant: ParticipantId) -> Actor {
+    Actor::local(&format!("participant:{}", wire_id(participant)))
+}
+
+/// The error frame for a command the SFU refused.
+fn command_error(error: DriverError) -> ServerMessage {
+    let code = match &error {
+        DriverError::Stopped => ErrorCode::MediaUnavailable,
+        DriverError::Core(core) => match core {
+            CoreError::RoomFull { .. } => ErrorCode::RoomFull,
+            CoreError::UnknownParticipant(_) => ErrorCode::UnknownParticipant,
+            CoreError::UnknownTrack(_) => ErrorCode::UnknownTrack,
+            CoreError::TooManyTracks { .. } => ErrorCode::TooManyTracks,
+            CoreError::NotWaiting(_) => ErrorCode::NotWaiting,
+            CoreError::OfferCollision(_) => ErrorCode::OfferCollision,
+            CoreError::NoPendingOffer(_) => ErrorCode::NoPendingOffer,
+            CoreError::Rtc(_) => ErrorCode::InvalidSdp,
+            CoreError::DuplicateParticipant(_)
+            | CoreError::Candidate(_)
+            | CoreError::UnknownSource
+            | CoreError::Malformed => ErrorCode::MediaUnavailable,
+        },
+    };
+    ServerMessage::error(code, error.to_string())
+}
+
+impl Hub {
+    /// A hub over the SFU `drivers` (worker `i` at index `i`, rooms placed with
+    /// [`worker_for`]). Spawns, on the current runtime, one task per worker that relays its
+    /// events, one that disconnects ended visits, and one that folds SFU statistics into the
+    /// metrics, which it registers in the api's registry. The tasks hold the hub and run
+    /// until the runtime shuts down, like the SFU workers they serve.
+    pub fn start(
+        app: Arc<App>,
+        drivers: Vec<Driver>,
+        limits: Limits,
+    ) -> Result<Arc<Self>, MetricsError> {
+        let metrics = Metrics::register(app.metrics.registry())?;
+        let mut workers = Vec::with_capacity(drivers.len());
+        let mut streams = Vec::with_capacity(drivers.len());
+        for driver in drivers {
+            workers.push(driver.handle);
+            streams.push(driver.events);
+        }
+        let visit_events = app.events.subscribe();
+        let hub = Arc::new(Self {
+            app,
+            workers,
+            state: Mutex::new(State::default()),
+            metrics,
+            limits,
+            next_id: AtomicU64::new(1),
+        });
+        for events in streams {
+            tokio::spawn(Arc::clone(&hub).pump(events));
+        }
+        tokio::spawn(Arc::clone(&hub).watch_visits(visit_events));
+        tokio::spawn(Arc::clone(&hub).fold_stats());
+        Ok(hub)
+    }
+
+    /// The per-socket limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The metrics (to count frames and errors).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A new socket's connection and the queue of what the hub sends it.
+    pub fn connect(&self) -> (Conn, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        (Conn { id, tx }, rx)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping signaling would, so keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn worker(&self, room: RoomId) -> &Handle {
+        &self.workers[worker_for(room, self.workers.len())]
+    }
+
+    fn audit(&self, entry: NewEntry) {
+        let app = Arc::clone(&self.app);
+        tokio::spawn(async move {
+            if let Err(error) = app.audit_alone(entry).await {
+                tracing::error!(%error, "writing a signaling audit row failed");
+            }
+        });
+    }
+
+    fn verify(
+        &self,
+        grant: &str,
+    ) -> Result<(api::tokens::GrantClaims, ParticipantId, RoomId), Refusal> {
+        let unauthorized =
+            |why: &str| Refusal::new(ErrorCode::Unauthorized, why, CloseCode::Unauthorized);
+        let claims = self
+            .app
+            .grants
+            .verify(grant)
+            .map_err(|error| unauthorized(&error.to_string()))?;
+        let participant = uuid_id(&claims.sub).ok_or_else(|| unauthorized("bad subject"))?;
+        let room = uuid_id(&claims.room).ok_or_else(|| unauthorized("bad room"))?;
+        Ok((claims, ParticipantId(participant), RoomId(room)))
+    }
+
+    /// Seats the holder of `grant` with its socket `conn`: checks the visit is live, answers
+    /// `joined`, joins the SFU room (waiting if the visit has a waiting room and this is the
+    /// patient), tells the others and audits.
+    pub async fn join(
+        self: &Arc<Self>,
+        conn: Conn,
+        grant: &str,
+        offer: Option<String>,
+    ) -> Result<Identity, Refusal> {
+        let (claims, participant, room) = self.verify(grant)?;
+        let offer = offer
+            .map(|sdp| SdpOffer::from_sdp_string(&sdp))
+            .transpose()
+            .map_err(|error| {
+                Refusal::new(
+                    ErrorCode::InvalidSdp,
+                    error.to_string(),
+                    CloseCode::Protocol,
+                )
+            })?;
+        let visit = api::store::visits::get(self.app.store.reader(), &claims.tenant, &claims.visit)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "reading a visit for signaling failed");
+                Refusal::new(
+                    ErrorCode::MediaUnavailable,
+                    "the visit could not be read; try again",
+                    CloseCode::Unavailable,
+                )
+            })?
+            .filter(|visit| !visit.status().is_final())
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::VisitUnavailable,
+                    "the visit is over",
+                    CloseCode::VisitOver,
+                )
+            })?;
+        if visit.media_backend != "sfu" {
+            return Err(Refusal::new(
+                ErrorCode::VisitUnavailable,
+                "this visit does not use Bedside's media server",
+                CloseCode::Protocol,
+            ));
+        }
+        let role = Role::from(claims.role);
+        let replaced = {
+            let mut state = self.state();
+            let seat = state.rooms.get_mut(&room).and_then(|r| {
+                if r.removed.contains(&participant) {
+                    return Some(Err(()));
+                }
+                let old = r.seats.remove(&participant).map(|mut seat| {
+                    seat.close(CloseCode::Replaced);
+                    *r.replaced.entry(participant).or_default() += 1;
+                });
+                old.map(Ok)
+            });
+            match seat {
+                Some(Err(())) => {
+                    return Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "the clinician removed you from this visit",
+                        CloseCode::Removed,
+                    ));
+                }
+                Some(Ok(())) => {
+                    state.index.remove(&participant);
+                    true
+                }
+                None => false,
+            }
+        };
+        let worker = self.worker(room).clone();
+        if replaced {
+            let _ = worker.command(Command::Leave { participant }).await;
+            self.audit(
+                NewEntry::success(
+                    &claims.tenant,
+                    &actor(participant),
+                    "participant.left",
+                    Some(&claims.visit),
+                )
+                .with_details(json!({"participant_id": claims.sub, "reason": "replaced"})),
+            );
+        }
+        let waiting = {
+            let mut state = self.state();
+            let room_state = state.rooms.entry(room).or_insert_with(|| Room {
+                tenant: claims.tenant.clone(),
+                visit: claims.visit.clone(),
+                waiting_room: visit.waiting_room,
+                seats: HashMap::new(),
+                admitted: HashSet::new(),
+                removed: HashSet::new(),
+                kinds: HashMap::new(),
+                in_progress: visit.status() == VisitStatus::InProgress,
+                replaced: HashMap::new(),
+            });
+            let waiting = room_state.waiting_room
+                && role == Role::Patient
+                && !room_state.admitted.contains(&participant);
+            let session = api::tokens::random_base62(SESSION_TOKEN_LEN);
+            let mut seat = Seat {
+                role,
+                name: claims.name.clone(),
+                waiting,
+                connected: false,
+                conn: Some(conn),
+                session: session.clone(),
+                pending_offer: None,
+                joined_at: Instant::now(),
+                dropped: None,
+                leave_reason: LeftReason::Left,
+                in_sfu: false,
+                admit_pending: false,
+            };
+            seat.send(ServerMessage::Joined {
+                protocol: PROTOCOL_VERSION,
+                participant: claims.sub.clone(),
+                role,
+                visit: claims.visit.clone(),
+                session,
+                waiting,
+                resumed: false,
+                participants: room_state.roster(participant),
+            });
+            // Told under the same lock that builds rosters, so every other participant learns
+            // of this one exactly once: from its own roster or from this notice.
+            let notice = if waiting {
+                ServerMessage::ParticipantWaiting {
+                    participant: claims.sub.clone(),
+                    name: claims.name.clone(),
+                }
+            } else {
+                ServerMessage::ParticipantJoined {
+                    participant: claims.sub.clone(),
+                    name: claims.name.clone(),
+                    role,
+                }
+            };
+            room_state.broadcast(None, &notice);
+            room_state.seats.insert(participant, seat);
+            state.index.insert(participant, room);
+            waiting
+        };
+        let joined = worker
+            .command(Command::Join {
+                room,
+                participant,
+                offer,
+                waiting,
+            })
+            .await;
+        if let Err(error) = joined {
+            let close = match &error {
+                DriverError::Core(CoreError::Rtc(_)) => CloseCode::Protocol,
+                _ => CloseCode::Unavailable,
+            };
+            let frame = command_error(error);
+            let mut state = self.state();
+            if let Some(room_state) = state.rooms.get_mut(&room) {
+                room_state.seats.remove(&participant);
+                room_state.broadcast(
+                    None,
+                    &ServerMessage::ParticipantLeft {
+                        participant: claims.sub.clone(),
+                        reason: LeftReason::Failed,
+                    },
+                );
+                if room_state.seats.is_empty() {
+                    state.rooms.remove(&room);
+                }
+            }
+            state.index.remove(&participant);
+            return Err(Refusal { frame, close });
+        }
+        let admit = {
+            let mut state = self.state();
+            state
+                .rooms
+                .get_mut(&room)
+                .and_then(|r| r.seats.get_mut(&participant))
+                .is_some_and(|seat| {
+                    seat.in_sfu = true;
+                    std::mem::take(&mut seat.admit_pending)
+                })
+        };
+        if admit {
+            let _ = worker.command(Command::Admit { participant }).await;
+        }
+        let details = json!({"participant_id": claims.sub, "role": claims.role.as_str()});
+        self.audit(
+            NewEntry::success(
+                &claims.tenant,
+                &actor(participant),
+                "participant.joined",
+                Some(&claims.visit),
+            )
+            .with_details(details.clone()),
+        );
+        if waiting {
+            self.audit(
+                NewEntry::success(
+                    &claims.tenant,
+                    &actor(participant),
+                    "participant.waiting",
+                    Some(&claims.visit),
+                )
+                .with_details(details),
+            );
+        }
+        Ok(Identity {
+            participant: claims.sub,
+            role,
+        })
+    }
+
+    /// Reattaches a seat whose socket dropped (or is about to be replaced) to `conn`, if the
+    /// grant names the same participant and `session` is its resume token. The media session
+    /// is untouched; an unanswered server offer is sent again.
+    pub async fn resume(
+        self: &Arc<Self>,
+        conn: Conn,
+        grant: &str,
+        session: &str,
+    ) -> Result<Identity, Refusal> {
+        let (claims, participant, room) = self.verify(grant)?;
+        let refused = || {
+            Refusal::new(
+                ErrorCode::Unauthorized,
+                "no seat to resume; join again",
+                CloseCode::Unauthorized,
+            )
+        };
+        {
+            let mut state = self.state();
+            let room_state = state.rooms.get_mut(&room).ok_or_else(refused)?;
+            let roster = room_state.roster(participant);
+            let seat = room_state
+                .seats
+                .get_mut(&participant)
+                .filter(|seat| seat.session == session)
+                .ok_or_else(refused)?;
+            seat.close(CloseCode::Replaced);
+            seat.conn = Some(conn);
+            seat.dropped = None;
+            seat.send(ServerMessage::Joined {
+                protocol: PROTOCOL_VERSION,
+                participant: claims.sub.clone(),
+                role: seat.role,
+                visit: claims.visit.clone(),
+                session: seat.session.clone(),
+                waiting: seat.waiting,
+                resumed: true,
+                participants: roster,
+            });
+            if let Some(sdp) = seat.pending_offer.clone() {
+                seat.send(ServerMessage::Offer { sdp });
+            }
+        }
+        self.audit(
+            NewEntry::success(
+                &claims.tenant,
+                &actor(participant),
+                "participant.resumed",
+                Some(&claims.visit),
+            )
+            .with_details(json!({"participant_id": claims.sub})),
+        );
+        Ok(Identity {
+            participant: claims.sub,
+            role: Role::from(claims.role),
+        })
+    }
+
+    /// The socket `conn_id` of a seated participant ended without `leave`: the seat waits
+    /// [`Limits::resume_window`] for a `resume`, then leaves.
+    pub fn disconnected(self: &Arc<Self>, conn_id: u64, identity: &Identity) {
+        let Some(participant) = uuid_id(&identity.participant).map(ParticipantId) else {
+            return;
+        };
+        let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut state = self.state();
+            let Some(room) = state.index.get(&participant).copied() else {
+                return;
+            };
+            let Some(seat) = state
+                .rooms
+                .get_mut(&room)
+                .and_then(|r| r.seats.get_mut(&participant))
+            else {
+                return;
+            };
+            // Ours, or already detached by the hub because its queue overflowed.
+            let ours = match &seat.conn {
+                Some(conn) => conn.id == conn_id,
+                None => seat.dropped.is_none(),
+            };
+            if !ours {
+                return;
+            }
+            seat.conn = None;
+            seat.dropped = Some(generation);
+        }
+        let hub = Arc::clone(self);
+        let window = self.limits.resume_window;
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            hub.expire(participant, generation).await;
+        });
+    }
+
+    async fn expire(&self, participant: ParticipantId, generation: u64) {
+        let room = {
+            let mut state = self.state();
+            let Some(room) = state.index.get(&participant).copied() else {
+                return;
+            };
+            let Some(seat) = state
+                .rooms
+                .get_mut(&room)
+                .and_then(|r| r.seats.get_mut(&participant))
+            else {
+                return;
+            };
+            if seat.dropped != Some(generation) {
+                return;
+            }
+            seat.leave_reason = LeftReason::Dropped;
+            room
+        };
+        let _ = self
+            .worker(room)
+            .command(Command::Leave { participant })
+            .await;
+    }
+
+    /// Carries out a seated participant's request. `Err` is the error frame to send back.
+    pub async fn request(
+        self: &Arc<Self>,
+        conn_id: u64,
+        identity: &Identity,
+        request: Request,
+    ) -> Result<(), ServerMessage> {
+        let stale = || {
+            ServerMessage::error(
+                ErrorCode::Unauthorized,
+                "this socket no longer holds the seat",
+            )
+        };
+        let me = uuid_id(&identity.participant)
+            .map(ParticipantId)
+            .ok_or_else(stale)?;
+        let room = {
+            let state = self.state();
+            let room = state.index.get(&me).copied().ok_or_else(stale)?;
+            let holds = state
+                .rooms
+                .get(&room)
+                .and_then(|r| r.seats.get(&me))
+                .and_then(|s| s.conn.as_ref())
+                .is_some_and(|c| c.id == conn_id);
+            if !holds {
+                return Err(stale());
+            }
+            room
+        };
+        let worker = self.worker(room).clone();
+        let target = |text: &str| {
+            uuid_id(text).map(ParticipantId).ok_or_else(|| {
+                ServerMessage::error(ErrorCode::UnknownParticipant, "not a participant id")
+            })
+        };
+        match request {
+            Request::Offer { sdp } => {
+                let offer = SdpOffer::from_sdp_string(&sdp)
+                    .map_err(|e| ServerMessage::error(ErrorCode::InvalidSdp, e.to_string()))?;
+                worker
+                    .command(Command::Offer {
+                        participant: me,
+                        offer,
+                    })
+                    .await
+                    .map_err(command_error)
+            }
+            Request::Answer { sdp } => {
+                let answer = SdpAnswer::from_sdp_string(&sdp)
+                    .map_err(|e| ServerMessage::error(ErrorCode::InvalidSdp, e.to_string()))?;
+                self.with_seat(room, me, |seat| seat.pending_offer = None);
+                worker
+                    .command(Command::Answer {
+                        participant: me,
+                        answer,
+                    })
+                    .await
+                    .map_err(command_error)
+            }
+            Request::Admit { participant } => {
+                let target = target(&participant)?;
+                let (tenant, visit, in_sfu) = {
+                    let mut state = self.state();
+                    let room_state = state.rooms.get_mut(&room).ok_or_else(stale)?;
+                    let seat = room_state.seats.get(&target).ok_or_else(|| {
+                        ServerMessage::error(ErrorCode::UnknownParticipant, "not in this visit")
+                    })?;
+                    if !seat.waiting || seat.admit_pending {
+                        return Err(ServerMessage::error(
+                            ErrorCode::NotWaiting,
+                            "that participant is not waiting",
+                        ));
+                    }
+                    let in_sfu = seat.in_sfu;
+                    if let Some(seat) = room_state.seats.get_mut(&target)
+                        && !in_sfu
+                    {
+                        seat.admit_pending = true;
+                    }
+                    room_state.admitted.insert(target);
+                    (room_state.tenant.clone(), room_state.visit.clone(), in_sfu)
+                };
+                if in_sfu {
+                    worker
+                        .command(Command::Admit {
+                            participant: target,
+                        })
+                        .await
+                        .map_err(command_error)?;
+                }
+                self.audit(
+                    NewEntry::success(&tenant, &actor(me), "participant.admitted", Some(&visit))
+                        .with_details(json!({"participant_id": participant})),
+                );
+                Ok(())
+            }
+            Request::Remove { participant } => {
+                let target = target(&participant)?;
+                let (tenant, visit) = {
+                    let mut state = self.state();
+                    let room_state = state.rooms.get_mut(&room).ok_or_else(stale)?;
+                    let seat = room_state.seats.get_mut(&target).ok_or_else(|| {
+                        ServerMessage::error(ErrorCode::UnknownParticipant, "not in this visit")
+                    })?;
+                    seat.leave_reason = LeftReason::Removed;
+                    room_state.removed.insert(target);
+                    room_state.admitted.remove(&target);
+                    (room_state.tenant.clone(), room_state.visit.clone())
+                };
+                worker
+                    .command(Command::Remove {
+                        participant: target,
+                    })
+                    .await
+                    .map_err(command_error)?;
+                self.audit(
+                    NewEntry::success(&tenant, &actor(me), "participant.removed", Some(&visit))
+                        .with_details(json!({"participant_id": participant})),
+                );
+                Ok(())
+            }
+            Request::Mute { track, muted } => {
+                let track = parse_track(&track)
+                    .filter(|t| t.participant == me)
+                    .ok_or_else(|| {
+                        ServerMessage::error(ErrorCode::UnknownTrack, "not one of your tracks")
+                    })?;
+                worker
+                    .command(Command::Mute { track, muted })
+                    .await
+                    .map_err(command_error)
+            }
+            Request::Leave => {
+                self.with_seat(room, me, |seat| seat.leave_reason = LeftReason::Left);
+                worker
+                    .command(Command::Leave { participant: me })
+                    .await
+                    .map_err(command_error)
+            }
+        }
+    }
+
+    fn with_seat(&self, room: RoomId, participant: ParticipantId, f: impl FnOnce(&mut Seat)) {
+        if let Some(seat) = self
+            .state()
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.seats.get_mut(&participant))
+        {
+            f(seat);
+        }
+    }
+
+    async fn pump(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<Event>) {
+        while let Some(event) = events.recv().await {
+            self.on_event(event);
+        }
+    }
+
+    /// Relays one SFU event to the sockets it concerns.
+    fn on_event(&self, event: Event) {
+        let subject = match &event {
+            Event::Answer { participant, .. }
+            | Event::Offer { participant, .. }
+            | Event::Joined { participant, .. }
+            | Event::Admitted { participant, .. }
+            | Event::Connected { participant }
+            | Event::Disconnected { participant }
+            | Event::TrackRefused { participant, .. }
+            | Event::FirstMedia { participant }
+            | Event::Rtt { participant, .. }
+            | Event::Left { participant, .. } => *participant,
+            Event::TrackPublished { track, .. }
+            | Event::TrackUnpublished { track, .. }
+            | Event::TrackMuted { track, .. }
+            | Event::KeyframeRequested { track, .. } => track.participant,
+            Event::TrackRouted { subscriber, .. } => *subscriber,
+        };
+        if let Event::Rtt { rtt, .. } = &event {
+            self.metrics.rtt.observe(rtt.as_secs_f64());
+            return;
+        }
+        let mut state = self.state();
+        let Some(room_id) = state.index.get(&subject).copied().or(match &event {
+            Event::Left { room, .. } => Some(*room),
+            _ => None,
+        }) else {
+            return;
+        };
+        let Some(room) = state.rooms.get_mut(&room_id) else {
+            return;
+        };
+        if let Some(pending) = room.replaced.get_mut(&subject)
+            && *pending > 0
+        {
+            if matches!(event, Event::Left { .. }) {
+                *pending -= 1;
+                if *pending == 0 {
+                    room.replaced.remove(&subject);
+                }
+            }
+            return;
+        }
+        let mut start = false;
+        match event {
+            Event::Answer {
+                participant,
+                answer,
+            } => {
+                if let Some(seat) = room.seats.get_mut(&participant) {
+                    seat.send(ServerMessage::Answer {
+                        sdp: answer.to_sdp_string(),
+                    });
+                }
+            }
+            Event::Offer { participant, offer } => {
+                if let Some(seat) = room.seats.get_mut(&participant) {
+                    let sdp = offer.to_sdp_string();
+                    seat.pending_offer = Some(sdp.clone());
+                    seat.send(ServerMessage::Offer { sdp });
+                }
+            }
+            Event::Admitted { participant, .. } => {
+                if let Some(seat) = room.seats.get_mut(&participant) {
+                    seat.waiting = false;
+                }
+                room.broadcast(
+                    None,
+                    &ServerMessage::ParticipantAdmitted {
+                        participant: wire_id(participant),
+                    },
+                );
+                start = true;
+            }
+            Event::Connected { participant } => {
+                if let Some(seat) = room.seats.get_mut(&participant) {
+                    seat.connected = true;
+                }
+                start = true;
+            }
+            Event::Disconnected { participant } => {
+                if let Some(seat) = room.seats.get_mut(&participant) {
+                    seat.connected = false;
+                }
+            }
+            Event::TrackPublished { track, kind: k, .. } => {
+                room.kinds.insert(track, kind(k));
+                if let Some(seat) = room.seats.get_mut(&track.participant) {
+                    seat.send(ServerMessage::TrackPublished {
+                        track: wire_track(track),
+                        participant: wire_id(track.participant),
+                        kind: kind(k),
+                        mid: track.mid.to_string(),
+                    });
+                }
+            }
+            Event::TrackRouted {
+                subscriber,
+                track,
+                mid,
+            } => {
+                let track_kind = room.kinds.get(&track).copied();
+                if let (Some(seat), Some(track_kind)) =
+                    (room.seats.get_mut(&subscriber), track_kind)
+                {
+                    seat.send(ServerMessage::TrackPublished {
+                        track: wire_track(track),
+                        participant: wire_id(track.participant),
+                        kind: track_kind,
+                        mid: mid.to_string(),
+                    });
+                }
+            }
+            Event::TrackUnpublished { track, .. } => {
+                room.kinds.remove(&track);
+                room.broadcast(
+                    None,
+                    &ServerMessage::TrackUnpublished {
+                        track: wire_track(track),
+                        participant: wire_id(track.participant),
+                    },
+                );
+            }
+            Event::TrackMuted { track, muted, .. } => room.broadcast(
+                None,
+                &ServerMessage::TrackMuted {
+                    track: wire_track(track),
+                    participant: wire_id(track.participant),
+                    muted,
+                },
+            ),
+            Event::TrackRefused {
+                participant,
+                reason,
+                ..
+            } => {
+                if let Some(seat) = room.seats.get_mut(&participant) {
+                    seat.send(ServerMessage::error(
+                        ErrorCode::TooManyTracks,
+                        reason.to_string(),
+                    ));
+                }
+            }
+            Event::FirstMedia { participant } => {
+                if let Some(seat) = room.seats.get(&participant) {
+                    self.metrics
+                        .join_to_first_media
+                        .observe(seat.joined_at.elapsed().as_secs_f64());
+                }
+            }
+            Event::Left {
+                participant,
+                reason,
+                ..
+            } => {
+                let seat = room.seats.remove(&participant);
+                let reason = match (reason, &seat) {
+                    (LeaveReason::Removed, _) => LeftReason::Removed,
+                    (LeaveReason::Failed, _) => LeftReason::Failed,
+                    (LeaveReason::Left, Some(seat)) => seat.leave_reason,
+                    (LeaveReason::Left, None) => LeftReason::Left,
+                };
+                if let Some(mut seat) = seat {
+                    seat.close(match reason {
+                        LeftReason::Removed => CloseCode::Removed,
+                        LeftReason::VisitEnded => CloseCode::VisitOver,
+                        LeftReason::Failed => CloseCode::Unavailable,
+                        LeftReason::Left | LeftReason::Dropped => CloseCode::Normal,
+                    });
+                }
+                room.broadcast(
+                    None,
+                    &ServerMessage::ParticipantLeft {
+                        participant: wire_id(participant),
+                        reason,
+                    },
+                );
+                // The remover already audited `participant.removed`.
+                if reason != LeftReason::Removed {
+                    let reason_name = serde_json::to_value(reason).unwrap_or_default();
+                    self.audit(
+                        NewEntry::success(
+                            &room.tenant,
+                            &actor(participant),
+                            "participant.left",
+                            Some(&room.visit),
+                        )
+                        .with_details(
+                            json!({"participant_id": wire_id(participant), "reason": reason_name}),
+                        ),
+                    );
+                }
+                let empty = room.seats.is_empty();
+                if empty {
+                    state.rooms.remove(&room_id);
+                }
+                state.index.remove(&participant);
+                return;
+            }
+            Event::Joined { .. } | Event::KeyframeRequested { .. } | Event::Rtt { .. } => {}
+        }
+        if start && !room.in_progress && room.call_running() {
+            room.in_progress = true;
+            self.mark_in_progress(room.tenant.clone(), room.visit.clone());
+        }
+    }
+
+    /// `waiting → in_progress`, audited, once a clinician and a patient are in the call.
+    fn mark_in_progress(&self, tenant: String, visit: String) {
+        let app = Arc::clone(&self.app);
+        tokio::spawn(async move {
+            let result: Result<(), api::error::ApiError> = async {
+                let now = api::store::ms(chrono::Utc::now());
+                let mut tx = app.store.begin().await?;
+                let moved = api::store::visits::transition(
+                    &mut *tx,
+                    &tenant,
+                    &visit,
+                    &[VisitStatus::Scheduled, VisitStatus::Waiting],
+                    VisitStatus::InProgress,
+                    now,
+                )
+                .await?;
+                if moved {
+                    app.audit(
+                        &mut tx,
+                        NewEntry::success(
+                            &tenant,
+                            &Actor::local("system:signaling"),
+                            "visit.in_progress",
+                            Some(&visit),
+                        ),
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "marking a visit in progress failed");
+            }
+        });
+    }
+
+    async fn watch_visits(self: Arc<Self>, mut events: broadcast::Receiver<VisitEvent>) {
+        loop {
+            match events.recv().await {
+                Ok(VisitEvent::Closed {
+                    tenant_id,
+                    visit_id,
+                }) => self.end_visit(&tenant_id, &visit_id).await,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "signaling missed visit events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Tells everyone in the visit's room that it ended and takes them out of the SFU; their
+    /// sockets close with 4410 as each leaves.
+    async fn end_visit(&self, tenant: &str, visit: &str) {
+        let Some(room) = uuid_id(visit).map(RoomId) else {
+            return;
+        };
+        let participants: Vec<ParticipantId> = {
+            let mut state = self.state();
+            let Some(room_state) = state.rooms.get_mut(&room) else {
+                return;
+            };
+            if room_state.tenant != tenant {
+                return;
+            }
+            for seat in room_state.seats.values_mut() {
+                seat.leave_reason = LeftReason::VisitEnded;
+                seat.send(ServerMessage::VisitEnded);
+            }
+            room_state.seats.keys().copied().collect()
+        };
+        let worker = self.worker(room);
+        for participant in participants {
+            let _ = worker.command(Command::Leave { participant }).await;
+        }
+    }
+
+    async fn fold_stats(self: Arc<Self>) {
+        let mut last = vec![sfu::driver::WorkerStats::default(); self.workers.len()];
+        let mut tick = tokio::time::interval(METRICS_PERIOD);
+        loop {
+            tick.tick().await;
+            for (index, (worker, last)) in self.workers.iter().zip(&mut last).enumerate() {
+                let now = worker.stats();
+                self.metrics.observe_worker(index, last, &now);
+                *last = now;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_ids_round_trip_and_refuse_garbage() {
+        let track = TrackId {
+            participant: ParticipantId(0x0190_0000_0000_7000_8000_0000_0000_0001),
+            mid: Mid::from("1"),
+        };
+        let text = wire_track(track);
+        assert_eq!(text, "01900000-0000-7000-8000-000000000001:1");
+        assert_eq!(parse_track(&text), Some(track));
+        for bad in [
+            "",
+            "x:1",
+            "01900000-0000-7000-8000-000000000001:",
+            "nocolon",
+        ] {
+            assert_eq!(parse_track(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Prometheus metrics of signaling and the SFU, registered beside the api's (the registry adds
+//! the `bedside_` prefix). Labels are small fixed vocabularies: worker index, frame direction,
+//! error code — never ids.
+
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use sfu::driver::WorkerStats;
+
+/// Why metrics could not be registered: a name clash in the registry.
+#[derive(Debug, thiserror::Error)]
+#[error("registering signaling metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// Every signaling and SFU metric.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Open signaling sockets.
+    pub connections: IntGauge,
+    /// Frames by direction (`in`, `out`).
+    pub frames: IntCounterVec,
+    /// Error frames sent, by code.
+    pub errors: IntCounterVec,
+    /// Round-trip times measured on media sessions.
+    pub rtt: Histogram,
+    /// Time from joining to the first RTP packet from the participant.
+    pub join_to_first_media: Histogram,
+    rooms: IntGaugeVec,
+    participants: IntGaugeVec,
+    tracks: IntGaugeVec,
+    sfu_counters: IntCounterVec,
+    busy: prometheus::CounterVec,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> Result<C, MetricsError> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+/// The SFU counters exported from [`sfu::core::Stats`], by `counter` label.
+const SFU_COUNTERS: [&str; 10] = [
+    "packets_in",
+    "bytes_in",
+    "packets_out",
+    "bytes_out",
+    "forwarded_packets",
+    "nacks_received",
+    "plis_received",
+    "keyframe_requests_sent",
+    "keyframe_requests_throttled",
+    "dropped_datagrams",
+];
+
+fn counter_values(stats: &WorkerStats) -> [u64; 10] {
+    let s = stats.core;
+    [
+        s.datagrams_in,
+        s.bytes_in,
+        s.datagrams_out,
+        s.bytes_out,
+        s.forwarded_packets,
+        s.nacks_received,
+        s.plis_received,
+        s.keyframe_requests_sent,
+        s.keyframe_requests_throttled,
+        s.dropped_datagrams,
+    ]
+}
+
+impl Metrics {
+    /// Registers every metric in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, MetricsError> {
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["worker"]);
+        Ok(Self {
+            connections: register(
+                registry,
+                IntGauge::new("signaling_connections", "Open signaling sockets")?,
+            )?,
+            frames: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("signaling_frames_total", "Signaling frames"),
+                    &["direction"],
+                )?,
+            )?,
+            errors: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("signaling_errors_total", "Error frames sent, by code"),
+                    &["code"],
+                )?,
+            )?,
+            rtt: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("sfu_rtt_seconds", "Round-trip time of media sessions")
+                        .buckets(vec![
+                            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6,
+                        ]),
+                )?,
+            )?,
+            join_to_first_media: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sfu_join_to_first_media_seconds",
+                        "Time from join to the participant's first RTP packet",
+                    )
+                    .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]),
+                )?,
+            )?,
+            rooms: register(registry, gauge("sfu_rooms", "Rooms with participants")?)?,
+            participants: register(
+                registry,
+                gauge("sfu_participants", "Participants in rooms")?,
+            )?,
+            tracks: register(registry, gauge("sfu_tracks", "Published tracks")?)?,
+            sfu_counters: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sfu_events_total",
+                        "SFU packet, byte, NACK, PLI and forwarding counts",
+                    ),
+                    &["worker", "counter"],
+                )?,
+            )?,
+            busy: register(
+                registry,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "sfu_worker_busy_seconds_total",
+                        "Time each SFU worker spent handling input rather than waiting",
+                    ),
+                    &["worker"],
+                )?,
+            )?,
+        })
+    }
+
+    /// Folds one worker's latest snapshot in; `last` is the snapshot folded in before, so
+    /// cumulative counters advance by the difference.
+    pub fn observe_worker(&self, worker: usize, last: &WorkerStats, now: &WorkerStats) {
+        let label = worker.to_string();
+        let set = |gauge: &IntGaugeVec, value: usize| {
+            gauge
+                .with_label_values(&[label.as_str()])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set(&self.rooms, now.core.rooms);
+        set(&self.participants, now.core.participants);
+        set(&self.tracks, now.core.tracks);
+        for ((name, before), after) in SFU_COUNTERS
+            .iter()
+            .zip(counter_values(last))
+            .zip(counter_values(now))
+        {
+            self.sfu_counters
+                .with_label_values(&[label.as_str(), name])
+                .inc_by(after.saturating_sub(before));
+        }
+        let busy: Duration = now.busy.saturating_sub(last.busy);
+        self.busy
+            .with_label_values(&[label.as_str()])
+            .inc_by(busy.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_snapshots_become_gauges_and_counter_increments() {
+        let registry = Registry::new_custom(Some("bedside".into()), None).expect("registry");
+        let metrics = Metrics::register(&registry).expect("metrics");
+        let mut first = WorkerStats::default();
+        first.core.participants = 2;
+        first.core.forwarded_packets = 10;
+        first.busy = Duration::from_millis(5);
+        metrics.observe_worker(0, &WorkerStats::default(), &first);
+        let mut second = first;
+        second.core.forwarded_packets = 25;
+        metrics.observe_worker(0, &first, &second);
+        let text = {
+            let mut out = Vec::new();
+            use prometheus::Encoder as _;
+            prometheus::TextEncoder::new()
+                .encode(&registry.gather(), &mut out)
+                .expect("encode");
+            String::from_utf8(out).expect("utf8")
+        };
+        assert!(
+            text.contains(r#"bedside_sfu_participants{worker="0"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bedside_sfu_events_total{counter="forwarded_packets",worker="0"} 25"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("bedside_sfu_worker_busy_seconds_total"),
+            "{text}"
+        );
+    }
+}

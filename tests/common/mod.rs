@@ -1,0 +1,189 @@
+//! `bedside serve`'s components in-process on ephemeral ports, and the REST calls that take a
+//! visit to the point where its participants hold session grants.
+
+// Every test binary compiles these helpers and each uses a different subset of them.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+
+/// Errors of test helpers, with their context in the message.
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A node serving the api and `/ws` on 127.0.0.1 (HTTP port 0), with its SFU workers on
+/// UDP port 0 announcing 127.0.0.1 — wired by `signaling::node` exactly as `bedside serve`.
+pub struct Server {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The bootstrap tenant's admin API key.
+    pub admin_key: String,
+    /// The UDP address of each SFU worker, worker `i` at index `i`.
+    pub udp: Vec<SocketAddr>,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+/// A scheduled visit and the grants its two participants got from `start`.
+pub struct Visit {
+    /// Visit id.
+    pub id: String,
+    /// The clinician's API key.
+    pub clinician_key: String,
+    /// The patient's `start` answer (via its link code).
+    pub patient: Value,
+    /// The clinician's `start-authenticated` answer.
+    pub clinician: Value,
+}
+
+/// A JSON string value, or an error naming what it was instead.
+pub fn text(value: &Value) -> TestResult<String> {
+    Ok(value
+        .as_str()
+        .ok_or_else(|| format!("not a string: {value}"))?
+        .to_owned())
+}
+
+impl Server {
+    /// Starts a node with `limits` for its signaling sockets.
+    pub async fn start(limits: signaling::Limits) -> TestResult<Server> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let data = tempfile::tempdir()?;
+        let mut config = api::config::Config::default();
+        config.sfu.udp = "127.0.0.1:0".parse()?;
+        config.sfu.announce_ip = Some("127.0.0.1".parse()?);
+        config.sfu.workers = 2;
+        // As `bedside serve` does: bind first, so the signaling URL names the real port.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        config.http.addr = listener.local_addr()?;
+        let app = api::App::open(config, data.path()).await?;
+        let (_, admin_key) = app.bootstrap().await?.ok_or("no bootstrap key")?;
+        let media = signaling::node::start(&app, limits).await?;
+        assert!(
+            media
+                .udp
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() != 0)
+        );
+        let udp = media.udp.clone();
+        let router = signaling::node::router(app.clone(), media.hub.clone());
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let _ = axum::serve(listener, service).await;
+        });
+        Ok(Server {
+            base,
+            admin_key: admin_key.expose().to_owned(),
+            udp,
+            http: reqwest::Client::builder().cookie_store(true).build()?,
+            _data: data,
+        })
+    }
+
+    /// The `/ws` URL.
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.base.replacen("http", "ws", 1))
+    }
+
+    /// POSTs `body` (with `key` as bearer if given); the JSON answer of a 2xx, else an error.
+    pub async fn post(&self, key: Option<&str>, path: &str, body: Value) -> TestResult<Value> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            return Err(format!("POST {path}: {status} {body}").into());
+        }
+        Ok(body)
+    }
+
+    /// GETs `path` with `key`; the JSON answer of a 2xx, else an error.
+    pub async fn get(&self, key: &str, path: &str) -> TestResult<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await?;
+        Ok(response.error_for_status()?.json().await?)
+    }
+
+    /// GETs `path` without credentials; the body of a 2xx as text, else an error.
+    pub async fn get_text(&self, path: &str) -> TestResult<String> {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
+        Ok(response.error_for_status()?.text().await?)
+    }
+
+    /// Creates a clinician and a visit (waiting room on) starting now, issues its links,
+    /// starts the patient with its code and the clinician with its API key.
+    pub async fn visit(&self) -> TestResult<Visit> {
+        let admin = self.admin_key.as_str();
+        let staff = self
+            .post(
+                Some(admin),
+                "/api/staff",
+                json!({"role": "clinician", "display_name": "Dr. Ada Lovelace"}),
+            )
+            .await?;
+        let clinician_key = text(&staff["api_key"])?;
+        let visit = self
+            .post(
+                Some(admin),
+                "/api/visits",
+                json!({
+                    "clinician_id": staff["id"],
+                    "scheduled_at": chrono::Utc::now().to_rfc3339(),
+                    "duration_minutes": 30,
+                    "patient": {"name": "Pat Example"},
+                }),
+            )
+            .await?;
+        assert_eq!(visit["waiting_room"], json!(true));
+        let id = text(&visit["id"])?;
+        let links = self
+            .post(Some(admin), &format!("/api/visits/{id}/links"), json!({}))
+            .await?;
+        let patient = self
+            .post(
+                None,
+                &format!("/api/visits/{id}/start"),
+                json!({"code": links["patient"]["code"]}),
+            )
+            .await?;
+        let clinician = self
+            .post(
+                Some(&clinician_key),
+                &format!("/api/visits/{id}/start-authenticated"),
+                json!({}),
+            )
+            .await?;
+        Ok(Visit {
+            id,
+            clinician_key,
+            patient,
+            clinician,
+        })
+    }
+
+    /// The audit events recorded for a visit.
+    pub async fn audit_events(&self, visit_id: &str) -> TestResult<Vec<String>> {
+        let audit = self
+            .get(
+                &self.admin_key,
+                &format!("/api/audit?visit_id={visit_id}&limit=200"),
+            )
+            .await?;
+        Ok(audit["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| row["event"].as_str().map(str::to_owned))
+            .collect())
+    }
+}

@@ -1,0 +1,302 @@
+//! `/ws` over real sockets, without media peers: the join deadline and grant check, garbage
+//! and out-of-order frames, resume after a dropped socket, the clinician's `remove`, and the
+//! end of the visit.
+//! Clients here join without an offer, so the SFU seats them and sends its own offer, which is
+//! all these rules need.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, TestResult, text};
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected frame may take.
+const FRAME_WAIT: Duration = Duration::from_secs(5);
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the next frame was.
+#[derive(Debug)]
+enum Frame {
+    Json(Value),
+    Closed(u16),
+}
+
+impl Client {
+    async fn connect(server: &Server) -> TestResult<Client> {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await?;
+        Ok(Client { ws })
+    }
+
+    async fn send(&mut self, value: Value) -> TestResult {
+        self.send_raw(Message::Text(value.to_string().into())).await
+    }
+
+    async fn send_raw(&mut self, message: Message) -> TestResult {
+        self.ws.send(message).await?;
+        Ok(())
+    }
+
+    async fn next(&mut self) -> TestResult<Frame> {
+        loop {
+            let frame = tokio::time::timeout(FRAME_WAIT, self.ws.next())
+                .await?
+                .ok_or("socket ended without a close frame")?;
+            match frame? {
+                Message::Text(text) => return Ok(Frame::Json(serde_json::from_str(&text)?)),
+                Message::Close(close) => {
+                    return Ok(Frame::Closed(close.map_or(1005, |c| u16::from(c.code))));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping events of other types.
+    async fn expect(&mut self, kind: &str) -> TestResult<Value> {
+        loop {
+            match self.next().await? {
+                Frame::Json(value) if value["type"] == kind => return Ok(value),
+                Frame::Json(_) => {}
+                Frame::Closed(code) => return Err(format!("closed {code} before {kind}").into()),
+            }
+        }
+    }
+
+    /// The close code, skipping any frames before it.
+    async fn closed(&mut self) -> TestResult<u16> {
+        loop {
+            if let Frame::Closed(code) = self.next().await? {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// Sends `value` and returns the code of the `error` it must provoke.
+    async fn error_for(&mut self, value: Message) -> TestResult<String> {
+        self.send_raw(value).await?;
+        let error = self.expect("error").await?;
+        text(&error["code"])
+    }
+}
+
+fn quick_limits() -> signaling::Limits {
+    signaling::Limits {
+        join_timeout: Duration::from_millis(300),
+        resume_window: Duration::from_secs(2),
+        ..signaling::Limits::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_forged_grants_and_non_join_first_frames_close_the_socket() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    let mut silent = Client::connect(&server).await?;
+    assert_eq!(silent.closed().await?, 4401, "no join within the deadline");
+
+    let mut forged = Client::connect(&server).await?;
+    forged
+        .send(json!({"type": "join", "grant": "eyJhbGciOiJub25lIn0.e30."}))
+        .await?;
+    assert_eq!(forged.expect("error").await?["code"], "unauthorized");
+    assert_eq!(forged.closed().await?, 4401);
+
+    let mut rude = Client::connect(&server).await?;
+    rude.send(json!({"type": "offer", "sdp": "v=0"})).await?;
+    assert_eq!(rude.expect("error").await?["code"], "invalid_message");
+    assert_eq!(rude.closed().await?, 4400);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_frames_and_the_seat_survives() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    let visit = server.visit().await?;
+    let mut patient = Client::connect(&server).await?;
+    patient
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    let joined = patient.expect("joined").await?;
+    assert_eq!(joined["waiting"], json!(true));
+    assert_eq!(joined["role"], "patient");
+    patient.expect("offer").await?;
+
+    let oversized = json!({"type": "offer", "sdp": "a".repeat(100_000)}).to_string();
+    let cases = [
+        (Message::Text("{not json".into()), "invalid_message"),
+        (
+            Message::Text(r#"{"type":"teleport"}"#.into()),
+            "invalid_message",
+        ),
+        (Message::Binary(vec![0x80, 1, 2].into()), "invalid_message"),
+        (Message::Text(oversized.into()), "frame_too_large"),
+        (
+            Message::Text(json!({"type": "join", "grant": "x"}).to_string().into()),
+            "already_joined",
+        ),
+        (
+            Message::Text(
+                json!({"type": "admit", "participant": "x"})
+                    .to_string()
+                    .into(),
+            ),
+            "forbidden",
+        ),
+        (
+            Message::Text(
+                json!({"type": "offer", "sdp": "not sdp"})
+                    .to_string()
+                    .into(),
+            ),
+            "invalid_sdp",
+        ),
+        (
+            Message::Text(
+                json!({"type": "mute", "track": "someone-else:0", "muted": true})
+                    .to_string()
+                    .into(),
+            ),
+            "unknown_track",
+        ),
+    ];
+    for (frame, code) in cases {
+        assert_eq!(patient.error_for(frame).await?, code);
+    }
+    patient.send(json!({"type": "ping", "id": 42})).await?;
+    assert_eq!(patient.expect("pong").await?["id"], 42);
+
+    // A flood is refused frame by frame, and the socket stays usable afterwards.
+    for _ in 0..60 {
+        patient.send(json!({"type": "ping"})).await?;
+    }
+    let mut limited = 0;
+    for _ in 0..60 {
+        if let Frame::Json(value) = patient.next().await?
+            && value["code"] == "rate_limited"
+        {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "a burst of 60 frames must hit the rate limit");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    patient.send(json!({"type": "ping", "id": 7})).await?;
+    assert_eq!(patient.expect("pong").await?["id"], 7);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_socket_resumes_its_seat_with_its_token() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    let visit = server.visit().await?;
+    let grant = visit.patient["grant"].clone();
+    let mut first = Client::connect(&server).await?;
+    first.send(json!({"type": "join", "grant": grant})).await?;
+    let joined = first.expect("joined").await?;
+    let token = text(&joined["session"])?;
+    let offer = first.expect("offer").await?;
+    drop(first);
+
+    let mut wrong = Client::connect(&server).await?;
+    wrong
+        .send(json!({"type": "resume", "grant": grant, "session": "guess"}))
+        .await?;
+    assert_eq!(wrong.expect("error").await?["code"], "unauthorized");
+    assert_eq!(wrong.closed().await?, 4401);
+
+    let mut second = Client::connect(&server).await?;
+    second
+        .send(json!({"type": "resume", "grant": grant, "session": token}))
+        .await?;
+    let resumed = second.expect("joined").await?;
+    assert_eq!(resumed["resumed"], json!(true));
+    assert_eq!(resumed["session"], json!(token));
+    assert_eq!(
+        second.expect("offer").await?["sdp"],
+        offer["sdp"],
+        "the unanswered offer is sent again"
+    );
+
+    // Dropped again and not resumed within the window: the seat is gone for good.
+    drop(second);
+    tokio::time::sleep(quick_limits().resume_window + Duration::from_millis(700)).await;
+    let mut late = Client::connect(&server).await?;
+    late.send(json!({"type": "resume", "grant": grant, "session": token}))
+        .await?;
+    assert_eq!(late.expect("error").await?["code"], "unauthorized");
+    let events = server.audit_events(&visit.id).await?;
+    assert!(
+        events.iter().any(|e| e == "participant.resumed"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e == "participant.left"), "{events:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clinician_removes_the_patient_for_good() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    let visit = server.visit().await?;
+    let mut clinician = Client::connect(&server).await?;
+    clinician
+        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
+        .await?;
+    assert_eq!(clinician.expect("joined").await?["waiting"], json!(false));
+    let mut patient = Client::connect(&server).await?;
+    patient
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    let me = text(&patient.expect("joined").await?["participant"])?;
+    let waiting = clinician.expect("participant_waiting").await?;
+    assert_eq!(waiting["participant"], json!(me));
+
+    clinician
+        .send(json!({"type": "admit", "participant": me}))
+        .await?;
+    assert_eq!(
+        patient.expect("participant_admitted").await?["participant"],
+        json!(me)
+    );
+    clinician
+        .send(json!({"type": "remove", "participant": me}))
+        .await?;
+    let left = clinician.expect("participant_left").await?;
+    assert_eq!(left["reason"], "removed");
+    assert_eq!(patient.closed().await?, 4403);
+
+    let mut again = Client::connect(&server).await?;
+    again
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    assert_eq!(again.expect("error").await?["code"], "forbidden");
+    assert_eq!(again.closed().await?, 4403);
+
+    // Ending the visit takes the clinician out too.
+    server
+        .post(
+            Some(&visit.clinician_key),
+            &format!("/api/visits/{}/end", visit.id),
+            json!({}),
+        )
+        .await?;
+    clinician.expect("visit_ended").await?;
+    assert_eq!(clinician.closed().await?, 4410);
+    let events = server.audit_events(&visit.id).await?;
+    for wanted in [
+        "participant.admitted",
+        "participant.removed",
+        "participant.left",
+    ] {
+        assert!(
+            events.iter().any(|e| e == wanted),
+            "no {wanted} in {events:?}"
+        );
+    }
+    Ok(())
+}
