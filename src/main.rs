@@ -2,6 +2,7 @@
 
 mod cli;
 mod serve;
+mod web;
 
 use std::process::ExitCode;
 use std::sync::Arc;

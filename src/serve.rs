@@ -72,6 +72,7 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
         "SFU listening"
     );
     let router = signaling::node::router(app.clone(), media.hub.clone())
+        .merge(crate::web::router())
         .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();

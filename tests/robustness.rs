@@ -7,13 +7,12 @@
 //! address from them, or the garbage that follows would reach the patient's session.
 
 mod common;
-mod peer;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::call::{Call, MEDIA_DEADLINE, WANTED};
 use common::{Server, TestResult};
-use peer::{Call, MEDIA_DEADLINE, WANTED};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;

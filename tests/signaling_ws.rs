@@ -230,7 +230,9 @@ async fn a_dropped_socket_resumes_its_seat_with_its_token() -> TestResult {
     late.send(json!({"type": "resume", "grant": grant, "session": token}))
         .await?;
     assert_eq!(late.expect("error").await?["code"], "unauthorized");
-    let events = server.audit_events(&visit.id).await?;
+    let events = server
+        .audit_events_with(&visit.id, &["participant.resumed", "participant.left"])
+        .await?;
     assert!(
         events.iter().any(|e| e == "participant.resumed"),
         "{events:?}"
@@ -287,16 +289,59 @@ async fn the_clinician_removes_the_patient_for_good() -> TestResult {
         .await?;
     clinician.expect("visit_ended").await?;
     assert_eq!(clinician.closed().await?, 4410);
-    let events = server.audit_events(&visit.id).await?;
-    for wanted in [
+    let wanted_all = [
         "participant.admitted",
         "participant.removed",
         "participant.left",
-    ] {
+    ];
+    let events = server.audit_events_with(&visit.id, &wanted_all).await?;
+    for wanted in wanted_all {
         assert!(
             events.iter().any(|e| e == wanted),
             "no {wanted} in {events:?}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    let visit = server.visit().await?;
+    let mut clinician = Client::connect(&server).await?;
+    clinician
+        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
+        .await?;
+    clinician.expect("joined").await?;
+    let mut patient = Client::connect(&server).await?;
+    patient
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    patient.expect("joined").await?;
+
+    assert_eq!(
+        patient
+            .error_for(Message::Text(
+                json!({"type": "end_visit"}).to_string().into()
+            ))
+            .await?,
+        "forbidden"
+    );
+    clinician.send(json!({"type": "end_visit"})).await?;
+    for socket in [&mut patient, &mut clinician] {
+        socket.expect("visit_ended").await?;
+        assert_eq!(socket.closed().await?, 4410);
+    }
+    let ended = server
+        .get(&server.admin_key, &format!("/api/visits/{}", visit.id))
+        .await?;
+    assert_eq!(ended["status"], "ended");
+    let events = server
+        .audit_events_with(&visit.id, &["visit.ended"])
+        .await?;
+    assert!(
+        events.iter().any(|e| e == "visit.ended"),
+        "no visit.ended in {events:?}"
+    );
     Ok(())
 }

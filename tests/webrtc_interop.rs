@@ -13,10 +13,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 mod common;
-mod peer;
 
+use common::call::Call;
 use common::{Server, TestResult, text};
-use peer::Call;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_webrtc_rs_peers_hold_a_visit_through_bedside() -> TestResult {
@@ -47,13 +46,14 @@ async fn two_webrtc_rs_peers_hold_a_visit_through_bedside() -> TestResult {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, json!("in_progress"));
-    let events = server.audit_events(&visit_id).await?;
-    for wanted in [
+    let wanted_all = [
         "participant.joined",
         "participant.waiting",
         "participant.admitted",
         "visit.in_progress",
-    ] {
+    ];
+    let events = server.audit_events_with(&visit_id, &wanted_all).await?;
+    for wanted in wanted_all {
         assert!(
             events.iter().any(|e| e == wanted),
             "no {wanted} in {events:?}"

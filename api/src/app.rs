@@ -1,5 +1,6 @@
 //! The application state shared by every route and command: configuration, store, keys,
-//! grants, metrics, limits and notification transports.
+//! grants, metrics, limits, notification transports and media backends. Which adapter
+//! stands behind each trait (local or AWS) is decided here, from the configuration.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,12 +11,20 @@ use serde_json::json;
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::audit::{Actor, ChainBreak, ChainVerifier, Entry, NewEntry, Outcome};
-use crate::config::{Config, EmailTransport, KeyProviderKind, SignerKind, SmsTransport};
+use crate::aws::chime::ChimeMedia;
+use crate::aws::kms::{KmsKeyProvider, KmsSigner};
+use crate::aws::ses::SesTransport;
+use crate::aws::sns::SnsTransport;
+use crate::config::{
+    Config, EmailTransport, KeyProviderKind, MediaBackend, SignerKind, SmsTransport,
+};
 use crate::crypto::{CryptoError, DataKey, KeyProvider, Keyring, LocalKeyProvider};
 use crate::error::{ApiError, ApiResult};
+use crate::media::{MediaService, SfuMedia};
 use crate::metrics::Metrics;
 use crate::model::{Channel, StaffRole};
-use crate::notify::{LogTransport, Transport};
+use crate::notify::smtp::SmtpTransport;
+use crate::notify::{LogTransport, Outlet, Transport, TransportError};
 use crate::ratelimit::Limiters;
 use crate::store::{self, Store, StoreError, Tx};
 use crate::tokens::{ApiKeySecret, Grants, LocalSigner, Signer, TokenError};
@@ -47,6 +56,13 @@ pub enum StartError {
     /// The PHI master key could not be loaded or created.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// An AWS adapter was built without the AWS configuration (a bug in
+    /// [`Config::uses_aws`]).
+    #[error("an AWS adapter is configured but the AWS SDK configuration was not loaded")]
+    AwsNotConfigured,
+    /// A notification transport could not be set up.
+    #[error("notification transport: {0}")]
+    Transport(#[from] TransportError),
 }
 
 /// Shared state of one node.
@@ -67,8 +83,10 @@ pub struct App {
     pub outbox: Notify,
     /// Visit events for signaling.
     pub events: broadcast::Sender<VisitEvent>,
-    email: Arc<dyn Transport>,
-    sms: Arc<dyn Transport>,
+    email: Outlet,
+    sms: Outlet,
+    sfu: Box<dyn MediaService>,
+    chime: Option<Box<dyn MediaService>>,
 }
 
 impl std::fmt::Debug for App {
@@ -79,7 +97,9 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Opens everything under `data_dir`: creates it, loads or creates the signing and
-    /// master keys (mode 0600), opens and migrates the database.
+    /// master keys (mode 0600) or connects to KMS, opens and migrates the database, and
+    /// builds the configured transports and media backends. AWS configuration (region,
+    /// credential chain) is only resolved when some AWS adapter is configured.
     pub async fn open(config: Config, data_dir: &Path) -> Result<Arc<Self>, StartError> {
         use std::os::unix::fs::PermissionsExt as _;
         let dir_error = |err| StartError::DataDir(data_dir.display().to_string(), err);
@@ -87,30 +107,89 @@ impl App {
         // The database holds PHI ciphertext and secret hashes: owner only.
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(dir_error)?;
+        let sdk = match config.uses_aws() {
+            true => Some(crate::aws::sdk_config(&config.aws).await),
+            false => None,
+        };
+        // `uses_aws` covers every AWS adapter, so `sdk` is set wherever one is built.
+        let aws = || sdk.as_ref().ok_or(StartError::AwsNotConfigured);
+        let kms = || aws().map(aws_sdk_kms::Client::new);
         let signer: Arc<dyn Signer> = match config.tokens.signer {
             SignerKind::Local => Arc::new(LocalSigner::load_or_create(
                 &data_dir.join("signing-key.p8"),
             )?),
+            SignerKind::Kms => Arc::new(
+                KmsSigner::connect(
+                    kms()?,
+                    config.tokens.kms_key_id.as_deref().unwrap_or_default(),
+                )
+                .await?,
+            ),
         };
         let provider: Arc<dyn KeyProvider> = match config.crypto.key_provider {
             KeyProviderKind::Local => Arc::new(LocalKeyProvider::load_or_create(
                 &data_dir.join("master.key"),
             )?),
+            KeyProviderKind::Kms => Arc::new(KmsKeyProvider::new(
+                kms()?,
+                config.crypto.kms_key_id.clone().unwrap_or_default(),
+            )),
         };
+        let grants = Grants::new(signer, config.tokens.issuer.clone())?;
+        for key_id in &config.tokens.kms_trusted_key_ids {
+            let (kid, point) = crate::aws::kms::public_key(&kms()?, key_id).await?;
+            grants.trust_key(&kid, &point)?;
+        }
         let store = Store::open(
             &config.database_url(data_dir),
             config.database.max_connections,
         )
         .await?;
-        let email: Arc<dyn Transport> = match config.notify.email {
-            EmailTransport::Log => Arc::new(LogTransport),
+        let email: Box<dyn Transport> = match config.notify.email {
+            EmailTransport::Log => Box::new(LogTransport),
+            EmailTransport::Ses => Box::new(SesTransport::new(
+                aws_sdk_sesv2::Client::new(aws()?),
+                config.notify.email_from.clone(),
+                config.notify.ses_configuration_set.clone(),
+            )),
+            EmailTransport::Smtp => {
+                Box::new(SmtpTransport::new(&config.smtp, &config.notify.email_from)?)
+            }
         };
-        let sms: Arc<dyn Transport> = match config.notify.sms {
-            SmsTransport::Log => Arc::new(LogTransport),
+        let sms: Box<dyn Transport> = match config.notify.sms {
+            SmsTransport::Log => Box::new(LogTransport),
+            SmsTransport::Sns => Box::new(SnsTransport::new(aws_sdk_sns::Client::new(aws()?))),
+        };
+        let outlet = |transport| {
+            Outlet::new(
+                transport,
+                config.notify.breaker_threshold,
+                Duration::from_secs(config.notify.breaker_cooldown_seconds),
+            )
+        };
+        let (email, sms) = (outlet(email), outlet(sms));
+        let sfu: Box<dyn MediaService> =
+            Box::new(SfuMedia::new(config.signaling_url(), config.turn.clone()));
+        let chime: Option<Box<dyn MediaService>> = match config.chime_enabled() {
+            true => {
+                let mut chime = aws_sdk_chimesdkmeetings::config::Builder::from(aws()?);
+                if let Some(url) = &config.chime.endpoint_url {
+                    chime = chime.endpoint_url(url.clone());
+                }
+                let client = aws_sdk_chimesdkmeetings::Client::from_conf(chime.build());
+                Some(Box::new(ChimeMedia::new(
+                    client,
+                    config.chime.media_region.clone(),
+                )))
+            }
+            false => None,
         };
         Ok(Arc::new(Self {
-            grants: Grants::new(signer, config.tokens.issuer.clone())?,
-            keyring: Keyring::new(provider),
+            grants,
+            keyring: Keyring::new(
+                provider,
+                Duration::from_secs(config.crypto.data_key_cache_seconds),
+            ),
             metrics: Metrics::new(),
             limits: Limiters::new(&config.limits),
             outbox: Notify::new(),
@@ -119,14 +198,31 @@ impl App {
             config,
             email,
             sms,
+            sfu,
+            chime,
         }))
     }
 
     /// The transport of a channel.
     pub fn transport(&self, channel: Channel) -> &dyn Transport {
+        self.outlet(channel).transport()
+    }
+
+    /// The transport of a channel with its circuit breaker.
+    pub fn outlet(&self, channel: Channel) -> &Outlet {
         match channel {
-            Channel::Sms => self.sms.as_ref(),
-            Channel::Email => self.email.as_ref(),
+            Channel::Sms => &self.sms,
+            Channel::Email => &self.email,
+        }
+    }
+
+    /// The media backend of a visit, or `unavailable` when this node has Chime disabled.
+    pub fn media(&self, backend: MediaBackend) -> ApiResult<&dyn MediaService> {
+        match backend {
+            MediaBackend::Sfu => Ok(self.sfu.as_ref()),
+            MediaBackend::Chime => self.chime.as_deref().ok_or_else(|| {
+                ApiError::Unavailable("the chime media backend is not enabled on this node".into())
+            }),
         }
     }
 
@@ -138,6 +234,13 @@ impl App {
         let tenant = store::tenants::get(self.store.reader(), tenant_id)
             .await?
             .ok_or(ApiError::NotFound)?;
+        if tenant.key_provider != self.keyring.provider_name() {
+            return Err(ApiError::Internal(format!(
+                "tenant {tenant_id}'s data key is wrapped by {} but crypto.key_provider is {}",
+                tenant.key_provider,
+                self.keyring.provider_name()
+            )));
+        }
         self.keyring
             .key(tenant_id, &tenant.wrapped_data_key)
             .await

@@ -53,6 +53,42 @@ pub struct Config {
     pub turn: TurnConfig,
     /// Log format and level.
     pub log: LogConfig,
+    /// AWS region, endpoint, timeouts and retries shared by every AWS client.
+    pub aws: AwsConfig,
+    /// Amazon Chime SDK meetings.
+    pub chime: ChimeConfig,
+    /// SMTP relay of `notify.email = "smtp"`.
+    pub smtp: SmtpConfig,
+}
+
+/// A secret configuration value (a password). `Debug` and `Serialize` never show it, so
+/// `bedside config check` and logs print `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret text, for handing to the client that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
 }
 
 /// `[http]`
@@ -153,6 +189,8 @@ impl Default for DatabaseConfig {
 pub enum SignerKind {
     /// A P-256 key in `<data-dir>/signing-key.p8`.
     Local,
+    /// An AWS KMS key (ECC_NIST_P256, SIGN_VERIFY) named by `tokens.kms_key_id`.
+    Kms,
 }
 
 /// `[tokens]`
@@ -167,6 +205,10 @@ pub struct TokensConfig {
     pub grant_ttl_seconds: u64,
     /// Length of link codes (base62 characters, at least 12).
     pub link_code_length: usize,
+    /// KMS key id, ARN or alias of `signer = "kms"`.
+    pub kms_key_id: Option<String>,
+    /// Further KMS signing keys whose grants are accepted (a previous key during rotation).
+    pub kms_trusted_key_ids: Vec<String>,
 }
 
 impl Default for TokensConfig {
@@ -176,6 +218,8 @@ impl Default for TokensConfig {
             issuer: "bedside".to_owned(),
             grant_ttl_seconds: 600,
             link_code_length: 16,
+            kms_key_id: None,
+            kms_trusted_key_ids: Vec::new(),
         }
     }
 }
@@ -186,6 +230,8 @@ impl Default for TokensConfig {
 pub enum KeyProviderKind {
     /// A 256-bit master key in `<data-dir>/master.key`.
     Local,
+    /// AWS KMS GenerateDataKey/Decrypt under `crypto.kms_key_id`.
+    Kms,
 }
 
 /// `[crypto]`
@@ -194,12 +240,18 @@ pub enum KeyProviderKind {
 pub struct CryptoConfig {
     /// Key provider for PHI envelope encryption.
     pub key_provider: KeyProviderKind,
+    /// KMS key id, ARN or alias of `key_provider = "kms"` (a symmetric ENCRYPT_DECRYPT key).
+    pub kms_key_id: Option<String>,
+    /// How long an unwrapped tenant data key stays in memory, seconds.
+    pub data_key_cache_seconds: u64,
 }
 
 impl Default for CryptoConfig {
     fn default() -> Self {
         Self {
             key_provider: KeyProviderKind::Local,
+            kms_key_id: None,
+            data_key_cache_seconds: 300,
         }
     }
 }
@@ -260,6 +312,10 @@ impl Default for LimitsConfig {
 pub enum EmailTransport {
     /// Store in the outbox and log a redacted line; nothing leaves the machine.
     Log,
+    /// Amazon SES v2 SendEmail.
+    Ses,
+    /// An SMTP relay (`[smtp]`).
+    Smtp,
 }
 
 /// SMS transport.
@@ -268,6 +324,8 @@ pub enum EmailTransport {
 pub enum SmsTransport {
     /// Store in the outbox and log a redacted line; nothing leaves the machine.
     Log,
+    /// Amazon SNS Publish to a phone number.
+    Sns,
 }
 
 /// `[notify]`
@@ -282,6 +340,12 @@ pub struct NotifyConfig {
     pub email_from: String,
     /// Delivery attempts before a notification is `failed`.
     pub max_attempts: u32,
+    /// SES configuration set named in every SendEmail (event publishing, dedicated IPs).
+    pub ses_configuration_set: Option<String>,
+    /// Consecutive provider failures of one transport that open its circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker holds deliveries back before one trial send, seconds.
+    pub breaker_cooldown_seconds: u64,
 }
 
 impl Default for NotifyConfig {
@@ -291,6 +355,9 @@ impl Default for NotifyConfig {
             sms: SmsTransport::Log,
             email_from: "no-reply@bedside.invalid".to_owned(),
             max_attempts: 5,
+            ses_configuration_set: None,
+            breaker_threshold: 5,
+            breaker_cooldown_seconds: 60,
         }
     }
 }
@@ -320,8 +387,106 @@ impl MediaBackend {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
-    /// Default backend of new visits. Only `sfu` is available in this build.
+    /// Default backend of new visits (a visit's `media_backend` overrides it).
     pub backend: MediaBackend,
+}
+
+/// `[aws]`: settings every AWS client shares. Credentials come from the standard chain
+/// (environment, profile, web identity, container or instance role).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Region of KMS, SES, SNS and the Chime control plane; unset = the standard chain.
+    pub region: Option<String>,
+    /// One endpoint for every AWS client (an emulator); unset = the real service.
+    pub endpoint_url: Option<String>,
+    /// TCP/TLS connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Timeout of one attempt of one call, milliseconds.
+    pub attempt_timeout_ms: u64,
+    /// Timeout of one call including its retries, milliseconds.
+    pub operation_timeout_ms: u64,
+    /// Attempts per call (1 = no retry), with exponential backoff and jitter between them.
+    pub max_attempts: u32,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            connect_timeout_ms: 2_000,
+            attempt_timeout_ms: 3_000,
+            operation_timeout_ms: 8_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[chime]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChimeConfig {
+    /// Whether visits may use Chime when the node default is `sfu` (implied by
+    /// `media.backend = "chime"`).
+    pub enabled: bool,
+    /// MediaRegion of new meetings.
+    pub media_region: String,
+    /// Endpoint of the Chime SDK Meetings API only, overriding `aws.endpoint_url` (tests).
+    pub endpoint_url: Option<String>,
+}
+
+impl Default for ChimeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            media_region: "us-east-1".to_owned(),
+            endpoint_url: None,
+        }
+    }
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or a trusted private network.
+    None,
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Relay host name (also the TLS server name).
+    pub host: String,
+    /// Relay port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: SmtpTls,
+    /// Login user; unset = no authentication.
+    pub username: Option<String>,
+    /// Login password.
+    pub password: Option<Secret>,
+    /// Timeout of one SMTP command, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[turn]`
@@ -494,16 +659,102 @@ impl Config {
                 return Err(ConfigError::new(key, "must be > 0"));
             }
         }
-        if self.media.backend == MediaBackend::Chime {
-            return Err(ConfigError::new(
-                "media.backend",
-                "chime is not available in this build; use sfu",
-            ));
-        }
+        self.validate_adapters()?;
         if self.log.level.parse::<tracing::Level>().is_err() && !self.log.level.contains('=') {
             return Err(ConfigError::new("log.level", "not a tracing filter"));
         }
         Ok(())
+    }
+
+    fn validate_adapters(&self) -> Result<(), ConfigError> {
+        let blank = |value: &Option<String>| value.as_deref().is_none_or(|v| v.trim().is_empty());
+        if self.tokens.signer == SignerKind::Kms && blank(&self.tokens.kms_key_id) {
+            return Err(ConfigError::new(
+                "tokens.kms_key_id",
+                "required when tokens.signer = \"kms\"",
+            ));
+        }
+        if self.crypto.key_provider == KeyProviderKind::Kms && blank(&self.crypto.kms_key_id) {
+            return Err(ConfigError::new(
+                "crypto.kms_key_id",
+                "required when crypto.key_provider = \"kms\"",
+            ));
+        }
+        if !(1..=86_400).contains(&self.crypto.data_key_cache_seconds) {
+            return Err(ConfigError::new(
+                "crypto.data_key_cache_seconds",
+                "must be between 1 and 86400",
+            ));
+        }
+        if self.notify.email == EmailTransport::Smtp && self.smtp.host.trim().is_empty() {
+            return Err(ConfigError::new(
+                "smtp.host",
+                "required when notify.email = \"smtp\"",
+            ));
+        }
+        if self.smtp.password.is_some() && self.smtp.username.is_none() {
+            return Err(ConfigError::new(
+                "smtp.username",
+                "required when smtp.password is set",
+            ));
+        }
+        for (key, value) in [
+            (
+                "notify.breaker_threshold",
+                u64::from(self.notify.breaker_threshold),
+            ),
+            (
+                "notify.breaker_cooldown_seconds",
+                self.notify.breaker_cooldown_seconds,
+            ),
+            ("aws.connect_timeout_ms", self.aws.connect_timeout_ms),
+            ("aws.attempt_timeout_ms", self.aws.attempt_timeout_ms),
+            ("aws.operation_timeout_ms", self.aws.operation_timeout_ms),
+            ("smtp.timeout_ms", self.smtp.timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be > 0"));
+            }
+        }
+        if !(1..=10).contains(&self.aws.max_attempts) {
+            return Err(ConfigError::new(
+                "aws.max_attempts",
+                "must be between 1 and 10",
+            ));
+        }
+        for (key, url) in [
+            ("aws.endpoint_url", &self.aws.endpoint_url),
+            ("chime.endpoint_url", &self.chime.endpoint_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError::new(key, "must start with http:// or https://"));
+            }
+        }
+        if self.chime_enabled() && self.chime.media_region.trim().is_empty() {
+            return Err(ConfigError::new(
+                "chime.media_region",
+                "required when Chime is enabled",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether visits may use the Chime backend on this node.
+    pub fn chime_enabled(&self) -> bool {
+        self.chime.enabled || self.media.backend == MediaBackend::Chime
+    }
+
+    /// Whether any AWS client is configured, so the SDK configuration (region and
+    /// credential chain) is resolved only by nodes that use AWS.
+    pub fn uses_aws(&self) -> bool {
+        self.tokens.signer == SignerKind::Kms
+            || self.crypto.key_provider == KeyProviderKind::Kms
+            || self.notify.email == EmailTransport::Ses
+            || self.notify.sms == SmsTransport::Sns
+            || self.chime_enabled()
+            || !self.tokens.kms_trusted_key_ids.is_empty()
     }
 
     /// The database URL, defaulting to SQLite under `data_dir`.
@@ -579,6 +830,61 @@ mod tests {
             assert!(err.message.contains("no_such_key"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn adapters_need_their_keys_and_chime_is_accepted() {
+        let mut config = Config::default();
+        assert!(!config.uses_aws(), "the embedded defaults never touch AWS");
+        config.tokens.signer = SignerKind::Kms;
+        assert_eq!(config.validate().unwrap_err().key, "tokens.kms_key_id");
+        config.tokens.kms_key_id = Some("alias/bedside-grants".into());
+        config.crypto.key_provider = KeyProviderKind::Kms;
+        assert_eq!(config.validate().unwrap_err().key, "crypto.kms_key_id");
+        config.crypto.kms_key_id = Some("alias/bedside-phi".into());
+        config.notify.email = EmailTransport::Smtp;
+        assert_eq!(config.validate().unwrap_err().key, "smtp.host");
+        config.smtp.host = "smtp.example".into();
+        config.media.backend = MediaBackend::Chime;
+        config.validate().expect("valid");
+        assert!(config.uses_aws() && config.chime_enabled());
+        config.aws.max_attempts = 0;
+        assert_eq!(config.validate().unwrap_err().key, "aws.max_attempts");
+        config.aws.max_attempts = 3;
+        config.aws.endpoint_url = Some("localhost:4566".into());
+        assert_eq!(config.validate().unwrap_err().key, "aws.endpoint_url");
+    }
+
+    #[test]
+    fn smtp_password_is_never_shown() {
+        let mut config = Config::default();
+        config.smtp.username = Some("relay".into());
+        config.smtp.password = Some(Secret::new("hunter2-relay-password"));
+        let shown = serde_json::to_string(&config).expect("serialises");
+        assert!(!shown.contains("hunter2") && shown.contains("<redacted>"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let parsed: SmtpConfig =
+            serde_json::from_str(r#"{"username": "u", "password": "p4ss"}"#).expect("parses");
+        assert_eq!(
+            parsed.password.map(|p| p.expose().to_owned()).as_deref(),
+            Some("p4ss")
+        );
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let docs = include_str!("../../docs/config.md");
+        let config = serde_json::to_value(Config::default()).expect("serialises");
+        let sections = config.as_object().expect("sections");
+        for (section, keys) in sections {
+            for key in keys.as_object().expect("keys").keys() {
+                let key = format!("`{section}.{key}`");
+                assert!(
+                    docs.contains(&key),
+                    "docs/config.md does not document {key}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! PHI envelope encryption: each tenant has an AES-256-GCM data key, stored wrapped by a
-//! [`KeyProvider`] (a local master key now, KMS later). Field ciphertexts are bound to
+//! [`KeyProvider`] (a local master key, or KMS in [`crate::aws::kms`]). Field ciphertexts are bound to
 //! tenant, record and field through the AEAD's associated data, so a ciphertext copied
 //! into another row or column does not decrypt.
 
@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
@@ -197,10 +198,13 @@ impl KeyProvider for LocalKeyProvider {
     }
 }
 
-/// Unwrapped data keys by tenant, so a request does not call the provider each time.
+/// Unwrapped data keys by tenant, so a request does not call the provider each time. An
+/// entry lives for a bounded time: a key disabled or revoked in the provider stops being
+/// usable within that time, and plaintext keys do not sit in memory forever.
 pub struct Keyring {
     provider: Arc<dyn KeyProvider>,
-    cache: RwLock<HashMap<String, Arc<DataKey>>>,
+    ttl: Duration,
+    cache: RwLock<HashMap<String, (Arc<DataKey>, Instant)>>,
 }
 
 impl fmt::Debug for Keyring {
@@ -212,10 +216,11 @@ impl fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// A keyring over `provider`.
-    pub fn new(provider: Arc<dyn KeyProvider>) -> Self {
+    /// A keyring over `provider` keeping unwrapped keys for `ttl`.
+    pub fn new(provider: Arc<dyn KeyProvider>, ttl: Duration) -> Self {
         Self {
             provider,
+            ttl,
             cache: RwLock::default(),
         }
     }
@@ -241,9 +246,11 @@ impl Keyring {
         self.insert(tenant_id, &plain)
     }
 
-    /// The cached key, if any.
+    /// The cached key, if any and not older than the keyring's time to live.
     pub fn cached(&self, tenant_id: &str) -> Option<Arc<DataKey>> {
-        self.cache.read().ok()?.get(tenant_id).cloned()
+        let cache = self.cache.read().ok()?;
+        let (key, at) = cache.get(tenant_id)?;
+        (at.elapsed() < self.ttl).then(|| key.clone())
     }
 
     fn insert(&self, tenant_id: &str, plain: &[u8]) -> Result<Arc<DataKey>, CryptoError> {
@@ -252,7 +259,9 @@ impl Keyring {
             tenant_id: tenant_id.to_owned(),
         });
         if let Ok(mut cache) = self.cache.write() {
-            cache.insert(tenant_id.to_owned(), key.clone());
+            let ttl = self.ttl;
+            cache.retain(|_, (_, at)| at.elapsed() < ttl);
+            cache.insert(tenant_id.to_owned(), (key.clone(), Instant::now()));
         }
         Ok(key)
     }
@@ -265,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn fields_round_trip_and_are_bound_to_their_place() {
         let provider = Arc::new(LocalKeyProvider::from_bytes(&[7u8; 32]).unwrap());
-        let ring = Keyring::new(provider.clone());
+        let ring = Keyring::new(provider.clone(), Duration::from_secs(300));
         let wrapped = ring.create("t1").await.unwrap();
         let key = ring.key("t1", &wrapped).await.unwrap();
         let sealed = key.encrypt("v1", "patient_name", "Ada Lovelace").unwrap();
@@ -277,7 +286,7 @@ mod tests {
         assert!(key.decrypt("v2", "patient_name", &sealed).is_err());
         assert!(key.decrypt("v1", "chief_complaint", &sealed).is_err());
 
-        let fresh = Keyring::new(provider);
+        let fresh = Keyring::new(provider, Duration::from_secs(300));
         let again = fresh.key("t1", &wrapped).await.unwrap();
         assert_eq!(
             again.decrypt("v1", "patient_name", &sealed).unwrap(),
@@ -287,6 +296,21 @@ mod tests {
             fresh.key("t2", &wrapped).await.is_err(),
             "wrapped key is bound to its tenant"
         );
+    }
+
+    #[tokio::test]
+    async fn cached_keys_expire() {
+        let provider = Arc::new(LocalKeyProvider::from_bytes(&[7u8; 32]).unwrap());
+        let ring = Keyring::new(provider, Duration::from_millis(50));
+        let wrapped = ring.create("t1").await.unwrap();
+        assert!(ring.cached("t1").is_some());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(
+            ring.cached("t1").is_none(),
+            "expired: the provider is asked again"
+        );
+        assert!(ring.key("t1", &wrapped).await.is_ok());
+        assert!(ring.cached("t1").is_some());
     }
 
     #[test]

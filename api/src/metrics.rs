@@ -19,8 +19,11 @@ pub struct Metrics {
     pub grants: IntCounterVec,
     /// Visits by transition (created, updated, cancelled, ended).
     pub visits: IntCounterVec,
-    /// Notifications by channel and outcome (queued, sent, retry, failed).
+    /// Notifications by channel and outcome (queued, sent, retry, failed, held by an open
+    /// circuit breaker).
     pub notifications: IntCounterVec,
+    /// Media backend joins by backend (sfu, chime) and outcome (ok, unavailable).
+    pub media_joins: IntCounterVec,
     /// Requests refused by a rate limit or quota, by scope.
     pub rate_limited: IntCounterVec,
     /// Failed authentications, by reason.
@@ -89,6 +92,12 @@ impl Metrics {
                 "notifications_total",
                 "Notification outcomes",
                 &["channel", "outcome"],
+            ),
+            media_joins: counter(
+                &registry,
+                "media_joins_total",
+                "Participants seated in a media backend",
+                &["backend", "outcome"],
             ),
             rate_limited: counter(
                 &registry,

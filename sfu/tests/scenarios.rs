@@ -471,3 +471,42 @@ fn forged_binding_requests_naming_a_real_ufrag_teach_the_demux_nothing() {
     sim.run_for(Duration::from_millis(500));
     assert!(sim.clients[alice].received_from(bob_tag).count() > before + 20);
 }
+
+#[test]
+fn a_client_ice_restart_gets_new_credentials_and_media_keeps_flowing() {
+    let mut sim = Sim::new(11);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(1));
+    let (alice_tag, bob_tag) = (sim.clients[alice].tag, sim.clients[bob].tag);
+    let old = sim.clients[alice]
+        .server_ufrag
+        .clone()
+        .expect("server ufrag");
+
+    let new = sim.ice_restart(alice);
+    assert_ne!(
+        new, old,
+        "the answer restarts ICE with new server credentials"
+    );
+    assert_eq!(
+        sim.core.stats().ufrags,
+        2,
+        "the new ufrag replaced the old one"
+    );
+    sim.run_for(Duration::from_secs(1));
+    let counts = |sim: &Sim| {
+        (
+            sim.clients[bob].received_from(alice_tag).count(),
+            sim.clients[alice].received_from(bob_tag).count(),
+        )
+    };
+    let settled = counts(&sim);
+    sim.run_for(Duration::from_secs(2));
+    let later = counts(&sim);
+    assert!(
+        later.0 > settled.0 + 100 && later.1 > settled.1 + 100,
+        "media flows both ways after the restart: {settled:?} → {later:?}"
+    );
+}

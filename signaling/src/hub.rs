@@ -816,7 +816,72 @@ impl Hub {
                     .await
                     .map_err(command_error)
             }
+            Request::EndVisit => {
+                let (tenant, visit) = {
+                    let state = self.state();
+                    let room_state = state.rooms.get(&room).ok_or_else(stale)?;
+                    (room_state.tenant.clone(), room_state.visit.clone())
+                };
+                self.close_visit(&tenant, &visit, me).await
+            }
         }
+    }
+
+    /// Ends `visit` in the database as `POST /api/visits/{id}/end` does — status `ended`,
+    /// every link revoked, one `visit.ended` audit row, all in one transaction — then
+    /// announces it on the api's visit events, which disconnect everyone (here and on any
+    /// other node watching them).
+    async fn close_visit(
+        &self,
+        tenant: &str,
+        visit: &str,
+        by: ParticipantId,
+    ) -> Result<(), ServerMessage> {
+        let unavailable = |error: &dyn std::fmt::Display| {
+            tracing::error!(%error, "ending a visit from signaling failed");
+            ServerMessage::error(
+                ErrorCode::MediaUnavailable,
+                "the visit could not be ended; try again",
+            )
+        };
+        let now = api::store::ms(chrono::Utc::now());
+        let mut tx = self.app.store.begin().await.map_err(|e| unavailable(&e))?;
+        let ended = api::store::visits::transition(
+            &mut *tx,
+            tenant,
+            visit,
+            &[
+                VisitStatus::Scheduled,
+                VisitStatus::Waiting,
+                VisitStatus::InProgress,
+            ],
+            VisitStatus::Ended,
+            now,
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
+        if !ended {
+            return Err(ServerMessage::error(
+                ErrorCode::VisitUnavailable,
+                "the visit is already over",
+            ));
+        }
+        let revoked = api::store::links::revoke_all(&mut *tx, tenant, visit, now)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let entry = NewEntry::success(tenant, &actor(by), "visit.ended", Some(visit))
+            .with_details(json!({"links_revoked": revoked, "via": "signaling"}));
+        self.app
+            .audit(&mut tx, entry)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        tx.commit().await.map_err(|e| unavailable(&e))?;
+        self.app.metrics.visits.with_label_values(&["ended"]).inc();
+        let _ = self.app.events.send(VisitEvent::Closed {
+            tenant_id: tenant.to_owned(),
+            visit_id: visit.to_owned(),
+        });
+        Ok(())
     }
 
     fn with_seat(&self, room: RoomId, participant: ParticipantId, f: impl FnOnce(&mut Seat)) {

@@ -74,6 +74,9 @@ pub enum ClientMessage {
     },
     /// Leaves the visit for good (the seat is freed at once).
     Leave,
+    /// Ends the visit for everyone, as `POST /api/visits/{id}/end` does (the visit's
+    /// clinician only): for a clinician who joined through a link and holds no API key.
+    EndVisit,
 }
 
 impl ClientMessage {
@@ -89,6 +92,7 @@ impl ClientMessage {
             Self::Mute { .. } => "mute",
             Self::Ping { .. } => "ping",
             Self::Leave => "leave",
+            Self::EndVisit => "end_visit",
         }
     }
 }

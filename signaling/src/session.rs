@@ -80,6 +80,8 @@ pub enum Request {
     },
     /// Leave for good.
     Leave,
+    /// End the visit for everyone (checked: the sender is the clinician).
+    EndVisit,
 }
 
 /// What the handler must do with one input.
@@ -348,6 +350,10 @@ impl Session {
             ClientMessage::Remove { participant } => Step::Request(Request::Remove { participant }),
             ClientMessage::Mute { track, muted } => Step::Request(Request::Mute { track, muted }),
             ClientMessage::Leave => Step::Request(Request::Leave),
+            ClientMessage::EndVisit if identity.role != Role::Clinician => {
+                clinician_only("end the visit")
+            }
+            ClientMessage::EndVisit => Step::Request(Request::EndVisit),
         }
     }
 }
@@ -474,11 +480,12 @@ mod tests {
     }
 
     #[test]
-    fn only_the_clinician_admits_and_removes_others() {
+    fn only_the_clinician_admits_removes_and_ends() {
         let (mut patient, t0) = seated(Role::Patient);
         for text in [
             r#"{"type":"admit","participant":"x"}"#,
             r#"{"type":"remove","participant":"x"}"#,
+            r#"{"type":"end_visit"}"#,
         ] {
             let step = patient.on_text(t0, text).expect("step");
             assert_eq!(error_code(&step), Some(ErrorCode::Forbidden));
@@ -494,6 +501,10 @@ mod tests {
             .on_text(t0, r#"{"type":"remove","participant":"me"}"#)
             .expect("step");
         assert_eq!(error_code(&step), Some(ErrorCode::Forbidden));
+        assert_eq!(
+            clinician.on_text(t0, r#"{"type":"end_visit"}"#),
+            Some(Step::Request(Request::EndVisit))
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! `bedside serve`'s components in-process on ephemeral ports, and the REST calls that take a
-//! visit to the point where its participants hold session grants.
+//! visit to the point where its participants hold session grants; [`call`] runs a call
+//! between two webrtc-rs peers from the `loadtest` crate.
 
 // Every test binary compiles these helpers and each uses a different subset of them.
 #![allow(dead_code)]
+
+pub mod call;
 
 use std::net::SocketAddr;
 
@@ -185,5 +188,23 @@ impl Server {
             .flatten()
             .filter_map(|row| row["event"].as_str().map(str::to_owned))
             .collect())
+    }
+
+    /// The audit events of a visit once every one of `wanted` is among them (signaling audits
+    /// after the fact, off the socket's path), or what there was after 3 s.
+    pub async fn audit_events_with(
+        &self,
+        visit_id: &str,
+        wanted: &[&str],
+    ) -> TestResult<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let events = self.audit_events(visit_id).await?;
+            let complete = wanted.iter().all(|w| events.iter().any(|e| e == w));
+            if complete || tokio::time::Instant::now() >= deadline {
+                return Ok(events);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }

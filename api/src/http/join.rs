@@ -3,13 +3,10 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::hmac;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,6 +18,8 @@ use crate::App;
 use crate::audit::{Actor, NewEntry};
 use crate::config::MediaBackend;
 use crate::error::{ApiError, ApiResult, Problem};
+pub use crate::media::{IceServer, Media};
+use crate::media::{Joined, MediaError};
 use crate::model::{ParticipantRole, StaffRole, VisitStatus, first_name};
 use crate::store::{self, Tx, from_ms, links::DeviceBinding, links::LinkRow, ms, visits::VisitRow};
 use crate::tokens::{
@@ -86,30 +85,6 @@ pub struct StartAuthenticatedRequest {
     pub display_name: Option<String>,
 }
 
-/// An ICE server for the browser's RTCPeerConnection.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct IceServer {
-    /// STUN/TURN URLs.
-    pub urls: Vec<String>,
-    /// TURN REST username (`expiry:participant`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// TURN REST credential.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
-
-/// How to reach the media backend.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Media {
-    /// `sfu`.
-    pub backend: MediaBackend,
-    /// WebSocket URL of this node's signaling.
-    pub signaling_url: String,
-    /// ICE servers (TURN when configured).
-    pub ice_servers: Vec<IceServer>,
-}
-
 /// A session grant and how to use it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GrantResponse {
@@ -153,25 +128,6 @@ fn check_display_name(name: Option<&str>) -> ApiResult<Option<String>> {
     }
 }
 
-fn ice_servers(app: &App, participant_id: &str) -> Vec<IceServer> {
-    let turn = &app.config.turn;
-    let Some(secret) = &turn.shared_secret else {
-        return Vec::new();
-    };
-    if turn.urls.is_empty() {
-        return Vec::new();
-    }
-    let expiry = Utc::now().timestamp() + i64::try_from(turn.ttl_seconds).unwrap_or(3600);
-    let username = format!("{expiry}:{participant_id}");
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
-    let credential = STANDARD.encode(hmac::sign(&key, username.as_bytes()).as_ref());
-    vec![IceServer {
-        urls: turn.urls.clone(),
-        username: Some(username),
-        credential: Some(credential),
-    }]
-}
-
 struct Seat<'a> {
     visit: &'a VisitRow,
     participant_id: String,
@@ -179,7 +135,50 @@ struct Seat<'a> {
     name: String,
 }
 
-async fn grant(app: &App, seat: &Seat<'_>, via: &str) -> ApiResult<GrantResponse> {
+/// Seats the participant in the visit's media backend. Called before anything is
+/// committed, so a backend that is down (503) leaves the link unconsumed.
+async fn join_media(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
+    let backend = if seat.visit.media_backend == MediaBackend::Chime.as_str() {
+        MediaBackend::Chime
+    } else {
+        MediaBackend::Sfu
+    };
+    let joined = app
+        .media(backend)?
+        .join(&seat.visit.id, &seat.participant_id)
+        .await
+        .map_err(|MediaError::Unavailable(why)| ApiError::Unavailable(why));
+    app.metrics
+        .media_joins
+        .with_label_values(&[
+            backend.as_str(),
+            if joined.is_ok() { "ok" } else { "unavailable" },
+        ])
+        .inc();
+    joined
+}
+
+/// Records the backend session of a visit inside `tx`, when the backend has one.
+async fn record_session(tx: &mut Tx, visit: &VisitRow, joined: &Joined) -> ApiResult<()> {
+    if let Some(session) = &joined.session_id {
+        store::visits::set_media_session(&mut **tx, &visit.tenant_id, &visit.id, session).await?;
+    }
+    Ok(())
+}
+
+/// Joins the media backend and records its session in a transaction of its own (rejoins
+/// and refreshes, which commit nothing else).
+async fn join_media_alone(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
+    let joined = join_media(app, seat).await?;
+    if joined.session_id.is_some() {
+        let mut tx = app.store.begin().await?;
+        record_session(&mut tx, seat.visit, &joined).await?;
+        tx.commit().await?;
+    }
+    Ok(joined)
+}
+
+async fn grant(app: &App, seat: &Seat<'_>, joined: Joined, via: &str) -> ApiResult<GrantResponse> {
     let now = Utc::now().timestamp().max(0).unsigned_abs();
     let exp = now + app.config.tokens.grant_ttl_seconds;
     let claims = GrantClaims {
@@ -203,11 +202,7 @@ async fn grant(app: &App, seat: &Seat<'_>, via: &str) -> ApiResult<GrantResponse
         grant_expires_at: from_ms(i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000)),
         participant_id: seat.participant_id.clone(),
         role: seat.role,
-        media: Media {
-            backend: MediaBackend::Sfu,
-            signaling_url: app.config.signaling_url(),
-            ice_servers: ice_servers(app, &seat.participant_id),
-        },
+        media: joined.media,
     })
 }
 
@@ -445,7 +440,8 @@ pub async fn start(
                 role,
                 name,
             };
-            let response = grant(&app, &seat, "rejoin").await?;
+            let joined = join_media_alone(&app, &seat).await?;
+            let response = grant(&app, &seat, joined, "rejoin").await?;
             let entry =
                 NewEntry::success(&link.tenant_id, &actor, "link.rejoined", Some(&visit.id))
                     .with_details(
@@ -456,7 +452,16 @@ pub async fn start(
             response
         }
         Ok(Usable::Fresh) => {
-            let participant_id = store::new_id();
+            let seat = Seat {
+                visit: &visit,
+                participant_id: store::new_id(),
+                role,
+                name,
+            };
+            // Media first, outside the transaction: if the backend is down nothing has
+            // been written and the link stays usable.
+            let joined = join_media(&app, &seat).await?;
+            let participant_id = seat.participant_id.clone();
             let mut tx = app.store.begin().await?;
             store::links::insert_participant(
                 &mut *tx,
@@ -476,14 +481,9 @@ pub async fn start(
             let entry = NewEntry::success(&link.tenant_id, &actor, "link.redeemed", Some(&visit.id))
                 .with_details(json!({"link_id": link.id, "participant_id": participant_id, "role": role.as_str()}));
             app.audit(&mut tx, entry).await?;
-            let seat = Seat {
-                visit: &visit,
-                participant_id,
-                role,
-                name,
-            };
+            record_session(&mut tx, &visit, &joined).await?;
             // Signed before commit: if the signer is down, the link stays unconsumed.
-            let response = grant(&app, &seat, "start").await?;
+            let response = grant(&app, &seat, joined, "start").await?;
             tx.commit().await?;
             app.metrics.links.with_label_values(&["redeemed"]).inc();
             response
@@ -551,11 +551,18 @@ pub async fn start_authenticated(
     let existing =
         store::links::staff_participant(app.store.reader(), &staff.tenant_id, &visit_id, &staff_id)
             .await?;
+    let seat = Seat {
+        visit: &visit,
+        participant_id: existing.clone().unwrap_or_else(store::new_id),
+        role: ParticipantRole::Clinician,
+        name,
+    };
+    let joined = join_media(&app, &seat).await?;
     let mut tx = app.store.begin().await?;
     let participant_id = match existing {
         Some(id) => id,
         None => {
-            let id = store::new_id();
+            let id = seat.participant_id.clone();
             store::links::insert_participant(
                 &mut *tx,
                 &id,
@@ -578,13 +585,8 @@ pub async fn start_authenticated(
     )
     .with_details(json!({"participant_id": participant_id, "role": "clinician"}));
     app.audit(&mut tx, entry).await?;
-    let seat = Seat {
-        visit: &visit,
-        participant_id,
-        role: ParticipantRole::Clinician,
-        name,
-    };
-    let response = grant(&app, &seat, "start_authenticated").await?;
+    record_session(&mut tx, &visit, &joined).await?;
+    let response = grant(&app, &seat, joined, "start_authenticated").await?;
     tx.commit().await?;
     Ok(Json(response))
 }
@@ -641,7 +643,8 @@ pub async fn refresh(
         role: claims.role,
         name: claims.name.clone(),
     };
-    let response = grant(&app, &seat, "refresh").await?;
+    let joined = join_media_alone(&app, &seat).await?;
+    let response = grant(&app, &seat, joined, "refresh").await?;
     app.audit_alone(
         NewEntry::success(&claims.tenant, &actor, "grant.refreshed", Some(&visit.id))
             .with_details(json!({"participant_id": claims.sub})),

@@ -130,7 +130,7 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::InvalidRequest(errors));
     }
-    if body.media_backend == Some(MediaBackend::Chime) {
+    if body.media_backend == Some(MediaBackend::Chime) && !app.config.chime_enabled() {
         return Err(ApiError::invalid(
             "media_backend",
             "chime is not enabled on this server",
@@ -430,8 +430,41 @@ async fn close(
     let row = store::visits::get(app.store.reader(), &staff.tenant_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    close_media(app, staff, &row).await?;
     let key = app.tenant_key(&staff.tenant_id).await?;
     Ok(Json(render(&key, &row, true)?))
+}
+
+/// Closes the media session of a closed visit (DeleteMeeting for Chime). The visit is
+/// already over whatever happens here, so a backend failure is audited and logged rather
+/// than failing the request; Chime also ends a meeting by itself once everyone has left.
+async fn close_media(app: &App, staff: &Staff, row: &VisitRow) -> ApiResult<()> {
+    if row.media_backend != MediaBackend::Chime.as_str() {
+        return Ok(());
+    }
+    let Some(session) =
+        store::visits::media_session(app.store.reader(), &row.tenant_id, &row.id).await?
+    else {
+        return Ok(());
+    };
+    let closed = match app.media(MediaBackend::Chime) {
+        Ok(media) => media.close(&session).await.map_err(|err| err.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    let entry = NewEntry::success(&row.tenant_id, &staff.actor, "media.closed", Some(&row.id))
+        .with_details(json!({"backend": row.media_backend}));
+    let entry = match closed {
+        Ok(()) => entry,
+        Err(why) => {
+            tracing::warn!(error = %why, "closing the visit's media session failed");
+            NewEntry {
+                outcome: crate::audit::Outcome::Failure,
+                reason: Some(why),
+                ..entry
+            }
+        }
+    };
+    app.audit_alone(entry).await
 }
 
 #[utoipa::path(post, path = "/api/visits/{id}/cancel", tag = "visits", params(("id" = String, Path)),

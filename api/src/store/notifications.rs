@@ -129,3 +129,23 @@ pub async fn record_attempt<'e>(
     .await?;
     Ok(())
 }
+
+/// Pushes a queued notification back to `next_attempt_at` without counting an attempt
+/// (its transport's circuit breaker is open), saying why in `last_error`.
+pub async fn defer<'e>(
+    db: impl SqliteExecutor<'e>,
+    id: &str,
+    next_attempt_at: i64,
+    why: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE notifications SET next_attempt_at = ?, last_error = ? \
+         WHERE id = ? AND status = 'queued'",
+    )
+    .bind(next_attempt_at)
+    .bind(why)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -232,3 +232,34 @@ pub async fn count_created_since<'e>(
         .fetch_one(db)
         .await
 }
+
+/// Records the media backend's session id of a visit (the latest one wins: a backend may
+/// replace a session that expired).
+pub async fn set_media_session<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    id: &str,
+    session_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE visits SET media_session_id = ? WHERE tenant_id = ? AND id = ?")
+        .bind(session_id)
+        .bind(tenant_id)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The media backend's session id of a visit, if one was recorded.
+pub async fn media_session<'e>(
+    db: impl SqliteExecutor<'e>,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT media_session_id FROM visits WHERE tenant_id = ? AND id = ?")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        .map(Option::flatten)
+}

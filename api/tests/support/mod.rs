@@ -4,6 +4,8 @@
 //! refused request changed nothing.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod aws;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 

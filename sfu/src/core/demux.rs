@@ -56,6 +56,15 @@ impl Demux {
         self.by_addr.insert(source, participant);
     }
 
+    /// Replaces a participant's local ufrag after an ICE restart. Its learned addresses stay:
+    /// the old path keeps working until ICE moves to the new one.
+    pub(crate) fn rekey(&mut self, participant: ParticipantId, old: &str, new: String) {
+        if self.by_ufrag.get(old) == Some(&participant) {
+            self.by_ufrag.remove(old);
+        }
+        self.by_ufrag.insert(new, participant);
+    }
+
     pub(crate) fn unregister(&mut self, participant: ParticipantId, local_ufrag: &str) {
         self.by_ufrag.remove(local_ufrag);
         for addr in self.addrs_of.remove(&participant).unwrap_or_default() {
@@ -115,6 +124,28 @@ mod tests {
             Some((alice, false))
         );
         assert_eq!(demux.lookup(addr(2), &binding_request("bob")), None);
+    }
+
+    #[test]
+    fn an_ice_restart_moves_the_participant_to_its_new_ufrag() {
+        let mut demux = Demux::default();
+        let alice = ParticipantId(1);
+        demux.register(alice, "old".into());
+        demux.learn(alice, addr(1));
+        demux.rekey(alice, "old", "new".into());
+        assert_eq!(demux.lookup(addr(2), &binding_request("old")), None);
+        assert_eq!(
+            demux.lookup(addr(2), &binding_request("new")),
+            Some((alice, true))
+        );
+        assert_eq!(
+            demux.lookup(addr(1), &[0x80]),
+            Some((alice, false)),
+            "the old path still routes"
+        );
+        assert_eq!(demux.ufrag_count(), 1);
+        demux.unregister(alice, "new");
+        assert_eq!((demux.ufrag_count(), demux.addr_count()), (0, 0));
     }
 
     #[test]

@@ -133,7 +133,8 @@ pub enum Event {
         participant: ParticipantId,
     },
     /// A round-trip time measured on a participant's session, at most once per
-    /// [`Config::stats_interval`](super::Config::stats_interval).
+    /// [`Config::stats_interval`](super::Config::stats_interval) from its TWCC feedback and
+    /// once per interval and outgoing stream from its RTCP receiver reports.
     Rtt {
         /// Whose session.
         participant: ParticipantId,

@@ -89,6 +89,14 @@ impl Core {
         let answer = participant.rtc.sdp_api().accept_offer(offer);
         participant.drain(&mut self.out);
         let answer = answer?;
+        // An offer with new ICE credentials is an ICE restart (the client changed networks):
+        // str0m answers with new local credentials, and the client's checks from its new
+        // address will name the new ufrag, so the demultiplexer must know it.
+        let ufrag = participant.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != participant.ufrag {
+            let old = std::mem::replace(&mut participant.ufrag, ufrag.clone());
+            self.demux.rekey(id, &old, ufrag);
+        }
         self.out.events.push_back(Event::Answer {
             participant: id,
             answer,

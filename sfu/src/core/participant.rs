@@ -181,6 +181,12 @@ impl Participant {
                 out.nacks_received += stats.nacks.saturating_sub(last.0);
                 out.plis_received += stats.plis.saturating_sub(last.1);
                 *last = (stats.nacks.max(last.0), stats.plis.max(last.1));
+                // The RTT from the client's RTCP receiver reports (LSR/DLSR) on this leg. The
+                // peer-level RTT below comes from TWCC only, so without this a client that
+                // sends receiver reports but no TWCC feedback (webrtc-rs by default) has none.
+                if let Some(rtt) = stats.rtt {
+                    out.events.push_back(Event::Rtt { participant, rtt });
+                }
             }
             RtcEvent::PeerStats(stats) => {
                 if let Some(rtt) = stats.rtt {

@@ -25,7 +25,8 @@ const VIDEO_PERIOD: Duration = Duration::from_millis(33);
 pub const KEYFRAME_EVERY: u32 = 30;
 pub const KEYFRAME_PACKETS: u8 = 8;
 const DELTA_PACKETS: u8 = 2;
-const PAYLOAD_LEN: usize = 200;
+/// RTP payload size of simulated media unless a test sets `Sim::payload_len`.
+pub const PAYLOAD_LEN: usize = 200;
 /// Guards against a simulation that stops advancing time.
 const MAX_STEPS: usize = 5_000_000;
 
@@ -143,10 +144,19 @@ pub struct Net {
     order: u64,
     /// Datagrams dropped by simulated loss, per destination.
     pub lost: HashMap<SocketAddr, u64>,
+    /// When set, datagrams to this address are kept in `captured` instead of delivered, so a
+    /// benchmark can feed them to the core itself and time only that.
+    pub capture_to: Option<SocketAddr>,
+    /// Datagrams held back by `capture_to`, as `(source, bytes)`.
+    pub captured: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Net {
     fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        if self.capture_to == Some(to) {
+            self.captured.push((from, bytes));
+            return;
+        }
         if self.loss > 0.0 && self.rng.random_bool(self.loss) {
             *self.lost.entry(to).or_default() += 1;
             return;
@@ -182,6 +192,10 @@ pub struct Sim {
     pub events: Vec<Event>,
     /// Errors the core returned for datagrams.
     pub datagram_errors: u64,
+    /// RTP payload bytes of every media packet clients send.
+    pub payload_len: usize,
+    /// The server's new ufrag from the answer to a client's ICE restart.
+    restart_ufrag: Option<String>,
 }
 
 impl Sim {
@@ -206,9 +220,13 @@ impl Sim {
                 queue: BinaryHeap::new(),
                 order: 0,
                 lost: HashMap::new(),
+                capture_to: None,
+                captured: Vec::new(),
             },
             events: Vec::new(),
             datagram_errors: 0,
+            payload_len: PAYLOAD_LEN,
+            restart_ufrag: None,
         }
     }
 
@@ -285,6 +303,23 @@ impl Sim {
         self.after_core();
         result.expect("join accepted");
         index
+    }
+
+    /// The client restarts ICE with new credentials (as a browser does after a network blip)
+    /// and returns the server's new ICE ufrag from its answer.
+    pub fn ice_restart(&mut self, index: usize) -> String {
+        let client = &mut self.clients[index];
+        let mut api = client.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("ice restart offer");
+        client.pending = Some(pending);
+        let participant = client.id;
+        self.drain_client(index);
+        self.command(Command::Offer { participant, offer })
+            .expect("ice restart accepted");
+        self.restart_ufrag
+            .take()
+            .expect("the answer carries new credentials")
     }
 
     pub fn command(&mut self, command: Command) -> Result<(), sfu::core::CoreError> {
@@ -399,7 +434,14 @@ impl Sim {
                 continue;
             };
             if stream.next <= now {
-                send_frame(client, &mut stream, video, &mut self.net, now);
+                send_frame(
+                    client,
+                    &mut stream,
+                    video,
+                    &mut self.net,
+                    now,
+                    self.payload_len,
+                );
             }
             if video {
                 client.video = Some(stream);
@@ -433,7 +475,11 @@ impl Sim {
                     let answer =
                         SdpAnswer::from_sdp_string(&sdp).expect("answer survives signaling");
                     let client = &mut self.clients[index];
-                    client.server_ufrag = client.server_ufrag.take().or_else(|| ufrag_of(&sdp));
+                    let ufrag = ufrag_of(&sdp);
+                    if client.server_ufrag.is_some() && ufrag != client.server_ufrag {
+                        self.restart_ufrag.clone_from(&ufrag);
+                    }
+                    client.server_ufrag = client.server_ufrag.take().or(ufrag);
                     let pending = client.pending.take().expect("client offered");
                     client
                         .rtc
@@ -543,7 +589,14 @@ fn drain(client: &mut Client, net: &mut Net, now: Instant) {
     }
 }
 
-fn send_frame(client: &mut Client, stream: &mut Stream, video: bool, net: &mut Net, now: Instant) {
+fn send_frame(
+    client: &mut Client,
+    stream: &mut Stream,
+    video: bool,
+    net: &mut Net,
+    now: Instant,
+    payload_len: usize,
+) {
     let Some(pt) = client
         .rtc
         .codec_config()
@@ -565,7 +618,7 @@ fn send_frame(client: &mut Client, stream: &mut Stream, video: bool, net: &mut N
     };
     let rtp_time = (u128::from(stream.frame) * rate * period.as_millis() / 1000) as u32;
     for packet in 0..packets {
-        let mut payload = vec![0u8; PAYLOAD_LEN];
+        let mut payload = vec![0u8; payload_len];
         payload[0] = if video { 0x10 } else { b'A' };
         payload[1] = u8::from(!keyframe);
         payload[tag::PUBLISHER] = client.tag;

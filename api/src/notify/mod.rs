@@ -1,6 +1,12 @@
 //! Notifications: PHI-free templates (clinician first name, time, link), transports behind
-//! the [`Transport`] trait, and the outbox delivery step with retries and backoff.
+//! the [`Transport`] trait (`log` here, [`smtp`], and SES/SNS in [`crate::aws`]), and the
+//! outbox delivery step with retries, exponential backoff and a per-transport circuit
+//! [`breaker`].
 
+pub mod breaker;
+pub mod smtp;
+
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +16,7 @@ use crate::audit::{Actor, NewEntry, Outcome};
 use crate::model::Channel;
 use crate::store::{self, notifications::NotificationRow};
 use crate::{App, error::ApiError};
+use breaker::{Breaker, Gate};
 
 /// A message ready for a transport.
 #[derive(Clone)]
@@ -36,6 +43,62 @@ impl std::fmt::Debug for Message {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct TransportError(pub String);
+
+/// The transport of one channel and its circuit breaker.
+pub struct Outlet {
+    transport: Box<dyn Transport>,
+    breaker: Mutex<Breaker>,
+}
+
+impl std::fmt::Debug for Outlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outlet")
+            .field("transport", &self.transport.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outlet {
+    /// `transport` behind a breaker opening after `threshold` consecutive failures for
+    /// `cooldown`.
+    pub fn new(transport: Box<dyn Transport>, threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            transport,
+            breaker: Mutex::new(Breaker::new(threshold, cooldown)),
+        }
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &dyn Transport {
+        self.transport.as_ref()
+    }
+
+    /// Whether the breaker holds deliveries back at `now` (Unix ms).
+    pub fn is_open(&self, now: i64) -> bool {
+        self.breaker.lock().is_ok_and(|b| b.is_open(now))
+    }
+
+    fn gate(&self, now: i64) -> Gate {
+        // A poisoned lock only means a panic elsewhere; the breaker state is still usable.
+        match self.breaker.lock() {
+            Ok(breaker) => breaker.gate(now),
+            Err(poisoned) => poisoned.into_inner().gate(now),
+        }
+    }
+
+    fn record(&self, ok: bool, now: i64) -> Option<i64> {
+        let mut breaker = match self.breaker.lock() {
+            Ok(breaker) => breaker,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if ok {
+            breaker.succeeded();
+            None
+        } else {
+            breaker.failed(now)
+        }
+    }
+}
 
 /// Delivers messages of one channel.
 pub trait Transport: Send + Sync {
@@ -100,6 +163,23 @@ async fn deliver(app: &App, row: &NotificationRow, now: DateTime<Utc>) -> Result
     } else {
         Channel::Email
     };
+    let outlet = app.outlet(channel);
+    let now_ms = store::ms(now);
+    if let Gate::Hold(until) = outlet.gate(now_ms) {
+        // Held back, not attempted: the row keeps its attempts and says why it waits.
+        let why = format!(
+            "circuit open: {} paused after repeated provider failures",
+            outlet.transport().name()
+        );
+        let mut tx = app.store.begin().await?;
+        store::notifications::defer(&mut *tx, &row.id, until, &why).await?;
+        tx.commit().await?;
+        app.metrics
+            .notifications
+            .with_label_values(&[row.channel.as_str(), "held"])
+            .inc();
+        return Ok(());
+    }
     let key = app.tenant_key(&row.tenant_id).await?;
     let decrypt = |field, ct: &[u8]| {
         key.decrypt(&row.id, field, ct)
@@ -116,12 +196,18 @@ async fn deliver(app: &App, row: &NotificationRow, now: DateTime<Utc>) -> Result
         subject,
         body,
     };
-    let result = app.transport(channel).send(&message).await;
+    let result = outlet.transport().send(&message).await;
+    let opened = outlet.record(result.is_ok(), now_ms);
     let attempts = u32::try_from(row.attempts)
         .unwrap_or(u32::MAX)
         .saturating_add(1);
     let mut tx = app.store.begin().await?;
     let actor = Actor::local("system:outbox");
+    let failure = |event: &'static str, err: &TransportError| NewEntry {
+        outcome: Outcome::Failure,
+        reason: Some(err.0.clone()),
+        ..NewEntry::success(&row.tenant_id, &actor, event, Some(&row.visit_id))
+    };
     let (status, entry) = match &result {
         Ok(()) => (
             "sent",
@@ -132,22 +218,14 @@ async fn deliver(app: &App, row: &NotificationRow, now: DateTime<Utc>) -> Result
                 Some(&row.visit_id),
             )),
         ),
-        Err(_) if attempts < app.config.notify.max_attempts => ("queued", None),
-        Err(err) => (
-            "failed",
-            Some(NewEntry {
-                outcome: Outcome::Failure,
-                reason: Some(err.0.clone()),
-                ..NewEntry::success(
-                    &row.tenant_id,
-                    &actor,
-                    "notification.failed",
-                    Some(&row.visit_id),
-                )
-            }),
-        ),
+        Err(err) if attempts < app.config.notify.max_attempts => {
+            ("queued", Some(failure("notification.attempt_failed", err)))
+        }
+        Err(err) => ("failed", Some(failure("notification.failed", err))),
     };
     let next = store::ms(now) + i64::try_from(backoff(attempts).as_millis()).unwrap_or(i64::MAX);
+    // An open breaker also holds this row's retry back until its trial.
+    let next = opened.map_or(next, |until| next.max(until));
     let error = result.as_ref().err().map(|err| err.0.as_str());
     let sent_at = result.is_ok().then(|| store::ms(now));
     store::notifications::record_attempt(&mut *tx, &row.id, status, next, error, sent_at).await?;
@@ -159,6 +237,20 @@ async fn deliver(app: &App, row: &NotificationRow, now: DateTime<Utc>) -> Result
             "attempts": attempts,
         }));
         app.audit(&mut tx, entry).await?;
+    }
+    if let (Some(until), Err(err)) = (opened, &result) {
+        let entry = failure("notification.breaker_opened", err).with_details(serde_json::json!({
+            "channel": row.channel,
+            "transport": outlet.transport().name(),
+            "threshold": app.config.notify.breaker_threshold,
+            "open_until": crate::store::from_ms(until),
+        }));
+        app.audit(&mut tx, entry).await?;
+        tracing::warn!(
+            channel = row.channel.as_str(),
+            transport = outlet.transport().name(),
+            "notification circuit breaker opened"
+        );
     }
     tx.commit().await?;
     let outcome = match status {

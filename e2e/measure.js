@@ -1,0 +1,51 @@
+// Join pressed → first remote frame, over N joins (default 20), in Chromium against a real
+// `bedside serve` on loopback. Each join is a fresh visit without a waiting room: the
+// clinician is already in the call, the patient previews, presses Join, and the time until
+// the clinician's video presents its first frame on the patient's page is recorded.
+// Usage: node measure.js [N]
+
+import { startServer } from './lib/server.js';
+import { client } from './lib/api.js';
+import { launch, open, armFirstFrame, firstFrameMs } from './lib/browser.js';
+
+const runs = Number(process.argv[2]) || 20;
+const server = await startServer();
+const browser = await launch();
+const api = client(server.base);
+const ready = (page) => page.waitForFunction(() => {
+  const join = document.querySelector('button.primary.big');
+  return join && !join.disabled;
+}, null, { timeout: 15000 });
+
+try {
+  const clinician = await api.clinician(server.adminKey);
+  const samples = [];
+  for (let i = 0; i < runs; i += 1) {
+    const { links } = await api.visit(server.adminKey, clinician.id, { waitingRoom: false });
+    const doctor = await open(browser);
+    await doctor.goto(links.clinician.url);
+    await ready(doctor);
+    await doctor.getByRole('button', { name: 'Join' }).click();
+    await doctor.waitForFunction(() => document.body.dataset.state === 'call');
+    const patient = await open(browser);
+    await patient.goto(links.patient.url);
+    await ready(patient);
+    await armFirstFrame(patient);
+    await patient.getByRole('button', { name: 'Join' }).click();
+    const ms = await firstFrameMs(patient);
+    samples.push(ms);
+    process.stdout.write(`join ${i + 1}: ${ms.toFixed(0)} ms\n`);
+    await patient.context().close();
+    await doctor.context().close();
+  }
+  const sorted = [...samples].sort((a, b) => a - b);
+  const pick = (q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+  const result = {
+    joins: runs, p50_ms: Math.round(pick(0.5)), p95_ms: Math.round(pick(0.95)),
+    min_ms: Math.round(sorted[0]), max_ms: Math.round(sorted[sorted.length - 1]),
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+} finally {
+  await browser.close();
+  await server.stop();
+}

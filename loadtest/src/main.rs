@@ -1,0 +1,136 @@
+//! `bedside-loadtest`: N concurrent visits against a Bedside server, a progress bar while it
+//! runs, a table at the end, `--json FILE`; exit status 1 when any peer failed to join or
+//! received no media, 2 when the run could not be made.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use loadtest::media::Video;
+use loadtest::run::{Config, Live, ServerProcess};
+use tokio::sync::watch;
+
+/// Load test for Bedside: concurrent visits of two webrtc-rs peers each, publishing Opus and
+/// VP8 through the SFU.
+#[derive(Debug, Parser)]
+#[command(name = "bedside-loadtest", version)]
+struct Cli {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An admin API key (it creates one clinician per visit).
+    #[arg(long, env = "BEDSIDE_LOADTEST_API_KEY")]
+    api_key: String,
+    /// Concurrent visits (two peers each).
+    #[arg(long, default_value_t = 10)]
+    visits: usize,
+    /// How long all visits are held together once the last has started (60s, 2m).
+    #[arg(long, default_value = "60s", value_parser = loadtest::parse_duration)]
+    duration: Duration,
+    /// Visits started per second (20/s, 600/m).
+    #[arg(long, default_value = "20/s", value_parser = loadtest::parse_rate)]
+    ramp: f64,
+    /// Video every peer sends: 360p (~500 kbit/s), 720p (~1.5 Mbit/s) or none.
+    #[arg(long, default_value = "360p")]
+    video: Video,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// The server's pid, for its CPU and memory (default: the process listening on the URL's
+    /// port, when the URL is on this host's loopback).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A peer without remote media this long after its start call failed to join.
+    #[arg(long, default_value = "30s", value_parser = loadtest::parse_duration)]
+    join_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bedside-loadtest: cannot start the runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("bedside-loadtest: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let config = Config {
+        url: cli.url,
+        api_key: cli.api_key,
+        visits: cli.visits,
+        duration: cli.duration,
+        ramp_per_sec: cli.ramp,
+        video: cli.video,
+        server: cli
+            .server_pid
+            .map_or(ServerProcess::Detect, ServerProcess::Pid),
+        join_timeout: cli.join_timeout,
+    };
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: leaving and ending every visit made so far");
+            let _ = shutdown_tx.send(true);
+        }
+    });
+
+    let live = Arc::new(Live::default());
+    let bar = ProgressBar::new(config.visits as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} visits {msg}",
+        )
+        .context("progress template")?,
+    );
+    let watcher = {
+        let (bar, live) = (bar.clone(), Arc::clone(&live));
+        let visits = config.visits;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            // Bounded by the run: the task is aborted when it returns.
+            loop {
+                tick.tick().await;
+                let joined = live.joined.load(Ordering::Relaxed);
+                let failed = live.failed.load(Ordering::Relaxed);
+                let finished = live.finished.load(Ordering::Relaxed);
+                bar.set_position((joined + failed) as u64);
+                let phase = if finished > 0 {
+                    "leaving"
+                } else if joined + failed < visits {
+                    "joining"
+                } else {
+                    "holding"
+                };
+                bar.set_message(format!(
+                    "{phase}: {joined} joined, {failed} failed, {finished} ended"
+                ));
+            }
+        })
+    };
+    let report = loadtest::run::run(&config, Arc::clone(&live), shutdown).await;
+    watcher.abort();
+    bar.finish_and_clear();
+    let report = report?;
+
+    println!("{}", report.table());
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report.passed())
+}

@@ -1,0 +1,504 @@
+//! One webrtc-rs participant of a visit: it publishes Opus and VP8 from pre-encoded
+//! [`Media`], joins on `/ws` with its grant and its offer, answers the server's offers, admits
+//! whoever waits when it is the clinician, and keeps receiver statistics of the RTP it gets.
+//!
+//! This is the only WebRTC client of the project: the root package's interop and robustness
+//! tests use it as well as the load generator.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt as _, StreamExt as _};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::PayloadType;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::Track as _;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, Registry,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::media::{Media, Stream};
+use crate::stats::RxStream;
+
+/// How long ICE gathering of the local offer may take (host candidates on loopback: instant).
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a participant stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// webrtc-rs refused something.
+    #[error("webrtc: {0}")]
+    WebRtc(#[from] webrtc::error::Error),
+    /// The signaling socket failed.
+    #[error("signaling socket: {0}")]
+    Socket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// A signaling frame was not JSON.
+    #[error("signaling frame: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The server sent `error` and the peer was not told to tolerate it.
+    #[error("signaling error {code}: {message}")]
+    Signaling {
+        /// The error's `code`.
+        code: String,
+        /// Its `message`.
+        message: String,
+    },
+    /// The server broke the protocol (a message without a field it must have).
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    /// ICE gathering did not complete.
+    #[error("ICE gathering did not complete within {0:?}")]
+    Gathering(Duration),
+    /// The peer's deadline passed before its socket closed.
+    #[error("deadline passed")]
+    Deadline,
+}
+
+/// Receiver statistics of one remote track.
+#[derive(Debug)]
+pub struct RemoteTrack {
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// What arrived on it.
+    pub rx: Mutex<RxStream>,
+}
+
+/// What one peer observed; shared with whoever watches it while it runs.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// RTP packets received on audio tracks.
+    pub audio: AtomicU32,
+    /// RTP packets received on video tracks.
+    pub video: AtomicU32,
+    /// `error` frames received (only tolerated when the peer was told to expect them).
+    pub errors: AtomicU32,
+    /// Whether `joined` arrived.
+    pub joined: AtomicBool,
+    /// Whether `visit_ended` arrived.
+    pub visit_ended: AtomicBool,
+    /// The close code of the signaling socket.
+    pub close_code: AtomicU16,
+    /// When the first remote RTP packet arrived.
+    pub first_media: OnceLock<Instant>,
+    /// The server's ICE ufrag for this peer, from its SDP.
+    pub server_ufrag: Mutex<Option<String>>,
+    /// Every remote track received, in arrival order.
+    pub tracks: Mutex<Vec<Arc<RemoteTrack>>>,
+    /// The first `error` code received, if any.
+    pub first_error: Mutex<Option<String>>,
+}
+
+impl Seen {
+    /// (audio, video) packets received so far.
+    #[must_use]
+    pub fn counts(&self) -> (u32, u32) {
+        (
+            self.audio.load(Ordering::Relaxed),
+            self.video.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A copy of the receiver statistics of every remote track so far.
+    #[must_use]
+    pub fn streams(&self) -> Vec<(RtpCodecKind, RxStream)> {
+        let tracks = match self.tracks.lock() {
+            Ok(tracks) => tracks.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        tracks
+            .iter()
+            .map(|t| {
+                let rx = match t.rx.lock() {
+                    Ok(rx) => rx.clone(),
+                    Err(poisoned) => poisoned.into_inner().clone(),
+                };
+                (t.kind, rx)
+            })
+            .collect()
+    }
+}
+
+/// How a participant behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `/ws` URL.
+    pub signaling_url: String,
+    /// Its session grant.
+    pub grant: String,
+    /// Admit whoever waits (the clinician).
+    pub admits: bool,
+    /// Count `error` frames instead of failing on the first.
+    pub tolerate_errors: bool,
+    /// What it publishes.
+    pub media: Arc<Media>,
+    /// It gives up (closing its connection) when this passes, whatever happens.
+    pub deadline: Instant,
+}
+
+struct Handler {
+    seen: Arc<Seen>,
+    gathered: mpsc::Sender<()>,
+    connected: mpsc::Sender<()>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.try_send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            let _ = self.connected.try_send(());
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let seen = Arc::clone(&self.seen);
+        tokio::spawn(async move {
+            let kind = track.kind().await;
+            let clock_rate = if kind == RtpCodecKind::Audio {
+                48_000
+            } else {
+                90_000
+            };
+            let remote = Arc::new(RemoteTrack {
+                kind,
+                rx: Mutex::new(RxStream::new(clock_rate)),
+            });
+            if let Ok(mut tracks) = seen.tracks.lock() {
+                tracks.push(Arc::clone(&remote));
+            }
+            let counter = match kind {
+                RtpCodecKind::Audio => &seen.audio,
+                _ => &seen.video,
+            };
+            // Ends when the track ends (its transceiver stopped or the connection closed).
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    let now = Instant::now();
+                    let _ = seen.first_media.set(now);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut rx) = remote.rx.lock() {
+                        rx.on_packet(
+                            packet.header.sequence_number,
+                            packet.header.timestamp,
+                            packet.payload.len(),
+                            now,
+                        );
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn local_track(
+    kind: RtpCodecKind,
+    mime: &str,
+    clock_rate: u32,
+    channels: u16,
+) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
+    let name = format!("bedside-{kind}");
+    Ok(Arc::new(TrackLocalStaticSample::new(
+        Instant::now(),
+        MediaStreamTrack::new(
+            "bedside-stream".to_owned(),
+            name.clone(),
+            name,
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(rand::random::<u32>()),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: mime.to_owned(),
+                    clock_rate,
+                    channels,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: vec![],
+                },
+                ..Default::default()
+            }],
+        ),
+    )?))
+}
+
+async fn payload_type(sender: &Arc<dyn RtpSender>) -> Result<PayloadType, PeerError> {
+    Ok(sender
+        .get_parameters()
+        .await?
+        .rtp_parameters
+        .codecs
+        .first()
+        .ok_or(PeerError::Protocol("sender has no negotiated codec"))?
+        .payload_type)
+}
+
+/// Sends `stream`'s frames in real time, from the start again at its end, until `stop` flips,
+/// the deadline passes or the track refuses a write (its connection closed).
+///
+/// Frames go out on an absolute schedule (start + the sum of the frame durations) so that a
+/// late wake-up is caught up rather than accumulated, and each carries its exact duration in
+/// RTP ticks, so the RTP timestamps run on without a jump where the file starts again.
+async fn play(
+    track: Arc<TrackLocalStaticSample>,
+    pt: PayloadType,
+    stream: Stream,
+    mut stop: watch::Receiver<bool>,
+    deadline: Instant,
+) {
+    let Some(ssrc) = track.ssrcs().await.first().copied() else {
+        return;
+    };
+    let started = tokio::time::Instant::now();
+    let mut elapsed = Duration::ZERO;
+    let deadline = tokio::time::Instant::from_std(deadline);
+    for frame in stream.frames.iter().cycle() {
+        let due = started + elapsed;
+        if due >= deadline || *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            _ = stop.changed() => return,
+        }
+        let duration = stream.duration(frame.ticks);
+        let sample = Sample {
+            data: frame.data.clone(),
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        if track
+            .sample_writer(ssrc, pt)
+            .write_sample(&sample)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        elapsed += duration;
+    }
+}
+
+/// Aborts the media players when the participant returns, however it returns.
+struct Players(Vec<JoinHandle<()>>);
+
+impl Drop for Players {
+    fn drop(&mut self) {
+        for player in &self.0 {
+            player.abort();
+        }
+    }
+}
+
+/// One webrtc-rs participant: publishes `options.media`, joins on `/ws` with its grant and its
+/// offer, answers the server's offers, and (as the clinician) admits whoever waits. Returns
+/// when the server closes the socket (after `leave`, an ended visit, a refusal) or at
+/// `options.deadline`.
+///
+/// Frames from `inject` are sent on its signaling socket as they are (`leave`, or garbage to
+/// test the server's defences during a call); `stop` ends the media players.
+///
+/// # Errors
+/// When webrtc-rs or the socket fails, the server sends `error` (unless tolerated) or
+/// breaks the protocol, or the deadline passes first.
+pub async fn participant(
+    options: Options,
+    seen: Arc<Seen>,
+    mut inject: mpsc::Receiver<Message>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), PeerError> {
+    let Options {
+        signaling_url,
+        grant,
+        admits,
+        tolerate_errors,
+        media,
+        deadline,
+    } = options;
+    let mut engine = MediaEngine::default();
+    engine.register_default_codecs()?;
+    let (gathered_tx, mut gathered) = mpsc::channel(1);
+    let (connected_tx, mut connected) = mpsc::channel(1);
+    // Sender and receiver reports only: the receiver reports let the SFU measure the RTT of
+    // every leg from RTCP; NACK and TWCC would add work to the generator for nothing it reports.
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
+        .with_handler(Arc::new(Handler {
+            seen: Arc::clone(&seen),
+            gathered: gathered_tx,
+            connected: connected_tx,
+        }))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await?;
+    let result = run_peer(
+        &pc,
+        &signaling_url,
+        &grant,
+        admits,
+        tolerate_errors,
+        &media,
+        deadline,
+        &seen,
+        (&mut gathered, &mut connected),
+        &mut inject,
+        stop,
+    )
+    .await;
+    let closed = pc.close().await;
+    result?;
+    Ok(closed?)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_peer(
+    pc: &impl PeerConnection,
+    signaling_url: &str,
+    grant: &str,
+    admits: bool,
+    tolerate_errors: bool,
+    media: &Media,
+    deadline: Instant,
+    seen: &Seen,
+    (gathered, connected): (&mut mpsc::Receiver<()>, &mut mpsc::Receiver<()>),
+    inject: &mut mpsc::Receiver<Message>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), PeerError> {
+    let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2)?;
+    let audio_sender = pc
+        .add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
+        .await?;
+    let video = match &media.video {
+        Some(stream) => {
+            let track = local_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0)?;
+            let sender = pc
+                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+                .await?;
+            Some((track, sender, stream.clone()))
+        }
+        None => None,
+    };
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    tokio::time::timeout(GATHER_TIMEOUT, gathered.recv())
+        .await
+        .map_err(|_| PeerError::Gathering(GATHER_TIMEOUT))?;
+    let offer = pc
+        .local_description()
+        .await
+        .ok_or(PeerError::Protocol("no local offer"))?;
+
+    let (ws, _) = tokio_tungstenite::connect_async(signaling_url).await?;
+    let (mut tx, mut rx) = ws.split();
+    let send = |value: Value| Message::Text(value.to_string().into());
+    tx.send(send(
+        json!({"type": "join", "grant": grant, "offer": offer.sdp}),
+    ))
+    .await?;
+    let mut players = Players(Vec::new());
+    let give_up = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+    tokio::pin!(give_up);
+    loop {
+        tokio::select! {
+            () = &mut give_up => return Err(PeerError::Deadline),
+            Some(frame) = inject.recv() => tx.send(frame).await?,
+            Some(()) = connected.recv(), if players.0.is_empty() => {
+                let apt = payload_type(&audio_sender).await?;
+                players.0.push(tokio::spawn(play(
+                    Arc::clone(&audio), apt, media.audio.clone(), stop.clone(), deadline,
+                )));
+                if let Some((track, sender, stream)) = &video {
+                    let vpt = payload_type(sender).await?;
+                    players.0.push(tokio::spawn(play(
+                        Arc::clone(track), vpt, stream.clone(), stop.clone(), deadline,
+                    )));
+                }
+            }
+            frame = rx.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(close))) => {
+                        let code = close.map_or(1005, |c| u16::from(c.code));
+                        seen.close_code.store(code, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(error)) => return Err(error.into()),
+                    None => return Ok(()),
+                };
+                let message: Value = serde_json::from_str(text.as_str())?;
+                match message["type"].as_str() {
+                    Some("joined") => {
+                        seen.joined.store(true, Ordering::Relaxed);
+                        if admits {
+                            for other in message["participants"].as_array().into_iter().flatten() {
+                                if other["waiting"] == json!(true) {
+                                    tx.send(send(json!({"type": "admit", "participant": other["participant"]}))).await?;
+                                }
+                            }
+                        }
+                    }
+                    Some("answer") => {
+                        let sdp = message["sdp"].as_str().ok_or(PeerError::Protocol("answer without sdp"))?;
+                        let ufrag = sdp
+                            .lines()
+                            .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+                            .map(str::to_owned);
+                        if let Ok(mut slot) = seen.server_ufrag.lock() {
+                            *slot = ufrag;
+                        }
+                        pc.set_remote_description(RTCSessionDescription::answer(sdp.to_owned())?).await?;
+                    }
+                    Some("offer") => {
+                        let sdp = message["sdp"].as_str().ok_or(PeerError::Protocol("offer without sdp"))?;
+                        pc.set_remote_description(RTCSessionDescription::offer(sdp.to_owned())?).await?;
+                        let answer = pc.create_answer(None).await?;
+                        pc.set_local_description(answer).await?;
+                        let answer = pc.local_description().await.ok_or(PeerError::Protocol("no local answer"))?;
+                        tx.send(send(json!({"type": "answer", "sdp": answer.sdp}))).await?;
+                    }
+                    Some("participant_waiting") if admits => {
+                        tx.send(send(json!({"type": "admit", "participant": message["participant"]}))).await?;
+                    }
+                    Some("visit_ended") => seen.visit_ended.store(true, Ordering::Relaxed),
+                    Some("error") => {
+                        seen.errors.fetch_add(1, Ordering::Relaxed);
+                        let code = message["code"].as_str().unwrap_or("unknown").to_owned();
+                        if let Ok(mut first) = seen.first_error.lock() {
+                            first.get_or_insert_with(|| code.clone());
+                        }
+                        if !tolerate_errors {
+                            return Err(PeerError::Signaling {
+                                code,
+                                message: message["message"].as_str().unwrap_or_default().to_owned(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

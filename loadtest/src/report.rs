@@ -1,0 +1,253 @@
+//! The result of a run: the JSON document of `--json` and the table printed at the end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::media::Video;
+
+/// Visits of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Visits {
+    /// Visits the run was asked for.
+    pub requested: usize,
+    /// Visits whose two peers both joined and received media.
+    pub joined: usize,
+    /// Visits with a peer that did not.
+    pub failed: usize,
+    /// Visits ended over the API at the end.
+    pub ended: usize,
+}
+
+/// Peers (two per visit) of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Peers {
+    /// Peers that were seated and received remote RTP within the join timeout.
+    pub joined: usize,
+    /// Peers that were not.
+    pub failed: usize,
+    /// Why they were not: reason → peers.
+    pub failures: BTreeMap<String, usize>,
+    /// Joined peers that ended the run without audio, or without video when video was sent.
+    pub incomplete_media: usize,
+}
+
+/// Percentiles in milliseconds (`null` without samples).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+/// What receivers saw of one kind of media, over every received stream of that kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KindStats {
+    /// Streams received.
+    pub streams: usize,
+    /// RTP packets received.
+    pub packets: u64,
+    /// Packets lost (expected from sequence numbers, not received).
+    pub lost: u64,
+    /// Lost ÷ expected, in percent.
+    pub loss_pct: f64,
+    /// Mean over streams of the RFC 3550 interarrival jitter at the end, in milliseconds.
+    pub jitter_ms: f64,
+    /// Mean over streams of the received payload bitrate, in kbit/s.
+    pub bitrate_kbps: f64,
+}
+
+/// Round-trip times of the media legs, as the SFU computes them from RTCP receiver reports
+/// (LSR/DLSR) and exports them in `bedside_sfu_rtt_seconds`, counted over this run only.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rtt {
+    /// Median, ms.
+    pub p50: Option<f64>,
+    /// 95th percentile, ms.
+    pub p95: Option<f64>,
+    /// Measurements counted.
+    pub samples: u64,
+    /// Where the figures come from.
+    pub source: &'static str,
+}
+
+/// The server process, when it runs on this host.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Server {
+    /// Its pid.
+    pub pid: u32,
+    /// Mean CPU over the hold window, in percent of one core.
+    pub cpu_pct: f64,
+    /// Highest CPU over one second of the run, in percent of one core.
+    pub cpu_pct_peak: f64,
+    /// Highest resident set size sampled during the run, in MiB.
+    pub rss_mb_peak: f64,
+}
+
+/// The generator itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Generator {
+    /// Mean CPU over the hold window, in percent of one core.
+    pub cpu_pct: f64,
+    /// Highest CPU over one second of the run, in percent of one core.
+    pub cpu_pct_peak: f64,
+    /// Highest resident set size sampled, in MiB.
+    pub rss_mb_peak: f64,
+}
+
+/// How the run was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    /// Video sent by every peer.
+    pub video: Video,
+    /// How long all visits were held together (from the last start to the end), seconds.
+    pub hold_s: f64,
+    /// Whole run, seconds.
+    pub wall_s: f64,
+    /// Visits started per second.
+    pub ramp_per_s: f64,
+    /// CPU cores of this host.
+    pub cores: usize,
+    /// Whether Ctrl-C cut the run short.
+    pub interrupted: bool,
+    /// Busy time of the SFU's workers from the start of the run to the end of the hold, in
+    /// percent of one core
+    /// (`bedside_sfu_worker_busy_seconds_total`), when `/metrics` was readable.
+    pub sfu_workers_busy_pct: Option<f64>,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Visits.
+    pub visits: Visits,
+    /// Peers.
+    pub peers: Peers,
+    /// Join latency per peer: its `start` call → its first remote RTP packet.
+    pub join_ms: Percentiles,
+    /// Audio as receivers saw it.
+    pub audio: KindStats,
+    /// Video as receivers saw it.
+    pub video: KindStats,
+    /// RTT of media legs.
+    pub rtt_ms: Rtt,
+    /// The server process (`null` when not on this host).
+    pub server: Option<Server>,
+    /// The generator process.
+    pub generator: Generator,
+    /// How the run was made.
+    pub run: RunInfo,
+}
+
+impl Report {
+    /// Whether every peer joined and received every kind of media it should have.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.peers.failed == 0 && self.peers.incomplete_media == 0 && !self.run.interrupted
+    }
+
+    /// The human-readable summary printed at the end of a run.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} ms"));
+        let mut t = String::new();
+        let mut row = |name: &str, value: String| {
+            let _ = writeln!(t, "  {name:<22} {value}");
+        };
+        row(
+            "visits",
+            format!(
+                "{} requested, {} joined, {} failed, {} ended",
+                self.visits.requested, self.visits.joined, self.visits.failed, self.visits.ended
+            ),
+        );
+        row(
+            "peers",
+            format!(
+                "{} joined, {} failed, {} with incomplete media",
+                self.peers.joined, self.peers.failed, self.peers.incomplete_media
+            ),
+        );
+        for (reason, count) in &self.peers.failures {
+            row("  failure", format!("{count} × {reason}"));
+        }
+        row(
+            "join (start→RTP)",
+            format!(
+                "p50 {}  p95 {}  p99 {}  max {}",
+                ms(self.join_ms.p50),
+                ms(self.join_ms.p95),
+                ms(self.join_ms.p99),
+                ms(self.join_ms.max)
+            ),
+        );
+        for (name, kind) in [("audio", &self.audio), ("video", &self.video)] {
+            row(
+                name,
+                format!(
+                    "{} streams, {} packets, loss {:.3}%, jitter {:.1} ms, {:.0} kbit/s per stream",
+                    kind.streams, kind.packets, kind.loss_pct, kind.jitter_ms, kind.bitrate_kbps
+                ),
+            );
+        }
+        row(
+            "rtt (SFU, RTCP)",
+            format!(
+                "p50 {}  p95 {}  ({} samples)",
+                self.rtt_ms
+                    .p50
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms")),
+                self.rtt_ms
+                    .p95
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms")),
+                self.rtt_ms.samples
+            ),
+        );
+        match &self.server {
+            Some(s) => row(
+                "server",
+                format!(
+                    "pid {}: CPU {:.0}% (peak {:.0}%), RSS peak {:.1} MiB",
+                    s.pid, s.cpu_pct, s.cpu_pct_peak, s.rss_mb_peak
+                ),
+            ),
+            None => row("server", "not on this host (or not found)".to_owned()),
+        }
+        if let Some(busy) = self.run.sfu_workers_busy_pct {
+            row("sfu workers busy", format!("{busy:.0}% of one core"));
+        }
+        row(
+            "generator",
+            format!(
+                "CPU {:.0}% (peak {:.0}%), RSS peak {:.1} MiB",
+                self.generator.cpu_pct, self.generator.cpu_pct_peak, self.generator.rss_mb_peak
+            ),
+        );
+        row(
+            "run",
+            format!(
+                "{:?} video, held {:.0} s, {:.0} s in all, {} cores{}",
+                self.run.video,
+                self.run.hold_s,
+                self.run.wall_s,
+                self.run.cores,
+                if self.run.interrupted {
+                    ", interrupted"
+                } else {
+                    ""
+                }
+            ),
+        );
+        row(
+            "result",
+            if self.passed() { "PASS" } else { "FAIL" }.to_owned(),
+        );
+        t
+    }
+}

@@ -1,0 +1,667 @@
+//! A load run: visits started at the ramp rate, each with a patient and a clinician peer,
+//! held together for the duration, then left and ended; the host sampled throughout.
+//!
+//! Timeline: visit `i` starts at `i / ramp` seconds; every visit is held until the last one
+//! started plus `duration` (the hold window), then both peers send `leave` and the visit is
+//! ended over the API. Ctrl-C (the `shutdown` channel) cuts the ramp and the hold short and
+//! goes straight to leaving and ending every visit made so far.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{Api, ApiError, Key, StartedVisit};
+use crate::media::{Media, MediaError, Video};
+use crate::peer::{self, PeerError, Seen};
+use crate::prom::{self, Histogram};
+use crate::report::{
+    Generator, KindStats, Peers, Percentiles, Report, Rtt, RunInfo, Server, Visits,
+};
+use crate::stats::{RxStream, percentile};
+use crate::sys::{self, ProcSample};
+
+/// After `leave`, how long a peer may take to see its socket closed.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the `end` call may take.
+const END_TIMEOUT: Duration = Duration::from_secs(15);
+/// Beyond the hold window, the time left for leaving and ending before peers give up.
+const CLEANUP_GRACE: Duration = Duration::from_secs(30);
+/// How often the host is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// The most visits one run may ask for: each is two peer connections and four RTP streams.
+pub const MAX_VISITS: usize = 5000;
+
+/// Which process is the server, for CPU and memory figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerProcess {
+    /// The process listening on the URL's port, when the URL names this host's loopback.
+    Detect,
+    /// This pid.
+    Pid(u32),
+    /// Do not sample a server (e.g. it runs in this very process, as in the smoke test).
+    None,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL of the server, `http://127.0.0.1:8080`.
+    pub url: String,
+    /// An admin API key of a tenant (it creates a clinician per visit).
+    pub api_key: String,
+    /// Concurrent visits.
+    pub visits: usize,
+    /// How long they are held together once the last has started.
+    pub duration: Duration,
+    /// Visits started per second.
+    pub ramp_per_sec: f64,
+    /// The video every peer sends.
+    pub video: Video,
+    /// How to find the server process.
+    pub server: ServerProcess,
+    /// A peer that has no remote RTP this long after its start call failed to join.
+    pub join_timeout: Duration,
+}
+
+/// The run could not be made at all (as opposed to peers failing, which the report counts).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The media samples could not be loaded.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The configuration cannot work.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Counters a progress display reads while the run goes on.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Visits whose creation began.
+    pub started: AtomicUsize,
+    /// Visits with both peers receiving media.
+    pub joined: AtomicUsize,
+    /// Visits that failed to.
+    pub failed: AtomicUsize,
+    /// Visits left and ended (or given up on).
+    pub finished: AtomicUsize,
+}
+
+/// How one peer did.
+#[derive(Debug, Default)]
+struct PeerOutcome {
+    /// Why it did not join; `None` when it joined.
+    failure: Option<String>,
+    /// Start call → first remote RTP.
+    join: Option<Duration>,
+    /// Its received streams at the end.
+    streams: Vec<(RtpCodecKind, RxStream)>,
+}
+
+/// How one visit did.
+#[derive(Debug, Default)]
+struct VisitOutcome {
+    peers: Vec<PeerOutcome>,
+    ended: bool,
+}
+
+/// Shared by every visit task.
+struct Shared {
+    api: Api,
+    admin: Key,
+    media: Arc<Media>,
+    join_timeout: Duration,
+    hold_end: Instant,
+    deadline: Instant,
+    live: Arc<Live>,
+}
+
+fn peer_reason(error: &PeerError) -> String {
+    match error {
+        PeerError::WebRtc(_) => "webrtc error".to_owned(),
+        PeerError::Socket(_) => "signaling socket error".to_owned(),
+        PeerError::Json(_) | PeerError::Protocol(_) => "signaling protocol error".to_owned(),
+        PeerError::Signaling { code, .. } => format!("signaling error {code}"),
+        PeerError::Gathering(_) => "ice gathering timeout".to_owned(),
+        PeerError::Deadline => "deadline".to_owned(),
+    }
+}
+
+/// A peer being run: its task, what it sees, how to talk to it, when its start call began.
+struct Running {
+    seen: Arc<Seen>,
+    task: tokio::task::JoinHandle<Result<(), PeerError>>,
+    inject: mpsc::Sender<Message>,
+    started: Instant,
+}
+
+impl Running {
+    fn spawn(
+        shared: &Shared,
+        grant: crate::client::Grant,
+        admits: bool,
+        started: Instant,
+        stop: watch::Receiver<bool>,
+    ) -> Running {
+        let seen = Arc::new(Seen::default());
+        let (inject, frames) = mpsc::channel(4);
+        let task = tokio::spawn(peer::participant(
+            peer::Options {
+                signaling_url: grant.signaling_url,
+                grant: grant.grant,
+                admits,
+                tolerate_errors: false,
+                media: Arc::clone(&shared.media),
+                deadline: shared.deadline,
+            },
+            Arc::clone(&seen),
+            frames,
+            stop,
+        ));
+        Running {
+            seen,
+            task,
+            inject,
+            started,
+        }
+    }
+
+    /// Its outcome so far: joined (with latency) or why not.
+    fn join_state(&self, timeout: Duration) -> Option<Result<Duration, String>> {
+        if let Some(first) = self.seen.first_media.get() {
+            return Some(Ok(first.duration_since(self.started)));
+        }
+        if self.task.is_finished() {
+            let code = self.seen.close_code.load(Ordering::Relaxed);
+            let error = self.seen.first_error.lock().ok().and_then(|e| e.clone());
+            return Some(Err(match (error, code) {
+                (Some(code), _) => format!("signaling error {code}"),
+                (None, 0) => "stopped before media".to_owned(),
+                (None, code) => format!("closed {code} before media"),
+            }));
+        }
+        (self.started.elapsed() >= timeout).then(|| Err("no media within join timeout".to_owned()))
+    }
+
+    /// Sends `leave`, waits for the socket to close, and returns what it saw.
+    async fn leave(self) -> (Arc<Seen>, Option<String>) {
+        let _ = self
+            .inject
+            .send(Message::Text(r#"{"type":"leave"}"#.into()))
+            .await;
+        let mut task = self.task;
+        let error = match tokio::time::timeout(LEAVE_TIMEOUT, &mut task).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(error))) => Some(peer_reason(&error)),
+            Ok(Err(_)) => Some("peer task panicked".to_owned()),
+            Err(_) => {
+                task.abort();
+                Some("leave timeout".to_owned())
+            }
+        };
+        (self.seen, error)
+    }
+}
+
+async fn visit(n: usize, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> VisitOutcome {
+    shared.live.started.fetch_add(1, Ordering::Relaxed);
+    let outcome = visit_inner(n, &shared, &mut shutdown).await;
+    shared.live.finished.fetch_add(1, Ordering::Relaxed);
+    outcome
+}
+
+fn both_failed(live: &Live, reason: &str) -> VisitOutcome {
+    live.failed.fetch_add(1, Ordering::Relaxed);
+    let peer = || PeerOutcome {
+        failure: Some(reason.to_owned()),
+        ..PeerOutcome::default()
+    };
+    VisitOutcome {
+        peers: vec![peer(), peer()],
+        ended: false,
+    }
+}
+
+async fn visit_inner(
+    n: usize,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> VisitOutcome {
+    let created = tokio::select! {
+        created = shared.api.create_visit(&shared.admin, n) => created,
+        _ = shutdown.changed() => return both_failed(&shared.live, "interrupted"),
+    };
+    let (created, code) = match created {
+        Ok(created) => created,
+        Err(error) => return both_failed(&shared.live, &error.reason()),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let mut outcome = VisitOutcome::default();
+    let patient_started = Instant::now();
+    let patient = match shared.api.start_patient(&created, &code).await {
+        Ok(grant) => Running::spawn(shared, grant, false, patient_started, stop.clone()),
+        Err(error) => {
+            let mut failed = both_failed(&shared.live, &error.reason());
+            failed.ended = end(shared, &created).await.is_ok();
+            return failed;
+        }
+    };
+    let clinician_started = Instant::now();
+    let clinician = match shared.api.start_clinician(&created).await {
+        Ok(grant) => Some(Running::spawn(shared, grant, true, clinician_started, stop)),
+        Err(error) => {
+            outcome.peers.push(PeerOutcome {
+                failure: Some(error.reason()),
+                ..PeerOutcome::default()
+            });
+            None
+        }
+    };
+    let mut running: Vec<Running> = std::iter::once(patient).chain(clinician).collect();
+
+    // Joining: until each peer has media, has failed, or its join timeout passed.
+    let mut states: Vec<Option<Result<Duration, String>>> = vec![None; running.len()];
+    let mut interrupted = false;
+    let poll = Duration::from_millis(20);
+    while states.iter().any(Option::is_none) {
+        for (state, peer) in states.iter_mut().zip(&running) {
+            if state.is_none() {
+                *state = peer.join_state(shared.join_timeout);
+            }
+        }
+        if *shutdown.borrow() {
+            interrupted = true;
+            break;
+        }
+        tokio::time::sleep(poll).await;
+    }
+    let all_joined = outcome.peers.is_empty() && states.iter().all(|s| matches!(s, Some(Ok(_))));
+    let counter = if all_joined {
+        &shared.live.joined
+    } else {
+        &shared.live.failed
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+
+    // Holding: until the end of the hold window, Ctrl-C, or a peer stopping on its own.
+    let hold_end = tokio::time::Instant::from_std(shared.hold_end);
+    while !interrupted && tokio::time::Instant::now() < hold_end {
+        if running.iter().any(|p| p.task.is_finished()) {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(hold_end.min(tokio::time::Instant::now() + Duration::from_millis(500))) => {}
+            _ = shutdown.changed() => interrupted = true,
+        }
+    }
+
+    // Leaving: both at once, then the visit is ended as its clinician.
+    let _ = stop_tx.send(true);
+    let left = futures::future::join_all(running.drain(..).map(Running::leave)).await;
+    for ((seen, _leave_error), state) in left.into_iter().zip(states) {
+        let (failure, join) = match state {
+            Some(Ok(latency)) => (None, Some(latency)),
+            Some(Err(reason)) => (Some(reason), None),
+            None => (Some("interrupted".to_owned()), None),
+        };
+        outcome.peers.push(PeerOutcome {
+            failure,
+            join,
+            streams: seen.streams(),
+        });
+    }
+    outcome.ended = end(shared, &created).await.is_ok();
+    outcome
+}
+
+async fn end(shared: &Shared, visit: &StartedVisit) -> Result<(), ApiError> {
+    match tokio::time::timeout(END_TIMEOUT, shared.api.end(visit)).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::Missing {
+            step: "end",
+            field: "answer in time",
+        }),
+    }
+}
+
+/// Host samples over time: (when, server, generator).
+type Samples = Vec<(Instant, Option<ProcSample>, Option<ProcSample>)>;
+
+async fn sampler(server: Option<u32>, mut stop: watch::Receiver<bool>, max: usize) -> Samples {
+    let mut samples = Vec::new();
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    while samples.len() < max {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        samples.push((
+            Instant::now(),
+            server.and_then(|pid| sys::sample(Some(pid))),
+            sys::sample(None),
+        ));
+    }
+    samples.push((
+        Instant::now(),
+        server.and_then(|pid| sys::sample(Some(pid))),
+        sys::sample(None),
+    ));
+    samples
+}
+
+/// (mean CPU % over [from, to], peak CPU % over one interval, peak RSS MiB) of one process.
+fn cpu_figures(
+    samples: &Samples,
+    pick: impl Fn(&(Instant, Option<ProcSample>, Option<ProcSample>)) -> Option<ProcSample>,
+    from: Instant,
+    to: Instant,
+) -> Option<(f64, f64, f64)> {
+    let points: Vec<(Instant, ProcSample)> = samples
+        .iter()
+        .filter_map(|s| Some((s.0, pick(s)?)))
+        .collect();
+    let rate = |a: &(Instant, ProcSample), b: &(Instant, ProcSample)| {
+        let wall = b.0.duration_since(a.0).as_secs_f64();
+        (wall > 0.0).then(|| b.1.cpu.saturating_sub(a.1.cpu).as_secs_f64() / wall * 100.0)
+    };
+    let peak = points
+        .windows(2)
+        .filter_map(|w| rate(&w[0], &w[1]))
+        .fold(0.0, f64::max);
+    let rss = points.iter().map(|p| p.1.rss_bytes).max()? as f64 / (1024.0 * 1024.0);
+    let window: Vec<&(Instant, ProcSample)> =
+        points.iter().filter(|p| p.0 >= from && p.0 <= to).collect();
+    let mean = match (window.first(), window.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => rate(a, b),
+        // The window is shorter than a sample: the whole run stands in for it.
+        _ => rate(points.first()?, points.last()?),
+    }?;
+    Some((mean, peak, rss))
+}
+
+fn kind_stats(streams: &[RxStream]) -> KindStats {
+    let packets: u64 = streams.iter().map(|s| s.packets).sum();
+    let expected: u64 = streams.iter().map(RxStream::expected).sum();
+    let lost: u64 = streams.iter().map(RxStream::lost).sum();
+    let mean = |values: Vec<f64>| {
+        if values.is_empty() {
+            0.0
+        } else {
+            values.iter().sum::<f64>() / values.len() as f64
+        }
+    };
+    KindStats {
+        streams: streams.len(),
+        packets,
+        lost,
+        loss_pct: if expected > 0 {
+            lost as f64 * 100.0 / expected as f64
+        } else {
+            0.0
+        },
+        jitter_ms: mean(streams.iter().map(RxStream::jitter_ms).collect()),
+        bitrate_kbps: mean(streams.iter().filter_map(RxStream::bitrate_kbps).collect()),
+    }
+}
+
+fn server_pid(config: &Config) -> Option<u32> {
+    match config.server {
+        ServerProcess::Pid(pid) => Some(pid),
+        ServerProcess::None => None,
+        ServerProcess::Detect => {
+            let url = reqwest::Url::parse(&config.url).ok()?;
+            let host = url
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let local = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !local {
+                return None;
+            }
+            sys::pid_listening_on(url.port_or_known_default()?)
+        }
+    }
+}
+
+/// Runs the load test described by `config`, updating `live` as visits progress, until done
+/// or `shutdown` flips (then every visit made so far is left and ended).
+///
+/// # Errors
+/// Only when the run cannot start (bad configuration, media, HTTP client); peers that fail
+/// are counted in the report.
+pub async fn run(
+    config: &Config,
+    live: Arc<Live>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Report, RunError> {
+    if config.visits == 0 || config.visits > MAX_VISITS {
+        return Err(RunError::Config(format!("visits must be 1–{MAX_VISITS}")));
+    }
+    if !(config.ramp_per_sec.is_finite() && config.ramp_per_sec > 0.0) {
+        return Err(RunError::Config(
+            "the ramp must be a positive rate".to_owned(),
+        ));
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let api = Api::new(&config.url)?;
+    let media = Arc::new(Media::builtin(config.video)?);
+    let pid = server_pid(config);
+
+    let started = Instant::now();
+    let ramp = Duration::from_secs_f64((config.visits - 1) as f64 / config.ramp_per_sec);
+    let hold_start = started + ramp;
+    let hold_end = hold_start + config.duration;
+    let deadline = hold_end + config.join_timeout + CLEANUP_GRACE;
+    let shared = Arc::new(Shared {
+        api: api.clone(),
+        admin: Key::new(config.api_key.clone()),
+        media,
+        join_timeout: config.join_timeout,
+        hold_end,
+        deadline,
+        live,
+    });
+
+    let metrics_before = api.metrics().await;
+    let (stop_sampling, sampling) = watch::channel(false);
+    let max_samples =
+        usize::try_from(deadline.duration_since(started).as_secs() + 60).unwrap_or(usize::MAX);
+    let sampler = tokio::spawn(sampler(pid, sampling, max_samples));
+
+    // Ramp: visit i at i / ramp seconds, bounded by the count and by Ctrl-C.
+    let mut visits = JoinSet::new();
+    let mut shutdown_ramp = shutdown.clone();
+    for n in 0..config.visits {
+        let due = started + Duration::from_secs_f64(n as f64 / config.ramp_per_sec);
+        tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {}
+            _ = shutdown_ramp.changed() => break,
+        }
+        if *shutdown_ramp.borrow() {
+            break;
+        }
+        visits.spawn(visit(n, Arc::clone(&shared), shutdown.clone()));
+    }
+
+    // Metrics are read at the end of the hold, before anyone leaves.
+    let mut shutdown_hold = shutdown.clone();
+    tokio::select! {
+        () = tokio::time::sleep_until(tokio::time::Instant::from_std(hold_end)) => {}
+        _ = shutdown_hold.changed() => {}
+    }
+    let metrics_after = api.metrics().await;
+    let hold_measured = Instant::now();
+    let metrics_span = hold_measured.duration_since(started);
+
+    let mut outcomes = Vec::new();
+    let collect_by = tokio::time::Instant::from_std(deadline + END_TIMEOUT + LEAVE_TIMEOUT);
+    while let Ok(Some(result)) = tokio::time::timeout_at(collect_by, visits.join_next()).await {
+        if let Ok(outcome) = result {
+            outcomes.push(outcome);
+        }
+    }
+    visits.abort_all();
+    let _ = stop_sampling.send(true);
+    let samples = sampler.await.unwrap_or_default();
+    let interrupted = *shutdown.borrow();
+
+    Ok(build_report(
+        config,
+        &outcomes,
+        &samples,
+        pid,
+        (hold_start, hold_measured),
+        (started.elapsed(), metrics_span),
+        interrupted,
+        (metrics_before.as_deref(), metrics_after.as_deref()),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    config: &Config,
+    outcomes: &[VisitOutcome],
+    samples: &Samples,
+    pid: Option<u32>,
+    (hold_start, hold_end): (Instant, Instant),
+    (wall, metrics_span): (Duration, Duration),
+    interrupted: bool,
+    (before, after): (Option<&str>, Option<&str>),
+) -> Report {
+    let peers: Vec<&PeerOutcome> = outcomes.iter().flat_map(|o| &o.peers).collect();
+    // Visits never started (Ctrl-C during the ramp) count as failed, both of their peers too.
+    let missing = config.visits.saturating_sub(outcomes.len());
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for peer in &peers {
+        if let Some(reason) = &peer.failure {
+            *failures.entry(reason.clone()).or_default() += 1;
+        }
+    }
+    if missing > 0 {
+        *failures.entry("not started".to_owned()).or_default() += 2 * missing;
+    }
+    let joined_peers = peers.iter().filter(|p| p.failure.is_none()).count();
+    let video_sent = config.video != Video::None;
+    let incomplete_media = peers
+        .iter()
+        .filter(|p| p.failure.is_none())
+        .filter(|p| {
+            let has =
+                |kind: RtpCodecKind| p.streams.iter().any(|(k, s)| *k == kind && s.packets > 0);
+            !has(RtpCodecKind::Audio) || (video_sent && !has(RtpCodecKind::Video))
+        })
+        .count();
+    let visits_joined = outcomes
+        .iter()
+        .filter(|o| o.peers.len() == 2 && o.peers.iter().all(|p| p.failure.is_none()))
+        .count();
+
+    let mut joins: Vec<f64> = peers
+        .iter()
+        .filter_map(|p| p.join.map(|d| d.as_secs_f64() * 1000.0))
+        .collect();
+    let join_ms = Percentiles {
+        p50: percentile(&mut joins, 50.0),
+        p95: percentile(&mut joins, 95.0),
+        p99: percentile(&mut joins, 99.0),
+        max: percentile(&mut joins, 100.0),
+    };
+    let of_kind = |kind: RtpCodecKind| -> Vec<RxStream> {
+        peers
+            .iter()
+            .flat_map(|p| p.streams.iter())
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
+
+    let rtt_name = "bedside_sfu_rtt_seconds";
+    let rtt = match after {
+        Some(after) => {
+            let h = Histogram::parse(after, rtt_name).since(
+                &before
+                    .map(|b| Histogram::parse(b, rtt_name))
+                    .unwrap_or_default(),
+            );
+            Rtt {
+                p50: h.quantile(0.5).map(|s| s * 1000.0),
+                p95: h.quantile(0.95).map(|s| s * 1000.0),
+                samples: h.count() as u64,
+                source: "sfu: bedside_sfu_rtt_seconds (RTCP RR LSR/DLSR), this run only",
+            }
+        }
+        None => Rtt {
+            source: "unavailable: /metrics not readable",
+            ..Rtt::default()
+        },
+    };
+    let busy_name = "bedside_sfu_worker_busy_seconds_total";
+    let window = hold_end.duration_since(hold_start).as_secs_f64();
+    let span = metrics_span.as_secs_f64();
+    let sfu_workers_busy_pct = match (before, after) {
+        (Some(b), Some(a)) if span > 0.5 => {
+            Some((prom::counter_sum(a, busy_name) - prom::counter_sum(b, busy_name)) / span * 100.0)
+        }
+        _ => None,
+    };
+
+    let server = pid.and_then(|pid| {
+        let (cpu_pct, cpu_pct_peak, rss_mb_peak) =
+            cpu_figures(samples, |s| s.1, hold_start, hold_end)?;
+        Some(Server {
+            pid,
+            cpu_pct,
+            cpu_pct_peak,
+            rss_mb_peak,
+        })
+    });
+    let generator = cpu_figures(samples, |s| s.2, hold_start, hold_end)
+        .map(|(cpu_pct, cpu_pct_peak, rss_mb_peak)| Generator {
+            cpu_pct,
+            cpu_pct_peak,
+            rss_mb_peak,
+        })
+        .unwrap_or_default();
+
+    Report {
+        visits: Visits {
+            requested: config.visits,
+            joined: visits_joined,
+            failed: config.visits - visits_joined,
+            ended: outcomes.iter().filter(|o| o.ended).count(),
+        },
+        peers: Peers {
+            joined: joined_peers,
+            failed: 2 * config.visits - joined_peers,
+            failures,
+            incomplete_media,
+        },
+        join_ms,
+        audio: kind_stats(&of_kind(RtpCodecKind::Audio)),
+        video: kind_stats(&of_kind(RtpCodecKind::Video)),
+        rtt_ms: rtt,
+        server,
+        generator,
+        run: RunInfo {
+            video: config.video,
+            hold_s: window,
+            wall_s: wall.as_secs_f64(),
+            ramp_per_s: config.ramp_per_sec,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            interrupted,
+            sfu_workers_busy_pct,
+        },
+    }
+}
