@@ -5,7 +5,8 @@
 //!   calls `/api/token/redeem` and `/api/visits/{id}/start` itself, so this route looks at
 //!   nothing and every code gets the same bytes.
 //! - `GET /console`: the clinician's and scheduler's console.
-//! - `GET /assets/{path}`: scripts, styles and icons under `web/assets/`.
+//! - `GET /assets/{path}`: scripts, styles and icons under `web/assets/`; `/assets/chime/…`
+//!   is the Amazon Chime SDK bundle from `web/chime/dist/` when an operator built it.
 //!
 //! The API's security headers are a layer on the API router only, so the same headers are set
 //! here: the pages must live under the same strict CSP (no inline script, same origin only).
@@ -19,9 +20,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rust_embed::RustEmbed;
 
+/// Only what is served: the pages, `assets/` and the Chime bundle — never `web/chime`'s
+/// `node_modules` (tens of megabytes once an operator builds the bundle) or READMEs.
 #[derive(RustEmbed)]
 #[folder = "web/"]
+#[include = "*.html"]
+#[include = "assets/**"]
+#[include = "chime/dist/*.js"]
 struct Files;
+
+/// Where a served asset path lives under `web/`.
+fn asset_file(path: &str) -> String {
+    match path.strip_prefix("chime/") {
+        Some(bundle) => format!("chime/dist/{bundle}"),
+        None => format!("assets/{path}"),
+    }
+}
 
 /// The routes of the browser pages, to merge into the API's router.
 pub fn router() -> Router {
@@ -59,7 +73,7 @@ async fn asset(Path(path): Path<String>, request: HeaderMap) -> Response {
     if path.split(['/', '\\']).any(|segment| segment == "..") {
         return not_found();
     }
-    let Some(file) = Files::get(&format!("assets/{path}")) else {
+    let Some(file) = Files::get(&asset_file(&path)) else {
         return not_found();
     };
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()));
@@ -209,6 +223,28 @@ mod tests {
                 .expect("ascii")
                 .starts_with("text/css")
         );
+    }
+
+    #[test]
+    fn only_served_files_are_embedded() {
+        assert!(Files::get("join.html").is_some());
+        assert!(Files::get("assets/app.css").is_some());
+        for private in [
+            "README.md",
+            "chime/package.json",
+            "chime/README.md",
+            "chime/src/index.js",
+        ] {
+            assert!(
+                Files::get(private).is_none(),
+                "{private} must not be embedded"
+            );
+        }
+        assert_eq!(
+            asset_file("chime/amazon-chime-sdk.js"),
+            "chime/dist/amazon-chime-sdk.js"
+        );
+        assert_eq!(asset_file("app.css"), "assets/app.css");
     }
 
     #[tokio::test]
