@@ -226,3 +226,70 @@ fn first_start_prints_the_admin_key_once() {
     let (second, _) = serve(dir.path());
     assert!(!second.contains("bsk_"), "the key is shown only once");
 }
+
+#[tokio::test]
+async fn serve_speaks_https_from_cert_files() {
+    use std::io::{BufRead as _, BufReader};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        certified.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "serve",
+            "--udp",
+            "127.0.0.1:0",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("BEDSIDE_HTTP__TLS_CERT", dir.path().join("cert.pem"))
+        .env("BEDSIDE_HTTP__TLS_KEY", dir.path().join("key.pem"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let listening = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening on"))
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let answer = client
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await;
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        listening.is_some_and(|l| l.contains("https://")),
+        "announces https"
+    );
+    let answer = answer.expect("TLS handshake with the configured certificate");
+    assert!(answer.status().is_success());
+    assert!(
+        answer.headers().get("strict-transport-security").is_some(),
+        "HSTS under TLS"
+    );
+    assert!(plain.is_err(), "plain HTTP is not served on the TLS port");
+}

@@ -249,13 +249,21 @@ impl App {
 
     /// Appends an audit row inside `tx` and counts it.
     pub async fn audit(&self, tx: &mut Tx, entry: NewEntry) -> ApiResult<Entry> {
-        let outcome = entry.outcome;
-        let row = store::audit::append(tx, entry, store::ms(Utc::now())).await?;
-        self.metrics
-            .audit_rows
-            .with_label_values(&[outcome.as_str()])
-            .inc();
-        Ok(row)
+        let mut rows = self.audit_all(tx, vec![entry]).await?;
+        rows.pop()
+            .ok_or_else(|| ApiError::Internal("audit append returned no row".into()))
+    }
+
+    /// Appends several audit rows inside `tx` in order, reading the chain head once.
+    pub async fn audit_all(&self, tx: &mut Tx, entries: Vec<NewEntry>) -> ApiResult<Vec<Entry>> {
+        let rows = store::audit::append_all(tx, entries, store::ms(Utc::now())).await?;
+        for row in &rows {
+            self.metrics
+                .audit_rows
+                .with_label_values(&[row.outcome.as_str()])
+                .inc();
+        }
+        Ok(rows)
     }
 
     /// Writes one audit row in its own transaction (refusals, whose request changes nothing

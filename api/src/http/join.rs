@@ -21,7 +21,10 @@ use crate::error::{ApiError, ApiResult, Problem};
 pub use crate::media::{IceServer, Media};
 use crate::media::{Joined, MediaError};
 use crate::model::{ParticipantRole, StaffRole, VisitStatus, first_name};
-use crate::store::{self, Tx, from_ms, links::DeviceBinding, links::LinkRow, ms, visits::VisitRow};
+use crate::store::{
+    self, Tx, from_ms, links::DeviceBinding, links::LinkRow, links::LinkWithVisit, ms,
+    visits::VisitRow,
+};
 use crate::tokens::{
     GRANT_AUDIENCE, GrantClaims, TokenError, is_plausible_code, random_base62, secret_hash,
 };
@@ -206,18 +209,15 @@ async fn grant(app: &App, seat: &Seat<'_>, joined: Joined, via: &str) -> ApiResu
     })
 }
 
-/// The link and visit a code names, or `link_invalid` (which reveals nothing).
-async fn lookup(app: &App, code: &str) -> ApiResult<(LinkRow, VisitRow)> {
+/// The link, visit and clinician a code names (one statement), or `link_invalid` (which
+/// reveals nothing).
+async fn lookup(app: &App, code: &str) -> ApiResult<LinkWithVisit> {
     if !is_plausible_code(code) {
         return Err(ApiError::LinkInvalid);
     }
-    let link = store::links::by_code_hash(app.store.reader(), &secret_hash(code))
+    store::links::by_code_hash(app.store.reader(), &secret_hash(code))
         .await?
-        .ok_or(ApiError::LinkInvalid)?;
-    let visit = store::visits::get(app.store.reader(), &link.tenant_id, &link.visit_id)
-        .await?
-        .ok_or(ApiError::LinkInvalid)?;
-    Ok((link, visit))
+        .ok_or(ApiError::LinkInvalid)
 }
 
 /// Whether a link may be used now: fresh, a rejoin by the device it is bound to, or why not.
@@ -317,7 +317,11 @@ pub async fn redeem(
     ApiJson(body): ApiJson<RedeemRequest>,
 ) -> ApiResult<Json<RedeemResponse>> {
     limit_link(&app, &client)?;
-    let (link, visit) = lookup(&app, &body.code).await.inspect_err(|_| {
+    let LinkWithVisit {
+        link,
+        visit,
+        clinician_display_name,
+    } = lookup(&app, &body.code).await.inspect_err(|_| {
         app.metrics
             .links
             .with_label_values(&["refused_link_invalid"])
@@ -331,11 +335,10 @@ pub async fn redeem(
             .with_label_values(&[&format!("refused_{}", err.code())])
             .inc();
     })?;
-    let clinician =
-        store::staff::get_staff(app.store.reader(), &visit.tenant_id, &visit.clinician_id)
-            .await?
-            .map(|s| first_name(&s.display_name).to_owned())
-            .unwrap_or_default();
+    let clinician = clinician_display_name
+        .as_deref()
+        .map(|name| first_name(name).to_owned())
+        .unwrap_or_default();
     Ok(Json(RedeemResponse {
         role: link.role(),
         expires_at: from_ms(link.expires_at),
@@ -366,15 +369,19 @@ async fn clinician_name(app: &App, visit: &VisitRow) -> ApiResult<String> {
     )
 }
 
-/// Marks the visit live (scheduled → waiting) inside `tx`, auditing the first start.
+/// Marks the visit live (scheduled → waiting) inside `tx`; the audit entry of the first
+/// start, for the caller to append with its own. A visit already read as live is left alone
+/// (no statement): only `scheduled` can move, and the UPDATE re-checks that.
 async fn mark_started(
-    app: &App,
     tx: &mut Tx,
     visit: &VisitRow,
     actor: &Actor,
     now: i64,
-) -> ApiResult<()> {
-    if store::visits::transition(
+) -> ApiResult<Option<NewEntry>> {
+    if visit.status() != VisitStatus::Scheduled {
+        return Ok(None);
+    }
+    let moved = store::visits::transition(
         &mut **tx,
         &visit.tenant_id,
         &visit.id,
@@ -382,15 +389,8 @@ async fn mark_started(
         VisitStatus::Waiting,
         now,
     )
-    .await?
-    {
-        app.audit(
-            tx,
-            NewEntry::success(&visit.tenant_id, actor, "visit.started", Some(&visit.id)),
-        )
-        .await?;
-    }
-    Ok(())
+    .await?;
+    Ok(moved.then(|| NewEntry::success(&visit.tenant_id, actor, "visit.started", Some(&visit.id))))
 }
 
 #[utoipa::path(post, path = "/api/visits/{id}/start", tag = "join", params(("id" = String, Path)),
@@ -408,7 +408,11 @@ pub async fn start(
 ) -> ApiResult<(CookieJar, Json<GrantResponse>)> {
     limit_link(&app, &client)?;
     let display_name = check_display_name(body.display_name.as_deref())?;
-    let (link, visit) = lookup(&app, &body.code).await.inspect_err(|_| {
+    let LinkWithVisit {
+        link,
+        visit,
+        clinician_display_name,
+    } = lookup(&app, &body.code).await.inspect_err(|_| {
         app.metrics
             .links
             .with_label_values(&["refused_link_invalid"])
@@ -428,7 +432,9 @@ pub async fn start(
     let name = match (display_name, role) {
         (Some(name), _) => name,
         (None, ParticipantRole::Patient) => "Patient".to_owned(),
-        (None, ParticipantRole::Clinician) => clinician_name(&app, &visit).await?,
+        (None, ParticipantRole::Clinician) => {
+            clinician_display_name.unwrap_or_else(|| "Clinician".to_owned())
+        }
     };
     let staff_id = (role == ParticipantRole::Clinician).then_some(visit.clinician_id.as_str());
     let response = match usable(&app, &link, &visit, &device, known, now) {
@@ -477,10 +483,11 @@ pub async fn start(
                 tx.rollback().await?;
                 return Err(refuse(&app, &link, &actor, ApiError::LinkUsed).await);
             }
-            mark_started(&app, &mut tx, &visit, &actor, now).await?;
+            let started = mark_started(&mut tx, &visit, &actor, now).await?;
             let entry = NewEntry::success(&link.tenant_id, &actor, "link.redeemed", Some(&visit.id))
                 .with_details(json!({"link_id": link.id, "participant_id": participant_id, "role": role.as_str()}));
-            app.audit(&mut tx, entry).await?;
+            app.audit_all(&mut tx, started.into_iter().chain([entry]).collect())
+                .await?;
             record_session(&mut tx, &visit, &joined).await?;
             // Signed before commit: if the signer is down, the link stays unconsumed.
             let response = grant(&app, &seat, joined, "start").await?;
@@ -576,7 +583,7 @@ pub async fn start_authenticated(
             id
         }
     };
-    mark_started(&app, &mut tx, &visit, &staff.actor, now).await?;
+    let started = mark_started(&mut tx, &visit, &staff.actor, now).await?;
     let entry = NewEntry::success(
         &staff.tenant_id,
         &staff.actor,
@@ -584,7 +591,8 @@ pub async fn start_authenticated(
         Some(&visit_id),
     )
     .with_details(json!({"participant_id": participant_id, "role": "clinician"}));
-    app.audit(&mut tx, entry).await?;
+    app.audit_all(&mut tx, started.into_iter().chain([entry]).collect())
+        .await?;
     record_session(&mut tx, &visit, &joined).await?;
     let response = grant(&app, &seat, joined, "start_authenticated").await?;
     tx.commit().await?;

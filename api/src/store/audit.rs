@@ -1,5 +1,7 @@
 //! Appending to and reading the audit chain.
 
+use std::collections::HashMap;
+
 use futures::{Stream, StreamExt as _};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
 
@@ -11,11 +13,49 @@ pub async fn append(
     entry: NewEntry,
     now: i64,
 ) -> Result<Entry, sqlx::Error> {
+    append_all(conn, vec![entry], now)
+        .await?
+        .pop()
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Appends `entries` in order inside the caller's transaction, reading each tenant's chain
+/// head once (a transaction that records several acts pays for one head read, not one each).
+pub async fn append_all(
+    conn: &mut SqliteConnection,
+    entries: Vec<NewEntry>,
+    now: i64,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let mut heads: HashMap<String, String> = HashMap::new();
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let prev = match heads.get(&entry.tenant_id) {
+            Some(hash) => hash.clone(),
+            None => head(conn, &entry.tenant_id).await?,
+        };
+        let row = insert(conn, entry, prev, now).await?;
+        heads.insert(row.tenant_id.clone(), row.hash.clone());
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The hash of a tenant's last row ([`GENESIS`] for an empty chain).
+async fn head(conn: &mut SqliteConnection, tenant_id: &str) -> Result<String, sqlx::Error> {
     let prev: Option<String> =
         sqlx::query_scalar("SELECT hash FROM audit WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1")
-            .bind(&entry.tenant_id)
+            .bind(tenant_id)
             .fetch_optional(&mut *conn)
             .await?;
+    Ok(prev.unwrap_or_else(|| GENESIS.to_owned()))
+}
+
+async fn insert(
+    conn: &mut SqliteConnection,
+    entry: NewEntry,
+    prev_hash: String,
+    now: i64,
+) -> Result<Entry, sqlx::Error> {
     let mut row = Entry {
         seq: 0,
         id: super::new_id(),
@@ -29,7 +69,7 @@ pub async fn append(
         ip_masked: entry.actor.ip_masked,
         ua_hash: entry.actor.ua_hash,
         details: entry.details.to_string(),
-        prev_hash: prev.unwrap_or_else(|| GENESIS.to_owned()),
+        prev_hash,
         hash: String::new(),
     };
     row.hash = row.expected_hash();
