@@ -238,11 +238,7 @@ fn usable(
     known_device: bool,
     now: i64,
 ) -> ApiResult<Usable> {
-    match visit.status() {
-        VisitStatus::Cancelled => return Err(ApiError::VisitCancelled),
-        VisitStatus::Ended => return Err(ApiError::VisitEnded),
-        _ => {}
-    }
+    visit.refuse_final()?;
     if now >= link.expires_at {
         return Err(ApiError::LinkExpired);
     }
@@ -521,13 +517,8 @@ pub async fn start_authenticated(
     };
     let display_name = check_display_name(body.display_name.as_deref())?;
     let visit = visible(&app, &staff, &visit_id).await?;
-    let refusal = match visit.status() {
-        VisitStatus::Cancelled => Some(ApiError::VisitCancelled),
-        VisitStatus::Ended => Some(ApiError::VisitEnded),
-        _ => None,
-    };
     let now = ms(Utc::now());
-    let refusal = refusal.or_else(|| {
+    let refusal = visit.refuse_final().err().or_else(|| {
         let opens = available_at(&app, &visit);
         if now < opens {
             Some(ApiError::TooEarly {
@@ -629,12 +620,7 @@ pub async fn refresh(
         return Err(ApiError::Unauthenticated);
     }
     let actor = client.actor(format!("participant:{}", claims.sub));
-    let refusal = match visit.status() {
-        VisitStatus::Cancelled => Some(ApiError::VisitCancelled),
-        VisitStatus::Ended => Some(ApiError::VisitEnded),
-        _ => None,
-    };
-    if let Some(err) = refusal {
+    if let Err(err) = visit.refuse_final() {
         app.audit_alone(App::refusal(
             &claims.tenant,
             &actor,

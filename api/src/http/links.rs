@@ -16,7 +16,7 @@ use super::visits::{link_expiry, visible};
 use crate::App;
 use crate::audit::{self, NewEntry};
 use crate::error::{ApiError, ApiResult, FieldError, Problem};
-use crate::model::{Channel, ParticipantRole, StaffRole, VisitStatus, first_name};
+use crate::model::{Channel, ParticipantRole, StaffRole, first_name};
 use crate::notify;
 use crate::store::{self, Tx, from_ms, ms, notifications::NotificationRow, visits::VisitRow};
 use crate::tokens::{random_base62, secret_hash};
@@ -39,14 +39,6 @@ pub struct IssuedLinks {
     pub patient: IssuedLink,
     /// The clinician's link.
     pub clinician: IssuedLink,
-}
-
-fn refuse_final(row: &VisitRow) -> ApiResult<()> {
-    match row.status() {
-        VisitStatus::Cancelled => Err(ApiError::VisitCancelled),
-        VisitStatus::Ended => Err(ApiError::VisitEnded),
-        _ => Ok(()),
-    }
 }
 
 /// Creates a link of `role` inside `tx`, killing earlier unredeemed links of that role.
@@ -90,7 +82,7 @@ pub async fn issue(
 ) -> ApiResult<(StatusCode, Json<IssuedLinks>)> {
     staff.require(&[StaffRole::Admin, StaffRole::Scheduler])?;
     let row = visible(&app, &staff, &id).await?;
-    refuse_final(&row)?;
+    row.refuse_final()?;
     let mut tx = app.store.begin().await?;
     let patient = issue_one(&app, &mut tx, &row, ParticipantRole::Patient).await?;
     let clinician = issue_one(&app, &mut tx, &row, ParticipantRole::Clinician).await?;
@@ -272,7 +264,7 @@ pub async fn notify(
 ) -> ApiResult<(StatusCode, Json<NotifyResponse>)> {
     staff.require(&[StaffRole::Admin, StaffRole::Scheduler])?;
     let row = visible(&app, &staff, &id).await?;
-    refuse_final(&row)?;
+    row.refuse_final()?;
     let (_, notifications) =
         send_link(&app, &staff, &row, &body.channels, "notification.queued").await?;
     Ok((StatusCode::ACCEPTED, Json(NotifyResponse { notifications })))
@@ -291,7 +283,7 @@ pub async fn resend(
 ) -> ApiResult<(StatusCode, Json<ResendResponse>)> {
     staff.require(&[StaffRole::Admin, StaffRole::Scheduler])?;
     let row = visible(&app, &staff, &id).await?;
-    refuse_final(&row)?;
+    row.refuse_final()?;
     let hour_ago = ms(Utc::now()) - 3_600_000;
     let recent = store::audit::count_events_since(
         app.store.reader(),
