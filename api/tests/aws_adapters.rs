@@ -148,20 +148,7 @@ async fn ses_email_and_sns_sms_carry_no_phi() {
     })
     .await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(
-            &cast.scheduler.key,
-            &cast.clinician.id,
-            minutes_from_now(60),
-        )
-        .await;
-    t.send(
-        Req::post(&format!("/api/visits/{visit}/notify"))
-            .key(&cast.scheduler.key)
-            .json(json!({"channels": ["sms", "email"]})),
-    )
-    .await
-    .expect(StatusCode::ACCEPTED);
+    let visit = t.notified_visit(&cast, &["sms", "email"]).await;
     assert_eq!(
         api::notify::deliver_due(&t.app).await.expect("delivered"),
         2
@@ -227,20 +214,7 @@ async fn repeated_provider_failures_open_the_breaker() {
     let cast = t.cast().await;
     let mut visits = Vec::new();
     for _ in 0..3 {
-        let visit = t
-            .visit_at(
-                &cast.scheduler.key,
-                &cast.clinician.id,
-                minutes_from_now(60),
-            )
-            .await;
-        t.send(
-            Req::post(&format!("/api/visits/{visit}/notify"))
-                .key(&cast.scheduler.key)
-                .json(json!({"channels": ["email"]})),
-        )
-        .await
-        .expect(StatusCode::ACCEPTED);
+        let visit = t.notified_visit(&cast, &["email"]).await;
         visits.push(visit);
     }
     assert_eq!(api::notify::deliver_due(&t.app).await.expect("pass"), 3);
@@ -304,20 +278,7 @@ async fn exhausted_attempts_end_failed() {
     })
     .await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(
-            &cast.scheduler.key,
-            &cast.clinician.id,
-            minutes_from_now(60),
-        )
-        .await;
-    t.send(
-        Req::post(&format!("/api/visits/{visit}/notify"))
-            .key(&cast.scheduler.key)
-            .json(json!({"channels": ["email"]})),
-    )
-    .await
-    .expect(StatusCode::ACCEPTED);
+    let visit = t.notified_visit(&cast, &["email"]).await;
     api::notify::deliver_due(&t.app).await.expect("pass");
     let listed = t
         .send(Req::get(&format!("/api/notifications?visit_id={visit}")).key(&t.admin_key))

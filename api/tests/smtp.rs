@@ -6,9 +6,8 @@ mod support;
 
 use api::config::{EmailTransport, SmtpTls};
 use axum::http::StatusCode;
-use serde_json::json;
 use support::aws;
-use support::{Req, TestApp, minutes_from_now, phi};
+use support::{Req, TestApp, phi};
 
 #[tokio::test]
 async fn smtp_delivers_a_phi_free_invitation() {
@@ -24,20 +23,7 @@ async fn smtp_delivers_a_phi_free_invitation() {
     })
     .await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(
-            &cast.scheduler.key,
-            &cast.clinician.id,
-            minutes_from_now(60),
-        )
-        .await;
-    t.send(
-        Req::post(&format!("/api/visits/{visit}/notify"))
-            .key(&cast.scheduler.key)
-            .json(json!({"channels": ["email"]})),
-    )
-    .await
-    .expect(StatusCode::ACCEPTED);
+    let visit = t.notified_visit(&cast, &["email"]).await;
     assert_eq!(
         api::notify::deliver_due(&t.app).await.expect("delivered"),
         1
@@ -102,20 +88,7 @@ async fn smtp_refusal_is_a_retry_not_a_crash() {
     })
     .await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(
-            &cast.scheduler.key,
-            &cast.clinician.id,
-            minutes_from_now(60),
-        )
-        .await;
-    t.send(
-        Req::post(&format!("/api/visits/{visit}/notify"))
-            .key(&cast.scheduler.key)
-            .json(json!({"channels": ["email"]})),
-    )
-    .await
-    .expect(StatusCode::ACCEPTED);
+    let visit = t.notified_visit(&cast, &["email"]).await;
     api::notify::deliver_due(&t.app).await.expect("pass");
     let listed = t
         .send(Req::get(&format!("/api/notifications?visit_id={visit}")).key(&t.admin_key))

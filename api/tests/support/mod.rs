@@ -164,6 +164,26 @@ impl TestApp {
         visit["id"].as_str().expect("visit id").to_owned()
     }
 
+    /// A visit an hour from now, scheduled by `cast`'s scheduler for its clinician, whose
+    /// patient has been sent the link on `channels` (queued, not yet delivered); its id.
+    pub async fn notified_visit(&self, cast: &Cast, channels: &[&str]) -> String {
+        let visit = self
+            .visit_at(
+                &cast.scheduler.key,
+                &cast.clinician.id,
+                minutes_from_now(60),
+            )
+            .await;
+        self.send(
+            Req::post(&format!("/api/visits/{visit}/notify"))
+                .key(&cast.scheduler.key)
+                .json(json!({"channels": channels})),
+        )
+        .await
+        .expect(StatusCode::ACCEPTED);
+        visit
+    }
+
     /// Issues links for a visit; panics unless 201.
     pub async fn links(&self, key: &str, visit_id: &str) -> Links {
         let body = self
