@@ -140,8 +140,10 @@ impl App {
             let (kid, point) = crate::aws::kms::public_key(&kms()?, key_id).await?;
             grants.trust_key(&kid, &point)?;
         }
+        let migrate_url = Some(config.database.migrate_url.as_str()).filter(|u| !u.is_empty());
         let store = Store::open(
             &config.database_url(data_dir),
+            migrate_url,
             config.database.max_connections,
         )
         .await?;
@@ -231,7 +233,7 @@ impl App {
         if let Some(key) = self.keyring.cached(tenant_id) {
             return Ok(key);
         }
-        let tenant = store::tenants::get(self.store.reader(), tenant_id)
+        let tenant = store::tenants::get(&mut self.store.read().await?, tenant_id)
             .await?
             .ok_or(ApiError::NotFound)?;
         if tenant.key_provider != self.keyring.provider_name() {
@@ -290,7 +292,7 @@ impl App {
         let now = store::ms(Utc::now());
         let mut tx = self.store.begin().await?;
         store::tenants::insert(
-            &mut *tx,
+            &mut tx,
             &store::tenants::TenantRow {
                 id: tenant_id.clone(),
                 name: name.to_owned(),
@@ -314,7 +316,10 @@ impl App {
 
     /// On the very first start: a `default` tenant and its admin key (shown once).
     pub async fn bootstrap(&self) -> ApiResult<Option<(String, ApiKeySecret)>> {
-        if !store::tenants::ids(self.store.reader()).await?.is_empty() {
+        if !store::tenants::ids(&mut self.store.read().await?)
+            .await?
+            .is_empty()
+        {
             return Ok(None);
         }
         self.create_tenant("default", &Actor::local("system:bootstrap"))
@@ -334,7 +339,7 @@ impl App {
         let id = store::new_id();
         let key = ApiKeySecret::generate();
         store::staff::insert_key(
-            &mut **tx,
+            tx,
             &id,
             tenant_id,
             staff_id,
@@ -358,7 +363,7 @@ impl App {
         staff_id: Option<&str>,
         actor: &Actor,
     ) -> ApiResult<(String, ApiKeySecret)> {
-        if store::tenants::get(self.store.reader(), tenant_id)
+        if store::tenants::get(&mut self.store.read().await?, tenant_id)
             .await?
             .is_none()
         {
@@ -366,9 +371,10 @@ impl App {
         }
         match staff_id {
             Some(staff_id) => {
-                let staff = store::staff::get_staff(self.store.reader(), tenant_id, staff_id)
-                    .await?
-                    .ok_or(ApiError::NotFound)?;
+                let staff =
+                    store::staff::get_staff(&mut self.store.read().await?, tenant_id, staff_id)
+                        .await?
+                        .ok_or(ApiError::NotFound)?;
                 if staff.role != role.as_str() {
                     return Err(ApiError::invalid(
                         "role",
@@ -391,11 +397,12 @@ impl App {
 
     /// `bedside apikey revoke`.
     pub async fn revoke_api_key(&self, key_id: &str, actor: &Actor) -> ApiResult<()> {
-        let key = store::staff::key_by_id(self.store.reader(), key_id)
+        let key = store::staff::key_by_id(&mut self.store.read().await?, key_id)
             .await?
             .ok_or(ApiError::NotFound)?;
         let mut tx = self.store.begin().await?;
-        if !store::staff::revoke_key(&mut *tx, key_id, store::ms(Utc::now())).await? {
+        if !store::staff::revoke_key(&mut tx, &key.tenant_id, key_id, store::ms(Utc::now())).await?
+        {
             return Err(ApiError::Conflict("the key is already revoked"));
         }
         let entry = NewEntry::success(&key.tenant_id, actor, "apikey.revoked", None)
@@ -414,13 +421,13 @@ impl App {
         use futures::StreamExt as _;
         let tenants = match tenant {
             Some(id) => vec![id.to_owned()],
-            None => store::tenants::ids(self.store.reader()).await?,
+            None => store::tenants::ids(&mut self.store.read().await?).await?,
         };
         let mut report = Vec::new();
         for tenant_id in tenants {
             let mut verifier = ChainVerifier::default();
             let mut rows = Box::pin(store::audit::stream(
-                self.store.reader().clone(),
+                self.store.clone(),
                 tenant_id.clone(),
                 store::audit::AuditFilter::default(),
             ));

@@ -168,9 +168,13 @@ impl Default for SfuConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://…`; empty = `sqlite://<data-dir>/bedside.db`.
+    /// `sqlite://…` or `postgres://…`; empty = `sqlite://<data-dir>/bedside.db`.
     pub url: String,
-    /// Reader connections in the pool (SQLite always has one writer).
+    /// PostgreSQL only: the URL of the tables' owner, used to apply migrations at start. The
+    /// role of `url` must not own the tables (row-level security does not bind owners); when
+    /// empty, migrations run through `url` (only for a role that owns nothing yet, e.g. tests).
+    pub migrate_url: String,
+    /// Connections in the pool (SQLite: readers; it always has one writer).
     pub max_connections: u32,
 }
 
@@ -178,6 +182,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            migrate_url: String::new(),
             max_connections: 8,
         }
     }
@@ -609,10 +614,20 @@ impl Config {
         if self.http.body_limit_bytes < 1024 {
             return Err(ConfigError::new("http.body_limit_bytes", "must be ≥ 1024"));
         }
-        if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite:") {
+        let postgres = |url: &str| url.starts_with("postgres:") || url.starts_with("postgresql:");
+        let url = &self.database.url;
+        if !url.is_empty() && !url.starts_with("sqlite:") && !postgres(url) {
             return Err(ConfigError::new(
                 "database.url",
-                "only sqlite:// URLs are supported by this build",
+                "must be a sqlite:// or postgres:// URL",
+            ));
+        }
+        let migrate_url = &self.database.migrate_url;
+        let migrate_ok = migrate_url.is_empty() || (postgres(url) && postgres(migrate_url));
+        if !migrate_ok {
+            return Err(ConfigError::new(
+                "database.migrate_url",
+                "is for PostgreSQL: a postgres:// URL, with database.url a postgres:// URL too",
             ));
         }
         if self.database.max_connections == 0 {

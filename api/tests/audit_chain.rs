@@ -1,13 +1,13 @@
-//! The audit chain is append-only and tamper-evident: SQLite triggers refuse UPDATE and
-//! DELETE, and once someone drops them and edits, rehashes or removes a row, `verify_audit`
+//! The audit chain is append-only and tamper-evident: triggers refuse UPDATE and DELETE (on
+//! PostgreSQL the application role is not even granted them), and once someone with the
+//! owner's rights drops the triggers and edits, rehashes or removes a row, `verify_audit`
 //! names the first bad row. Each tenant's chain stands alone.
 
 mod support;
 
 use api::audit::{ChainBreak, Entry};
+use api::store::{Engine, Store};
 use axum::http::StatusCode;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use support::{TestApp, minutes_from_now};
 
 /// Some history in two tenants, interleaved.
@@ -32,13 +32,18 @@ async fn history() -> (TestApp, String) {
     (t, other_tenant)
 }
 
-/// A second connection to the database file, as an intruder with file access would have.
-async fn open_directly(t: &TestApp) -> SqlitePool {
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(SqliteConnectOptions::new().filename(t.db_path()))
+/// Drops an append-only trigger, as an intruder with the owner's rights (or the SQLite file)
+/// could.
+async fn drop_trigger(t: &TestApp, name: &str) {
+    let sql = match t.engine {
+        Engine::Sqlite => format!("DROP TRIGGER {name}"),
+        Engine::Postgres => format!("DROP TRIGGER {name} ON audit"),
+    };
+    // The trigger names are the constants of the tests below.
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&t.db)
         .await
-        .expect("open the SQLite file")
+        .expect("drop trigger");
 }
 
 async fn expect_break(t: &TestApp) -> ChainBreak {
@@ -77,24 +82,30 @@ async fn triggers_refuse_update_and_delete() {
     let (t, _) = history().await;
     let rows = t.audit_of(&t.tenant_id).await;
     let target = &rows[rows.len() / 2];
-    let db = open_directly(&t).await;
     for sql in [
-        "UPDATE audit SET outcome = 'success', reason = NULL WHERE seq = ?",
-        "UPDATE audit SET details = '{}' WHERE seq = ?",
-        "DELETE FROM audit WHERE seq = ?",
+        "UPDATE audit SET outcome = 'success', reason = NULL WHERE seq = $1",
+        "UPDATE audit SET details = '{}' WHERE seq = $1",
+        "DELETE FROM audit WHERE seq = $1",
     ] {
         let err = sqlx::query(sql)
             .bind(target.seq)
-            .execute(&db)
+            .execute(&t.db)
             .await
             .expect_err("the trigger refuses");
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
-    let err = sqlx::query("DELETE FROM audit")
-        .execute(t.app.store.writer())
-        .await
-        .expect_err("the application's own connection is refused too");
-    assert!(err.to_string().contains("append-only"), "{err}");
+    let delete = "DELETE FROM audit";
+    let err = match &t.app.store {
+        Store::Sqlite { write, .. } => sqlx::query(delete).execute(write).await.map(drop),
+        Store::Postgres { pool } => sqlx::query(delete).execute(pool).await.map(drop),
+    }
+    .expect_err("the application's own connection is refused too");
+    let refused = match t.engine {
+        Engine::Sqlite => "append-only",
+        // Not granted at all: the role never reaches the trigger.
+        Engine::Postgres => "permission denied",
+    };
+    assert!(err.to_string().contains(refused), "{err}");
     assert_eq!(t.audit_of(&t.tenant_id).await, rows, "nothing changed");
     t.app
         .verify_audit(None)
@@ -117,15 +128,11 @@ async fn an_edited_row_is_found_at_its_seq() {
         rows.last(),
         "a row in the middle of the chain"
     );
-    let db = open_directly(&t).await;
-    sqlx::query("DROP TRIGGER audit_no_update")
-        .execute(&db)
-        .await
-        .expect("drop trigger");
+    drop_trigger(&t, "audit_no_update").await;
     // Hide the refusal.
-    sqlx::query("UPDATE audit SET outcome = 'success', reason = NULL WHERE seq = ?")
+    sqlx::query("UPDATE audit SET outcome = 'success', reason = NULL WHERE seq = $1")
         .bind(target.seq)
-        .execute(&db)
+        .execute(&t.db)
         .await
         .expect("edit");
 
@@ -157,16 +164,12 @@ async fn a_rehashed_row_breaks_the_next_link() {
     let mut forged: Entry = rows[index].clone();
     forged.details = r#"{"forged":true}"#.to_owned();
     forged.hash = forged.expected_hash();
-    let db = open_directly(&t).await;
-    sqlx::query("DROP TRIGGER audit_no_update")
-        .execute(&db)
-        .await
-        .expect("drop trigger");
-    sqlx::query("UPDATE audit SET details = ?, hash = ? WHERE seq = ?")
+    drop_trigger(&t, "audit_no_update").await;
+    sqlx::query("UPDATE audit SET details = $1, hash = $2 WHERE seq = $3")
         .bind(&forged.details)
         .bind(&forged.hash)
         .bind(forged.seq)
-        .execute(&db)
+        .execute(&t.db)
         .await
         .expect("edit");
     let broken = expect_break(&t).await;
@@ -183,14 +186,10 @@ async fn a_deleted_row_is_found_at_the_next_seq() {
     let (t, _) = history().await;
     let rows = t.audit_of(&t.tenant_id).await;
     let index = rows.len() / 2;
-    let db = open_directly(&t).await;
-    sqlx::query("DROP TRIGGER audit_no_delete")
-        .execute(&db)
-        .await
-        .expect("drop trigger");
-    sqlx::query("DELETE FROM audit WHERE seq = ?")
+    drop_trigger(&t, "audit_no_delete").await;
+    sqlx::query("DELETE FROM audit WHERE seq = $1")
         .bind(rows[index].seq)
-        .execute(&db)
+        .execute(&t.db)
         .await
         .expect("delete");
     let broken = expect_break(&t).await;

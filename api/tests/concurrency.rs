@@ -82,7 +82,7 @@ async fn fifty_concurrent_starts_with_one_code_yield_one_grant() {
             .contains(ok[0]["participant_id"].as_str().expect("id"))
     );
     let participants: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM participants")
-        .fetch_one(t.app.store.reader())
+        .fetch_one(&t.db)
         .await
         .expect("count");
     assert_eq!(participants, 1, "the losers' participants were rolled back");

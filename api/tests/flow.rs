@@ -61,7 +61,7 @@ async fn staff_are_created_by_admins_with_a_working_key() {
     assert_eq!(t.snapshot().await, before);
     // Only the key's hash is stored.
     let hashes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
-        .fetch_all(t.app.store.reader())
+        .fetch_all(&t.db)
         .await
         .expect("keys");
     assert!(hashes.contains(&api::tokens::secret_hash(key)));
@@ -90,9 +90,9 @@ async fn visits_are_created_read_edited_and_cancelled() {
     );
     assert_eq!(created["chief_complaint"], phi::COMPLAINT);
     // PHI is stored encrypted: the plaintext is nowhere in the database row.
-    let row: Vec<u8> = sqlx::query_scalar("SELECT patient_name_ct FROM visits WHERE id = ?")
+    let row: Vec<u8> = sqlx::query_scalar("SELECT patient_name_ct FROM visits WHERE id = $1")
         .bind(&id)
-        .fetch_one(t.app.store.reader())
+        .fetch_one(&t.db)
         .await
         .expect("row");
     assert!(!String::from_utf8_lossy(&row).contains("Zebulon"));
@@ -449,7 +449,7 @@ async fn join_flow_redeem_start_rejoin_refresh_and_end() {
     }
     // Only hashes of the codes are stored.
     let hashes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT code_hash FROM links")
-        .fetch_all(t.app.store.reader())
+        .fetch_all(&t.db)
         .await
         .expect("links");
     assert!(hashes.contains(&api::tokens::secret_hash(&links.patient)));
@@ -521,7 +521,7 @@ async fn join_flow_redeem_start_rejoin_refresh_and_end() {
     assert_ne!(again["grant"], started["grant"]);
     assert_eq!(t.audit_events("link.rejoined").await.len(), 1);
     let participants: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM participants")
-        .fetch_one(t.app.store.reader())
+        .fetch_one(&t.db)
         .await
         .expect("count");
     assert_eq!(participants, 1);
@@ -592,7 +592,7 @@ async fn join_flow_redeem_start_rejoin_refresh_and_end() {
     );
     // Its links die, redeemed or not; ending twice is a conflict.
     let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM links WHERE revoked_at IS NULL")
-        .fetch_one(t.app.store.reader())
+        .fetch_one(&t.db)
         .await
         .expect("count");
     assert_eq!(live, 0);

@@ -368,7 +368,7 @@ async fn start_binds_the_device_with_a_strict_http_only_cookie() {
     // Only a hash of the device secret is stored.
     let stored: Vec<u8> =
         sqlx::query_scalar("SELECT device_hash FROM links WHERE redeemed_at IS NOT NULL")
-            .fetch_one(t.app.store.reader())
+            .fetch_one(&t.db)
             .await
             .expect("bound link");
     assert_eq!(stored, api::tokens::secret_hash(&secret));

@@ -174,14 +174,7 @@ async fn no_phi_in_logs_metrics_audit_or_notifications() {
         .iter()
         .map(|n| format!("{}\n{}\n{}", n["subject"], n["body"], n["recipient"]))
         .collect();
-    let mut database = Vec::new();
-    for suffix in ["", "-wal"] {
-        let path = format!("{}{suffix}", t.db_path().display());
-        if let Ok(bytes) = std::fs::read(&path) {
-            database.extend(bytes);
-        }
-    }
-    let database = String::from_utf8_lossy(&database).into_owned();
+    let database = t.stored_bytes().await;
     let captured = logs.contents();
 
     // The captures are real, so their cleanliness means something.

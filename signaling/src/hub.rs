@@ -357,7 +357,11 @@ impl Hub {
                     CloseCode::Protocol,
                 )
             })?;
-        let visit = api::store::visits::get(self.app.store.reader(), &claims.tenant, &claims.visit)
+        let read = async {
+            let mut db = self.app.store.read().await?;
+            api::store::visits::get(&mut db, &claims.tenant, &claims.visit).await
+        };
+        let visit = read
             .await
             .map_err(|error| {
                 tracing::error!(%error, "reading a visit for signaling failed");
@@ -847,7 +851,7 @@ impl Hub {
         let now = api::store::ms(chrono::Utc::now());
         let mut tx = self.app.store.begin().await.map_err(|e| unavailable(&e))?;
         let ended = api::store::visits::transition(
-            &mut *tx,
+            &mut tx,
             tenant,
             visit,
             &[
@@ -866,7 +870,7 @@ impl Hub {
                 "the visit is already over",
             ));
         }
-        let revoked = api::store::links::revoke_all(&mut *tx, tenant, visit, now)
+        let revoked = api::store::links::revoke_all(&mut tx, tenant, visit, now)
             .await
             .map_err(|e| unavailable(&e))?;
         let entry = NewEntry::success(tenant, &actor(by), "visit.ended", Some(visit))
@@ -1117,7 +1121,7 @@ impl Hub {
                 let now = api::store::ms(chrono::Utc::now());
                 let mut tx = app.store.begin().await?;
                 let moved = api::store::visits::transition(
-                    &mut *tx,
+                    &mut tx,
                     &tenant,
                     &visit,
                     &[VisitStatus::Scheduled, VisitStatus::Waiting],

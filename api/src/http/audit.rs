@@ -80,7 +80,7 @@ pub async fn query(
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
     let mut items = store::audit::page(
-        app.store.reader(),
+        &mut app.store.read().await?,
         &staff.tenant_id,
         &filter(&q, Some(limit))?,
     )
@@ -117,7 +117,7 @@ pub async fn export(
         .with_details(serde_json::json!({"event": q.event})),
     )
     .await?;
-    let rows = store::audit::stream(app.store.reader().clone(), staff.tenant_id.clone(), filter);
+    let rows = store::audit::stream(app.store.clone(), staff.tenant_id.clone(), filter);
     let lines = rows.map(|row| {
         row.map(|entry| {
             let mut line = serde_json::to_vec(&entry).unwrap_or_default();

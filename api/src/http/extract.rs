@@ -192,7 +192,7 @@ impl FromRequestParts<Arc<App>> for Staff {
             return Err(fail("malformed"));
         }
         let secret = ApiKeySecret::from_presented(presented);
-        let key = store::staff::key_by_hash(app.store.reader(), &secret.hash())
+        let key = store::staff::key_by_hash(&mut app.store.read().await?, &secret.hash())
             .await?
             .ok_or_else(|| fail("unknown"))?;
         let client = ClientInfo::from_parts(parts);

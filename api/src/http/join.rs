@@ -164,7 +164,7 @@ async fn join_media(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
 /// Records the backend session of a visit inside `tx`, when the backend has one.
 async fn record_session(tx: &mut Tx, visit: &VisitRow, joined: &Joined) -> ApiResult<()> {
     if let Some(session) = &joined.session_id {
-        store::visits::set_media_session(&mut **tx, &visit.tenant_id, &visit.id, session).await?;
+        store::visits::set_media_session(tx, &visit.tenant_id, &visit.id, session).await?;
     }
     Ok(())
 }
@@ -215,7 +215,7 @@ async fn lookup(app: &App, code: &str) -> ApiResult<LinkWithVisit> {
     if !is_plausible_code(code) {
         return Err(ApiError::LinkInvalid);
     }
-    store::links::by_code_hash(app.store.reader(), &secret_hash(code))
+    store::links::by_code_hash(&mut app.store.read().await?, &secret_hash(code))
         .await?
         .ok_or(ApiError::LinkInvalid)
 }
@@ -358,11 +358,13 @@ fn limit_link(app: &App, client: &ClientInfo) -> ApiResult<()> {
 }
 
 async fn clinician_name(app: &App, visit: &VisitRow) -> ApiResult<String> {
-    Ok(
-        store::staff::get_staff(app.store.reader(), &visit.tenant_id, &visit.clinician_id)
-            .await?
-            .map_or_else(|| "Clinician".to_owned(), |s| s.display_name),
+    Ok(store::staff::get_staff(
+        &mut app.store.read().await?,
+        &visit.tenant_id,
+        &visit.clinician_id,
     )
+    .await?
+    .map_or_else(|| "Clinician".to_owned(), |s| s.display_name))
 }
 
 /// Marks the visit live (scheduled → waiting) inside `tx`; the audit entry of the first
@@ -378,7 +380,7 @@ async fn mark_started(
         return Ok(None);
     }
     let moved = store::visits::transition(
-        &mut **tx,
+        tx,
         &visit.tenant_id,
         &visit.id,
         &[VisitStatus::Scheduled],
@@ -466,7 +468,7 @@ pub async fn start(
             let participant_id = seat.participant_id.clone();
             let mut tx = app.store.begin().await?;
             store::links::insert_participant(
-                &mut *tx,
+                &mut tx,
                 &participant_id,
                 &link.tenant_id,
                 &visit.id,
@@ -475,7 +477,16 @@ pub async fn start(
                 now,
             )
             .await?;
-            if !store::links::consume(&mut *tx, &link.id, &participant_id, &device, now).await? {
+            if !store::links::consume(
+                &mut tx,
+                &link.tenant_id,
+                &link.id,
+                &participant_id,
+                &device,
+                now,
+            )
+            .await?
+            {
                 tx.rollback().await?;
                 return Err(refuse(&app, &link, &actor, ApiError::LinkUsed).await);
             }
@@ -546,9 +557,13 @@ pub async fn start_authenticated(
         None => clinician_name(&app, &visit).await?,
     };
     let staff_id = staff.staff_id.clone().unwrap_or_default();
-    let existing =
-        store::links::staff_participant(app.store.reader(), &staff.tenant_id, &visit_id, &staff_id)
-            .await?;
+    let existing = store::links::staff_participant(
+        &mut app.store.read().await?,
+        &staff.tenant_id,
+        &visit_id,
+        &staff_id,
+    )
+    .await?;
     let seat = Seat {
         visit: &visit,
         participant_id: existing.clone().unwrap_or_else(store::new_id),
@@ -562,7 +577,7 @@ pub async fn start_authenticated(
         None => {
             let id = seat.participant_id.clone();
             store::links::insert_participant(
-                &mut *tx,
+                &mut tx,
                 &id,
                 &staff.tenant_id,
                 &visit_id,
@@ -606,11 +621,11 @@ pub async fn refresh(
             .inc();
         token_error(err)
     })?;
-    let visit = store::visits::get(app.store.reader(), &claims.tenant, &claims.visit)
+    let visit = store::visits::get(&mut app.store.read().await?, &claims.tenant, &claims.visit)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     if !store::links::participant_exists(
-        app.store.reader(),
+        &mut app.store.read().await?,
         &claims.tenant,
         &claims.visit,
         &claims.sub,

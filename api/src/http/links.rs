@@ -49,11 +49,11 @@ async fn issue_one(
     role: ParticipantRole,
 ) -> ApiResult<IssuedLink> {
     let now = ms(Utc::now());
-    store::links::revoke_unredeemed(&mut **tx, &row.tenant_id, &row.id, Some(role), now).await?;
+    store::links::revoke_unredeemed(tx, &row.tenant_id, &row.id, Some(role), now).await?;
     let code = random_base62(app.config.tokens.link_code_length);
     let expires_at = link_expiry(app, row);
     store::links::insert(
-        &mut **tx,
+        tx,
         &store::new_id(),
         &row.tenant_id,
         &row.id,
@@ -186,10 +186,14 @@ async fn send_link(
     event: &'static str,
 ) -> ApiResult<(IssuedLink, Vec<NotificationStatus>)> {
     let targets = recipients(app, row, channels).await?;
-    let clinician = store::staff::get_staff(app.store.reader(), &row.tenant_id, &row.clinician_id)
-        .await?
-        .map(|s| first_name(&s.display_name).to_owned())
-        .unwrap_or_default();
+    let clinician = store::staff::get_staff(
+        &mut app.store.read().await?,
+        &row.tenant_id,
+        &row.clinician_id,
+    )
+    .await?
+    .map(|s| first_name(&s.display_name).to_owned())
+    .unwrap_or_default();
     let key = app.tenant_key(&row.tenant_id).await?;
     let mut tx = app.store.begin().await?;
     let link = issue_one(app, &mut tx, row, ParticipantRole::Patient).await?;
@@ -208,7 +212,7 @@ async fn send_link(
                 .map_err(crate::app::crypto_error)
         };
         store::notifications::insert(
-            &mut *tx,
+            &mut tx,
             &NotificationRow {
                 id: id.clone(),
                 tenant_id: row.tenant_id.clone(),
@@ -286,7 +290,7 @@ pub async fn resend(
     row.refuse_final()?;
     let hour_ago = ms(Utc::now()) - 3_600_000;
     let recent = store::audit::count_events_since(
-        app.store.reader(),
+        &mut app.store.read().await?,
         &staff.tenant_id,
         &id,
         "link.resent",
@@ -369,8 +373,12 @@ pub async fn list(
     staff.require(&[StaffRole::Admin])?;
     visible(&app, &staff, &q.visit_id).await?;
     let key = app.tenant_key(&staff.tenant_id).await?;
-    let rows =
-        store::notifications::for_visit(app.store.reader(), &staff.tenant_id, &q.visit_id).await?;
+    let rows = store::notifications::for_visit(
+        &mut app.store.read().await?,
+        &staff.tenant_id,
+        &q.visit_id,
+    )
+    .await?;
     let items = rows
         .into_iter()
         .map(|row| {

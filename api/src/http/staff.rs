@@ -60,7 +60,7 @@ pub async fn create(
         .transpose()?;
     let mut tx = app.store.begin().await?;
     store::staff::insert_staff(
-        &mut *tx,
+        &mut tx,
         &staff.tenant_id,
         &row,
         email_ct.as_deref(),

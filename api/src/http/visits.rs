@@ -92,7 +92,7 @@ fn seal_patient(key: &DataKey, row: &mut VisitRow, patient: &Patient) -> ApiResu
 /// A visit of the caller's tenant that the caller may see (a clinician sees only their
 /// own). Anything else is `not_found`, so existence is never revealed.
 pub async fn visible(app: &App, staff: &Staff, id: &str) -> ApiResult<VisitRow> {
-    let row = store::visits::get(app.store.reader(), &staff.tenant_id, id)
+    let row = store::visits::get(&mut app.store.read().await?, &staff.tenant_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     if staff.role == StaffRole::Clinician && !staff.is_clinician(&row.clinician_id) {
@@ -102,7 +102,7 @@ pub async fn visible(app: &App, staff: &Staff, id: &str) -> ApiResult<VisitRow> 
 }
 
 async fn check_clinician(app: &App, tenant_id: &str, clinician_id: &str) -> ApiResult<()> {
-    match store::staff::get_staff(app.store.reader(), tenant_id, clinician_id).await? {
+    match store::staff::get_staff(&mut app.store.read().await?, tenant_id, clinician_id).await? {
         Some(staff) if staff.role == StaffRole::Clinician.as_str() => Ok(()),
         _ => Err(ApiError::invalid(
             "clinician_id",
@@ -143,9 +143,12 @@ pub async fn create(
         .and_hms_opt(0, 0, 0)
         .unwrap_or_default()
         .and_utc();
-    let created_today =
-        store::visits::count_created_since(app.store.reader(), &staff.tenant_id, ms(midnight))
-            .await?;
+    let created_today = store::visits::count_created_since(
+        &mut app.store.read().await?,
+        &staff.tenant_id,
+        ms(midnight),
+    )
+    .await?;
     if created_today >= i64::from(app.config.visits.daily_quota) {
         app.metrics
             .rate_limited
@@ -188,7 +191,7 @@ pub async fn create(
     };
     seal_patient(&key, &mut row, &body.patient)?;
     let mut tx = app.store.begin().await?;
-    store::visits::insert(&mut *tx, &row).await?;
+    store::visits::insert(&mut tx, &row).await?;
     let entry = NewEntry::success(&staff.tenant_id, &staff.actor, "visit.created", Some(&id))
         .with_details(json!({"clinician_id": row.clinician_id, "scheduled_at": row.scheduled_at}));
     app.audit(&mut tx, entry).await?;
@@ -276,7 +279,8 @@ pub async fn list(
         after,
         limit,
     };
-    let mut rows = store::visits::list(app.store.reader(), &staff.tenant_id, &filter).await?;
+    let mut rows =
+        store::visits::list(&mut app.store.read().await?, &staff.tenant_id, &filter).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = if more {
@@ -376,7 +380,7 @@ pub async fn patch(
     row.updated_at = ms(Utc::now());
     let mut tx = app.store.begin().await?;
     if !store::visits::transition(
-        &mut *tx,
+        &mut tx,
         &staff.tenant_id,
         &id,
         &[VisitStatus::Scheduled],
@@ -387,8 +391,8 @@ pub async fn patch(
     {
         return Err(ApiError::Conflict("only a scheduled visit can be edited"));
     }
-    store::visits::update(&mut *tx, &row).await?;
-    store::links::reset_expiry(&mut *tx, &staff.tenant_id, &id, link_expiry(&app, &row)).await?;
+    store::visits::update(&mut tx, &row).await?;
+    store::links::reset_expiry(&mut tx, &staff.tenant_id, &id, link_expiry(&app, &row)).await?;
     let entry = NewEntry::success(&staff.tenant_id, &staff.actor, "visit.updated", Some(&id))
         .with_details(json!({"fields": changed}));
     app.audit(&mut tx, entry).await?;
@@ -407,13 +411,13 @@ async fn close(
 ) -> ApiResult<Json<Visit>> {
     let now = ms(Utc::now());
     let mut tx = app.store.begin().await?;
-    if !store::visits::transition(&mut *tx, &staff.tenant_id, id, from, to, now).await? {
+    if !store::visits::transition(&mut tx, &staff.tenant_id, id, from, to, now).await? {
         return Err(ApiError::Conflict(match to {
             VisitStatus::Cancelled => "only a visit that has not begun can be cancelled",
             _ => "the visit is already over",
         }));
     }
-    let revoked = store::links::revoke_all(&mut *tx, &staff.tenant_id, id, now).await?;
+    let revoked = store::links::revoke_all(&mut tx, &staff.tenant_id, id, now).await?;
     let entry = NewEntry::success(&staff.tenant_id, &staff.actor, event, Some(id))
         .with_details(json!({"links_revoked": revoked}));
     app.audit(&mut tx, entry).await?;
@@ -427,7 +431,7 @@ async fn close(
         tenant_id: staff.tenant_id.clone(),
         visit_id: id.to_owned(),
     });
-    let row = store::visits::get(app.store.reader(), &staff.tenant_id, id)
+    let row = store::visits::get(&mut app.store.read().await?, &staff.tenant_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     close_media(app, staff, &row).await?;
@@ -443,7 +447,7 @@ async fn close_media(app: &App, staff: &Staff, row: &VisitRow) -> ApiResult<()> 
         return Ok(());
     }
     let Some(session) =
-        store::visits::media_session(app.store.reader(), &row.tenant_id, &row.id).await?
+        store::visits::media_session(&mut app.store.read().await?, &row.tenant_id, &row.id).await?
     else {
         return Ok(());
     };

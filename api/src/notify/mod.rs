@@ -150,7 +150,11 @@ pub fn backoff(attempt: u32) -> Duration {
 /// Attempts delivery of every due notification once; returns how many were attempted.
 pub async fn deliver_due(app: &App) -> Result<usize, ApiError> {
     let now = Utc::now();
-    let due = store::notifications::due(app.store.reader(), store::ms(now), 50).await?;
+    // A lease long enough for one attempt's provider timeouts; the outcome replaces it.
+    let lease = store::ms(now + chrono::Duration::minutes(2));
+    let mut tx = app.store.begin().await?;
+    let due = store::notifications::claim_due(&mut tx, store::ms(now), lease, 50).await?;
+    tx.commit().await?;
     for row in &due {
         deliver(app, row, now).await?;
     }
@@ -172,7 +176,7 @@ async fn deliver(app: &App, row: &NotificationRow, now: DateTime<Utc>) -> Result
             outlet.transport().name()
         );
         let mut tx = app.store.begin().await?;
-        store::notifications::defer(&mut *tx, &row.id, until, &why).await?;
+        store::notifications::defer(&mut tx, &row.tenant_id, &row.id, until, &why).await?;
         tx.commit().await?;
         app.metrics
             .notifications
@@ -228,7 +232,16 @@ async fn deliver(app: &App, row: &NotificationRow, now: DateTime<Utc>) -> Result
     let next = opened.map_or(next, |until| next.max(until));
     let error = result.as_ref().err().map(|err| err.0.as_str());
     let sent_at = result.is_ok().then(|| store::ms(now));
-    store::notifications::record_attempt(&mut *tx, &row.id, status, next, error, sent_at).await?;
+    store::notifications::record_attempt(
+        &mut tx,
+        &row.tenant_id,
+        &row.id,
+        status,
+        next,
+        error,
+        sent_at,
+    )
+    .await?;
     if let Some(entry) = entry {
         let entry = entry.with_details(serde_json::json!({
             "notification_id": row.id,

@@ -2,17 +2,12 @@
 
 use std::collections::HashMap;
 
-use futures::{Stream, StreamExt as _};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
-
+use super::{Arg, Db, Engine, Sql, Store, bind_args, on};
 use crate::audit::{Entry, GENESIS, NewEntry};
+use futures::{Stream, StreamExt as _};
 
 /// Appends `entry` to its tenant's chain inside the caller's transaction.
-pub async fn append(
-    conn: &mut SqliteConnection,
-    entry: NewEntry,
-    now: i64,
-) -> Result<Entry, sqlx::Error> {
+pub async fn append(conn: &mut Db, entry: NewEntry, now: i64) -> Result<Entry, sqlx::Error> {
     append_all(conn, vec![entry], now)
         .await?
         .pop()
@@ -22,7 +17,7 @@ pub async fn append(
 /// Appends `entries` in order inside the caller's transaction, reading each tenant's chain
 /// head once (a transaction that records several acts pays for one head read, not one each).
 pub async fn append_all(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     entries: Vec<NewEntry>,
     now: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
@@ -40,18 +35,29 @@ pub async fn append_all(
     Ok(rows)
 }
 
-/// The hash of a tenant's last row ([`GENESIS`] for an empty chain).
-async fn head(conn: &mut SqliteConnection, tenant_id: &str) -> Result<String, sqlx::Error> {
-    let prev: Option<String> =
-        sqlx::query_scalar("SELECT hash FROM audit WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1")
+/// The hash of a tenant's last row ([`GENESIS`] for an empty chain). On PostgreSQL the
+/// tenant's chain is first locked until the transaction ends: two nodes appending at once
+/// would otherwise both link to the same head and fork the chain (SQLite has one writer).
+async fn head(conn: &mut Db, tenant_id: &str) -> Result<String, sqlx::Error> {
+    conn.scope(tenant_id).await?;
+    if conn.engine() == Engine::Postgres {
+        on!(conn, c => sqlx::query("SELECT pg_advisory_xact_lock(hashtext('bedside.audit:' || $1))")
             .bind(tenant_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+            .execute(c)
+            .await
+    .map(|r| r.rows_affected()))?;
+    }
+    let prev: Option<String> = on!(conn, c => sqlx::query_scalar(
+        "SELECT hash FROM audit WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(c)
+    .await)?;
     Ok(prev.unwrap_or_else(|| GENESIS.to_owned()))
 }
 
 async fn insert(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     entry: NewEntry,
     prev_hash: String,
     now: i64,
@@ -73,9 +79,11 @@ async fn insert(
         hash: String::new(),
     };
     row.hash = row.expected_hash();
-    row.seq = sqlx::query_scalar(
+    conn.scope(&row.tenant_id).await?;
+    row.seq = on!(conn, c => sqlx::query_scalar(
         "INSERT INTO audit (id, tenant_id, at, actor, event, visit_id, outcome, reason, ip_masked, \
-         ua_hash, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+         ua_hash, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         RETURNING seq",
     )
     .bind(&row.id)
     .bind(&row.tenant_id)
@@ -90,8 +98,8 @@ async fn insert(
     .bind(&row.details)
     .bind(&row.prev_hash)
     .bind(&row.hash)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c)
+    .await)?;
     Ok(row)
 }
 
@@ -119,54 +127,57 @@ macro_rules! audit_columns {
     };
 }
 
-fn query(tenant_id: &str, f: &AuditFilter) -> QueryBuilder<Sqlite> {
-    let mut q = QueryBuilder::<Sqlite>::new(concat!(
+fn query(tenant_id: &str, f: &AuditFilter) -> Sql {
+    let mut q = Sql::new(concat!(
         "SELECT ",
         audit_columns!(),
         " FROM audit WHERE tenant_id = "
     ));
-    q.push_bind(tenant_id.to_owned());
+    q.bind(Arg::Text(tenant_id.to_owned()));
     if let Some(visit) = &f.visit_id {
-        q.push(" AND visit_id = ").push_bind(visit.clone());
+        q.push(" AND visit_id = ").bind(Arg::Text(visit.clone()));
     }
     if let Some(event) = &f.event {
-        q.push(" AND event = ").push_bind(event.clone());
+        q.push(" AND event = ").bind(Arg::Text(event.clone()));
     }
     if let Some(from) = f.from {
-        q.push(" AND at >= ").push_bind(from);
+        q.push(" AND at >= ").bind(Arg::Int(from));
     }
     if let Some(to) = f.to {
-        q.push(" AND at < ").push_bind(to);
+        q.push(" AND at < ").bind(Arg::Int(to));
     }
     if let Some(seq) = f.after_seq {
-        q.push(" AND seq > ").push_bind(seq);
+        q.push(" AND seq > ").bind(Arg::Int(seq));
     }
     q.push(" ORDER BY seq");
     if let Some(limit) = f.limit {
-        q.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+        q.push(" LIMIT ").bind(Arg::Int(i64::from(limit) + 1));
     }
     q
 }
 
 /// A page of rows (one extra to tell whether more follow).
-pub async fn page<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn page(
+    db: &mut Db,
     tenant_id: &str,
     f: &AuditFilter,
 ) -> Result<Vec<Entry>, sqlx::Error> {
-    query(tenant_id, f).build_query_as().fetch_all(db).await
+    let q = query(tenant_id, f);
+    db.scope(tenant_id).await?;
+    on!(db, c => bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(q.text.as_str())), &q.args).fetch_all(c).await)
 }
 
-/// Every matching row, streamed in batches (export, verification).
+/// Every matching row, streamed in batches each read on its own connection (export,
+/// verification).
 pub fn stream(
-    pool: SqlitePool,
+    store: Store,
     tenant_id: String,
     f: AuditFilter,
 ) -> impl Stream<Item = Result<Entry, sqlx::Error>> + Send + 'static {
     const BATCH: u32 = 500;
     let start = Some(f.after_seq);
     futures::stream::unfold(start, move |cursor| {
-        let (pool, tenant_id, f) = (pool.clone(), tenant_id.clone(), f.clone());
+        let (store, tenant_id, f) = (store.clone(), tenant_id.clone(), f.clone());
         async move {
             let after_seq = cursor?;
             let batch = AuditFilter {
@@ -174,7 +185,11 @@ pub fn stream(
                 limit: Some(BATCH),
                 ..f
             };
-            let (items, next) = match page(&pool, &tenant_id, &batch).await {
+            let rows = match store.read().await {
+                Ok(mut db) => page(&mut db, &tenant_id, &batch).await,
+                Err(err) => Err(err),
+            };
+            let (items, next) = match rows {
                 Ok(mut rows) => {
                     let more = rows.len() > BATCH as usize;
                     rows.truncate(BATCH as usize);
@@ -194,20 +209,21 @@ pub fn stream(
 }
 
 /// Audit rows of a visit with this event in the window `[since, ∞)` (resend limit).
-pub async fn count_events_since<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn count_events_since(
+    db: &mut Db,
     tenant_id: &str,
     visit_id: &str,
     event: &str,
     since: i64,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM audit WHERE tenant_id = ? AND visit_id = ? AND event = ? AND at >= ?",
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit WHERE tenant_id = $1 AND visit_id = $2 AND event = $3 AND at >= $4",
     )
     .bind(tenant_id)
     .bind(visit_id)
     .bind(event)
     .bind(since)
-    .fetch_one(db)
-    .await
+    .fetch_one(c)
+    .await)
 }

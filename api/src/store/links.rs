@@ -1,7 +1,6 @@
 //! One-time links (only a hash of each code is stored) and the participants they create.
 
-use sqlx::SqliteExecutor;
-
+use super::{Db, on};
 use crate::model::ParticipantRole;
 
 /// A link with what deciding about it needs. Its id and tenant columns are read as
@@ -43,8 +42,8 @@ impl LinkRow {
 
 /// Inserts a link.
 #[allow(clippy::too_many_arguments)]
-pub async fn insert<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn insert(
+    db: &mut Db,
     id: &str,
     tenant_id: &str,
     visit_id: &str,
@@ -53,8 +52,9 @@ pub async fn insert<'e>(
     expires_at: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO links (id, tenant_id, visit_id, role, code_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query(
+        "INSERT INTO links (id, tenant_id, visit_id, role, code_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(tenant_id)
@@ -63,8 +63,9 @@ pub async fn insert<'e>(
     .bind(code_hash)
     .bind(now)
     .bind(expires_at)
-    .execute(db)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -83,77 +84,86 @@ pub struct LinkWithVisit {
 
 /// The link whose code hashes to `code_hash` (in any tenant), its visit and clinician, in one
 /// statement: redeem and start are the hottest routes.
-pub async fn by_code_hash<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn by_code_hash(
+    db: &mut Db,
     code_hash: &[u8],
 ) -> Result<Option<LinkWithVisit>, sqlx::Error> {
-    sqlx::query_as(
+    if !db.scope_by("bedside_tenant_of_link", code_hash).await? {
+        return Ok(None);
+    }
+    on!(db, c => sqlx::query_as(
         "SELECT l.*, v.*, s.display_name AS clinician_display_name FROM \
          (SELECT id AS link_id, tenant_id AS link_tenant_id, visit_id, role, expires_at, revoked_at, \
-          redeemed_at, participant_id, device_hash, ua_hash, ip_prefix FROM links WHERE code_hash = ?) l \
+          redeemed_at, participant_id, device_hash, ua_hash, ip_prefix FROM links WHERE code_hash = $1) l \
          JOIN visits v ON v.id = l.visit_id AND v.tenant_id = l.link_tenant_id \
          LEFT JOIN staff s ON s.id = v.clinician_id AND s.tenant_id = v.tenant_id",
     )
     .bind(code_hash)
-    .fetch_optional(db)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Revokes a visit's unredeemed live links (of one role, or all when `role` is None).
-pub async fn revoke_unredeemed<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn revoke_unredeemed(
+    db: &mut Db,
     tenant_id: &str,
     visit_id: &str,
     role: Option<ParticipantRole>,
     now: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE links SET revoked_at = ? WHERE tenant_id = ? AND visit_id = ? \
-         AND (? IS NULL OR role = ?) AND revoked_at IS NULL AND redeemed_at IS NULL",
+    db.scope(tenant_id).await?;
+    let done = on!(db, c => sqlx::query(
+        "UPDATE links SET revoked_at = $1 WHERE tenant_id = $2 AND visit_id = $3 \
+         AND ($4 IS NULL OR role = $5) AND revoked_at IS NULL AND redeemed_at IS NULL",
     )
     .bind(now)
     .bind(tenant_id)
     .bind(visit_id)
     .bind(role.map(ParticipantRole::as_str))
     .bind(role.map(ParticipantRole::as_str))
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done)
 }
 
 /// Revokes every live link of a visit, redeemed or not (the visit ended or was cancelled).
-pub async fn revoke_all<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn revoke_all(
+    db: &mut Db,
     tenant_id: &str,
     visit_id: &str,
     now: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE links SET revoked_at = ? WHERE tenant_id = ? AND visit_id = ? AND revoked_at IS NULL",
+    db.scope(tenant_id).await?;
+    let done = on!(db, c => sqlx::query(
+        "UPDATE links SET revoked_at = $1 WHERE tenant_id = $2 AND visit_id = $3 AND revoked_at IS NULL",
     )
     .bind(now)
     .bind(tenant_id)
     .bind(visit_id)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done)
 }
 
 /// Moves the expiry of a visit's live links (after a reschedule).
-pub async fn reset_expiry<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn reset_expiry(
+    db: &mut Db,
     tenant_id: &str,
     visit_id: &str,
     expires_at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE links SET expires_at = ? WHERE tenant_id = ? AND visit_id = ? AND revoked_at IS NULL",
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query(
+        "UPDATE links SET expires_at = $1 WHERE tenant_id = $2 AND visit_id = $3 AND revoked_at IS NULL",
     )
     .bind(expires_at)
     .bind(tenant_id)
     .bind(visit_id)
-    .execute(db)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -170,32 +180,35 @@ pub struct DeviceBinding {
 
 /// Consumes the link in one conditional UPDATE: it succeeds for exactly one caller, and only
 /// while the link is unredeemed, unrevoked and unexpired.
-pub async fn consume<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn consume(
+    db: &mut Db,
+    tenant_id: &str,
     link_id: &str,
     participant_id: &str,
     device: &DeviceBinding,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let won: Option<String> = sqlx::query_scalar(
-        "UPDATE links SET redeemed_at = ?, participant_id = ?, device_hash = ?, ua_hash = ?, ip_prefix = ? \
-         WHERE id = ? AND redeemed_at IS NULL AND revoked_at IS NULL AND expires_at > ? RETURNING id",
+    db.scope(tenant_id).await?;
+    let won: Option<String> = on!(db, c => sqlx::query_scalar(
+        "UPDATE links SET redeemed_at = $1, participant_id = $2, device_hash = $3, ua_hash = $4, ip_prefix = $5 \
+         WHERE tenant_id = $6 AND id = $7 AND redeemed_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+         RETURNING id",
     )
     .bind(now)
     .bind(participant_id)
     .bind(&device.device_hash)
     .bind(&device.ua_hash)
     .bind(&device.ip_prefix)
+    .bind(tenant_id)
     .bind(link_id)
-    .bind(now)
-    .fetch_optional(db)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     Ok(won.is_some())
 }
 
 /// Creates a participant of a visit.
-pub async fn insert_participant<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn insert_participant(
+    db: &mut Db,
     id: &str,
     tenant_id: &str,
     visit_id: &str,
@@ -203,8 +216,9 @@ pub async fn insert_participant<'e>(
     staff_id: Option<&str>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO participants (id, tenant_id, visit_id, role, staff_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query(
+        "INSERT INTO participants (id, tenant_id, visit_id, role, staff_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(tenant_id)
@@ -212,42 +226,45 @@ pub async fn insert_participant<'e>(
     .bind(role.as_str())
     .bind(staff_id)
     .bind(now)
-    .execute(db)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The participant a staff member already has in a visit, if any.
-pub async fn staff_participant<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn staff_participant(
+    db: &mut Db,
     tenant_id: &str,
     visit_id: &str,
     staff_id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT id FROM participants WHERE tenant_id = ? AND visit_id = ? AND staff_id = ? ORDER BY created_at LIMIT 1",
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query_scalar(
+        "SELECT id FROM participants WHERE tenant_id = $1 AND visit_id = $2 AND staff_id = $3 ORDER BY created_at LIMIT 1",
     )
     .bind(tenant_id)
     .bind(visit_id)
     .bind(staff_id)
-    .fetch_optional(db)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Whether `participant_id` belongs to `visit_id` of `tenant_id`.
-pub async fn participant_exists<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn participant_exists(
+    db: &mut Db,
     tenant_id: &str,
     visit_id: &str,
     participant_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM participants WHERE tenant_id = ? AND visit_id = ? AND id = ?",
+    db.scope(tenant_id).await?;
+    let found: Option<String> = on!(db, c => sqlx::query_scalar(
+        "SELECT id FROM participants WHERE tenant_id = $1 AND visit_id = $2 AND id = $3",
     )
     .bind(tenant_id)
     .bind(visit_id)
     .bind(participant_id)
-    .fetch_optional(db)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     Ok(found.is_some())
 }

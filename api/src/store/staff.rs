@@ -1,7 +1,6 @@
 //! Staff members and their API keys (only SHA-256 hashes of keys are stored).
 
-use sqlx::SqliteExecutor;
-
+use super::{Db, on};
 use crate::model::StaffRole;
 
 /// The principal behind an API key.
@@ -31,15 +30,16 @@ pub struct StaffRow {
 }
 
 /// Inserts a staff member.
-pub async fn insert_staff<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn insert_staff(
+    db: &mut Db,
     tenant_id: &str,
     row: &StaffRow,
     email_ct: Option<&[u8]>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO staff (id, tenant_id, role, display_name, email_ct, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query(
+        "INSERT INTO staff (id, tenant_id, role, display_name, email_ct, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&row.id)
     .bind(tenant_id)
@@ -47,27 +47,31 @@ pub async fn insert_staff<'e>(
     .bind(&row.display_name)
     .bind(email_ct)
     .bind(now)
-    .execute(db)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// A staff member of `tenant_id`.
-pub async fn get_staff<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn get_staff(
+    db: &mut Db,
     tenant_id: &str,
     id: &str,
 ) -> Result<Option<StaffRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, role, display_name FROM staff WHERE tenant_id = ? AND id = ?")
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query_as(
+        "SELECT id, role, display_name FROM staff WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(c)
+    .await)
 }
 
 /// Stores a new API key hash.
-pub async fn insert_key<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn insert_key(
+    db: &mut Db,
     id: &str,
     tenant_id: &str,
     staff_id: Option<&str>,
@@ -75,8 +79,9 @@ pub async fn insert_key<'e>(
     key_hash: &[u8],
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO api_keys (id, tenant_id, staff_id, role, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, staff_id, role, key_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(tenant_id)
@@ -84,46 +89,54 @@ pub async fn insert_key<'e>(
     .bind(role.as_str())
     .bind(key_hash)
     .bind(now)
-    .execute(db)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
-/// The key with this hash.
-pub async fn key_by_hash<'e>(
-    db: impl SqliteExecutor<'e>,
-    key_hash: &[u8],
-) -> Result<Option<KeyRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, tenant_id, staff_id, role, revoked_at FROM api_keys WHERE key_hash = ?",
+/// The key with this hash, in any tenant (the transaction is then scoped to its tenant).
+pub async fn key_by_hash(db: &mut Db, key_hash: &[u8]) -> Result<Option<KeyRow>, sqlx::Error> {
+    if !db.scope_by("bedside_tenant_of_key", key_hash).await? {
+        return Ok(None);
+    }
+    on!(db, c => sqlx::query_as(
+        "SELECT id, tenant_id, staff_id, role, revoked_at FROM api_keys WHERE key_hash = $1",
     )
     .bind(key_hash)
-    .fetch_optional(db)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
-/// The key with this id.
-pub async fn key_by_id<'e>(
-    db: impl SqliteExecutor<'e>,
-    id: &str,
-) -> Result<Option<KeyRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, tenant_id, staff_id, role, revoked_at FROM api_keys WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+/// The key with this id, in any tenant (the transaction is then scoped to its tenant).
+pub async fn key_by_id(db: &mut Db, id: &str) -> Result<Option<KeyRow>, sqlx::Error> {
+    if !db.scope_by("bedside_tenant_of_api_key", id).await? {
+        return Ok(None);
+    }
+    on!(db, c => sqlx::query_as(
+        "SELECT id, tenant_id, staff_id, role, revoked_at FROM api_keys WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)
 }
 
-/// Revokes a key; false when it did not exist or was already revoked.
-pub async fn revoke_key<'e>(
-    db: impl SqliteExecutor<'e>,
+/// Revokes a key of `tenant_id`; false when it did not exist or was already revoked.
+pub async fn revoke_key(
+    db: &mut Db,
+    tenant_id: &str,
     id: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done =
-        sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(db)
-            .await?;
-    Ok(done.rows_affected() == 1)
+    db.scope(tenant_id).await?;
+    let done = on!(db, c => sqlx::query(
+        "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(tenant_id)
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }

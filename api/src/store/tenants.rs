@@ -1,6 +1,6 @@
 //! Tenants and their wrapped data keys.
 
-use sqlx::SqliteExecutor;
+use super::{Db, Engine, on};
 
 /// A tenant row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,38 +16,39 @@ pub struct TenantRow {
 }
 
 /// Inserts a tenant.
-pub async fn insert<'e>(
-    db: impl SqliteExecutor<'e>,
-    row: &TenantRow,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO tenants (id, name, wrapped_data_key, key_provider, created_at) VALUES (?, ?, ?, ?, ?)",
+pub async fn insert(db: &mut Db, row: &TenantRow, now: i64) -> Result<(), sqlx::Error> {
+    db.scope(&row.id).await?;
+    on!(db, c => sqlx::query(
+        "INSERT INTO tenants (id, name, wrapped_data_key, key_provider, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&row.id)
     .bind(&row.name)
     .bind(&row.wrapped_data_key)
     .bind(&row.key_provider)
     .bind(now)
-    .execute(db)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// One tenant.
-pub async fn get<'e>(
-    db: impl SqliteExecutor<'e>,
-    id: &str,
-) -> Result<Option<TenantRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, wrapped_data_key, key_provider FROM tenants WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn get(db: &mut Db, id: &str) -> Result<Option<TenantRow>, sqlx::Error> {
+    db.scope(id).await?;
+    on!(db, c => sqlx::query_as(
+        "SELECT id, name, wrapped_data_key, key_provider FROM tenants WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)
 }
 
-/// Every tenant id, oldest first.
-pub async fn ids<'e>(db: impl SqliteExecutor<'e>) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM tenants ORDER BY created_at, id")
-        .fetch_all(db)
-        .await
+/// Every tenant id, oldest first (on PostgreSQL through a `SECURITY DEFINER` function: no
+/// tenant scope sees them all).
+pub async fn ids(db: &mut Db) -> Result<Vec<String>, sqlx::Error> {
+    let sql = match db.engine() {
+        Engine::Sqlite => "SELECT id FROM tenants ORDER BY created_at, id",
+        Engine::Postgres => "SELECT bedside_tenant_ids()",
+    };
+    on!(db, c => sqlx::query_scalar(sql).fetch_all(c).await)
 }

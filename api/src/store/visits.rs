@@ -1,7 +1,6 @@
 //! Visit rows. PHI columns hold ciphertext; the caller encrypts and decrypts.
 
-use sqlx::{QueryBuilder, Sqlite, SqliteExecutor};
-
+use super::{Arg, Db, Sql, bind_args, on};
 use crate::model::VisitStatus;
 
 /// A visit row as stored.
@@ -74,11 +73,12 @@ macro_rules! visit_columns {
 }
 
 /// Inserts a visit.
-pub async fn insert<'e>(db: impl SqliteExecutor<'e>, v: &VisitRow) -> Result<(), sqlx::Error> {
-    sqlx::query(concat!(
+pub async fn insert(db: &mut Db, v: &VisitRow) -> Result<(), sqlx::Error> {
+    db.scope(&v.tenant_id).await?;
+    on!(db, c => sqlx::query(concat!(
         "INSERT INTO visits (",
         visit_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     ))
     .bind(&v.id)
     .bind(&v.tenant_id)
@@ -97,17 +97,19 @@ pub async fn insert<'e>(db: impl SqliteExecutor<'e>, v: &VisitRow) -> Result<(),
     .bind(v.updated_at)
     .bind(v.started_at)
     .bind(v.ended_at)
-    .execute(db)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Rewrites every editable column of `v` (used by PATCH while `scheduled`).
-pub async fn update<'e>(db: impl SqliteExecutor<'e>, v: &VisitRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE visits SET clinician_id = ?, scheduled_at = ?, duration_minutes = ?, waiting_room = ?, \
-         patient_name_ct = ?, patient_phone_ct = ?, patient_email_ct = ?, chief_complaint_ct = ?, \
-         notes_ct = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+pub async fn update(db: &mut Db, v: &VisitRow) -> Result<(), sqlx::Error> {
+    db.scope(&v.tenant_id).await?;
+    on!(db, c => sqlx::query(
+        "UPDATE visits SET clinician_id = $1, scheduled_at = $2, duration_minutes = $3, waiting_room = $4, \
+         patient_name_ct = $5, patient_phone_ct = $6, patient_email_ct = $7, chief_complaint_ct = $8, \
+         notes_ct = $9, updated_at = $10 WHERE tenant_id = $11 AND id = $12",
     )
     .bind(&v.clinician_id)
     .bind(v.scheduled_at)
@@ -121,62 +123,58 @@ pub async fn update<'e>(db: impl SqliteExecutor<'e>, v: &VisitRow) -> Result<(),
     .bind(v.updated_at)
     .bind(&v.tenant_id)
     .bind(&v.id)
-    .execute(db)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// One visit of a tenant.
-pub async fn get<'e>(
-    db: impl SqliteExecutor<'e>,
-    tenant_id: &str,
-    id: &str,
-) -> Result<Option<VisitRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
+pub async fn get(db: &mut Db, tenant_id: &str, id: &str) -> Result<Option<VisitRow>, sqlx::Error> {
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query_as(concat!(
         "SELECT ",
         visit_columns!(),
-        " FROM visits WHERE tenant_id = ? AND id = ?"
+        " FROM visits WHERE tenant_id = $1 AND id = $2"
     ))
     .bind(tenant_id)
     .bind(id)
-    .fetch_optional(db)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Moves a visit from one of `from` to `to`, stamping `started_at`/`ended_at` as fits.
 /// Returns false when the visit was not in any of `from` (someone else moved it first).
-pub async fn transition<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn transition(
+    db: &mut Db,
     tenant_id: &str,
     id: &str,
     from: &[VisitStatus],
     to: VisitStatus,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new("UPDATE visits SET status = ");
-    q.push_bind(to.as_str())
-        .push(", updated_at = ")
-        .push_bind(now);
-    match to {
-        VisitStatus::Waiting | VisitStatus::InProgress => {
-            q.push(", started_at = COALESCE(started_at, ")
-                .push_bind(now)
-                .push(")");
-        }
-        VisitStatus::Ended | VisitStatus::Cancelled => {
-            q.push(", ended_at = ").push_bind(now);
-        }
-        VisitStatus::Scheduled => {}
-    }
-    q.push(" WHERE tenant_id = ").push_bind(tenant_id);
-    q.push(" AND id = ").push_bind(id);
+    let stamp = match to {
+        VisitStatus::Waiting | VisitStatus::InProgress => ", started_at = COALESCE(started_at, $2)",
+        VisitStatus::Ended | VisitStatus::Cancelled => ", ended_at = $2",
+        VisitStatus::Scheduled => "",
+    };
+    let mut q = Sql::new("UPDATE visits SET status = $1, updated_at = $2");
+    q.args = vec![Arg::Text(to.as_str().to_owned()), Arg::Int(now)];
+    q.push(stamp).push(" WHERE tenant_id = ");
+    q.bind(Arg::Text(tenant_id.to_owned()));
+    q.push(" AND id = ").bind(Arg::Text(id.to_owned()));
     q.push(" AND status IN (");
-    let mut sep = q.separated(", ");
-    for status in from {
-        sep.push_bind(status.as_str());
+    for (i, status) in from.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.bind(Arg::Text(status.as_str().to_owned()));
     }
     q.push(")");
-    Ok(q.build().execute(db).await?.rows_affected() == 1)
+    db.scope(tenant_id).await?;
+    let done = on!(db, c => bind_args!(sqlx::query(sqlx::AssertSqlSafe(q.text.as_str())), &q.args).execute(c).await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// Filters of a visit listing.
@@ -197,79 +195,86 @@ pub struct VisitFilter {
 }
 
 /// A page of visits ordered by (scheduled_at, id); fetches one extra row to tell if more follow.
-pub async fn list<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn list(
+    db: &mut Db,
     tenant_id: &str,
     f: &VisitFilter,
 ) -> Result<Vec<VisitRow>, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new(concat!(
+    let mut q = Sql::new(concat!(
         "SELECT ",
         visit_columns!(),
         " FROM visits WHERE tenant_id = "
     ));
-    q.push_bind(tenant_id.to_owned());
+    q.bind(Arg::Text(tenant_id.to_owned()));
     if let Some(status) = f.status {
-        q.push(" AND status = ").push_bind(status.as_str());
+        q.push(" AND status = ")
+            .bind(Arg::Text(status.as_str().to_owned()));
     }
     if let Some(from) = f.from {
-        q.push(" AND scheduled_at >= ").push_bind(from);
+        q.push(" AND scheduled_at >= ").bind(Arg::Int(from));
     }
     if let Some(to) = f.to {
-        q.push(" AND scheduled_at < ").push_bind(to);
+        q.push(" AND scheduled_at < ").bind(Arg::Int(to));
     }
     if let Some(clinician) = &f.clinician_id {
-        q.push(" AND clinician_id = ").push_bind(clinician.clone());
+        q.push(" AND clinician_id = ")
+            .bind(Arg::Text(clinician.clone()));
     }
     if let Some((at, id)) = &f.after {
-        q.push(" AND (scheduled_at > ").push_bind(*at);
-        q.push(" OR (scheduled_at = ").push_bind(*at);
-        q.push(" AND id > ").push_bind(id.clone()).push("))");
+        q.push(" AND (scheduled_at > ").bind(Arg::Int(*at));
+        q.push(" OR (scheduled_at = ").bind(Arg::Int(*at));
+        q.push(" AND id > ").bind(Arg::Text(id.clone())).push("))");
     }
     q.push(" ORDER BY scheduled_at, id LIMIT ")
-        .push_bind(i64::from(f.limit) + 1);
-    q.build_query_as().fetch_all(db).await
+        .bind(Arg::Int(i64::from(f.limit) + 1));
+    db.scope(tenant_id).await?;
+    on!(db, c => bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(q.text.as_str())), &q.args).fetch_all(c).await)
 }
 
 /// Visits a tenant created at or after `since` (Unix ms), for the daily quota.
-pub async fn count_created_since<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn count_created_since(
+    db: &mut Db,
     tenant_id: &str,
     since: i64,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM visits WHERE tenant_id = ? AND created_at >= ?")
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM visits WHERE tenant_id = $1 AND created_at >= $2")
         .bind(tenant_id)
         .bind(since)
-        .fetch_one(db)
-        .await
+        .fetch_one(c)
+        .await)
 }
 
 /// Records the media backend's session id of a visit (the latest one wins: a backend may
 /// replace a session that expired).
-pub async fn set_media_session<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn set_media_session(
+    db: &mut Db,
     tenant_id: &str,
     id: &str,
     session_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE visits SET media_session_id = ? WHERE tenant_id = ? AND id = ?")
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query("UPDATE visits SET media_session_id = $1 WHERE tenant_id = $2 AND id = $3")
         .bind(session_id)
         .bind(tenant_id)
         .bind(id)
-        .execute(db)
-        .await?;
+        .execute(c)
+        .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The media backend's session id of a visit, if one was recorded.
-pub async fn media_session<'e>(
-    db: impl SqliteExecutor<'e>,
+pub async fn media_session(
+    db: &mut Db,
     tenant_id: &str,
     id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT media_session_id FROM visits WHERE tenant_id = ? AND id = ?")
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query_scalar("SELECT media_session_id FROM visits WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(id)
-        .fetch_optional(db)
-        .await
-        .map(Option::flatten)
+        .fetch_optional(c)
+        .await)
+    .map(Option::flatten)
 }

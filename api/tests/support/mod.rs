@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use api::App;
 use api::audit::{Actor, Entry};
 use api::config::Config;
+use api::store::Engine;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
@@ -20,6 +21,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 use tempfile::TempDir;
 use tower::ServiceExt as _;
 
@@ -44,7 +47,8 @@ pub mod phi {
     pub const ALL: [&str; 5] = [NAME, PHONE, PHONE_DIGITS, EMAIL, COMPLAINT];
 }
 
-/// One application on its own temporary data directory, with a tenant and its admin key.
+/// One application on its own temporary data directory (and, when `BEDSIDE_TEST_DB=postgres`,
+/// its own PostgreSQL database), with a tenant and its admin key.
 pub struct TestApp {
     /// The application state (store, grants, metrics…).
     pub app: Arc<App>,
@@ -56,6 +60,11 @@ pub struct TestApp {
     pub admin_key: String,
     /// The data directory (removed on drop).
     pub dir: TempDir,
+    /// The test's own connection to the same database, for looking behind the API: the SQLite
+    /// file, or PostgreSQL as the tables' owner (whom row-level security does not bind).
+    pub db: AnyPool,
+    /// Which engine the app runs on.
+    pub engine: Engine,
 }
 
 /// The configuration every test starts from: defaults, with link and write limits raised
@@ -81,20 +90,40 @@ impl TestApp {
         adjust(&mut config);
         config.validate().expect("test configuration is valid");
         let dir = tempfile::tempdir().expect("temporary directory");
+        let db_url = match pg::from_env() {
+            Some(cluster) => {
+                let database = cluster.create_database().await;
+                config.database.url = cluster.app_url(&database);
+                config.database.migrate_url = cluster.owner_url(&database);
+                config.database.migrate_url.clone()
+            }
+            None => format!(
+                "sqlite://{}",
+                dir.path().join("data").join("bedside.db").display()
+            ),
+        };
         let app = App::open(config, &dir.path().join("data"))
             .await
             .expect("app opens");
+        sqlx::any::install_default_drivers();
+        let db = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&db_url)
+            .await
+            .expect("the test's own database connection");
         let (tenant_id, key) = app
             .create_tenant("clinic", &Actor::local("test"))
             .await
             .expect("tenant");
         let router = api::http::router(app.clone()).layer(MockConnectInfo(DEFAULT_PEER));
         Self {
+            engine: app.store.engine(),
             app,
             router,
             tenant_id,
             admin_key: key.expose().to_owned(),
             dir,
+            db,
         }
     }
 
@@ -211,24 +240,31 @@ impl TestApp {
     /// Everything the database holds except the audit chain, as one comparable string,
     /// plus the audit row count.
     pub async fn snapshot(&self) -> Snapshot {
-        let db = self.app.store.reader();
+        let hex = |column: &str| match self.engine {
+            Engine::Sqlite => format!("hex({column})"),
+            Engine::Postgres => format!("upper(encode({column}, 'hex'))"),
+        };
+        let visits = format!(
+            "id || '|' || status || '|' || clinician_id || '|' || scheduled_at || '|' || duration_minutes \
+             || '|' || waiting_room || '|' || updated_at || '|' || {} || '|' \
+             || coalesce({}, '-') || '|' || coalesce({}, '-') || '|' \
+             || coalesce({}, '-') || '|' || coalesce(started_at || '', '-') || '|' || coalesce(ended_at || '', '-')",
+            hex("patient_name_ct"),
+            hex("patient_phone_ct"),
+            hex("patient_email_ct"),
+            hex("chief_complaint_ct"),
+        );
         let mut state = String::new();
         for (table, columns) in [
             ("tenants", "id"),
             ("staff", "id || '|' || role || '|' || display_name"),
-            ("api_keys", "id || '|' || ifnull(revoked_at, '-')"),
-            (
-                "visits",
-                "id || '|' || status || '|' || clinician_id || '|' || scheduled_at || '|' || duration_minutes \
-                 || '|' || waiting_room || '|' || updated_at || '|' || hex(patient_name_ct) || '|' \
-                 || ifnull(hex(patient_phone_ct), '-') || '|' || ifnull(hex(patient_email_ct), '-') || '|' \
-                 || ifnull(hex(chief_complaint_ct), '-') || '|' || ifnull(started_at, '-') || '|' || ifnull(ended_at, '-')",
-            ),
+            ("api_keys", "id || '|' || coalesce(revoked_at || '', '-')"),
+            ("visits", visits.as_str()),
             ("participants", "id || '|' || visit_id"),
             (
                 "links",
-                "id || '|' || expires_at || '|' || ifnull(revoked_at, '-') || '|' || ifnull(redeemed_at, '-') \
-                 || '|' || ifnull(participant_id, '-')",
+                "id || '|' || expires_at || '|' || coalesce(revoked_at || '', '-') || '|' \
+                 || coalesce(redeemed_at || '', '-') || '|' || coalesce(participant_id, '-')",
             ),
             ("notifications", "id || '|' || status || '|' || attempts"),
         ] {
@@ -237,26 +273,69 @@ impl TestApp {
                 sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                     "SELECT {columns} FROM {table} ORDER BY id"
                 )))
-                    .fetch_all(db)
+                    .fetch_all(&self.db)
                     .await
                     .expect("snapshot query");
             state.push_str(&format!("{table}[{}]\n", rows.join(";")));
         }
-        let audit_rows = sqlx::query_scalar("SELECT COUNT(*) FROM audit")
-            .fetch_one(db)
-            .await
-            .expect("audit count");
+        let audit_rows = self.count("SELECT COUNT(*) FROM audit").await;
         Snapshot { state, audit_rows }
+    }
+
+    /// Everything stored, as text to scan: the SQLite database and WAL files byte for byte,
+    /// or on PostgreSQL every row of every table in its text form (the cluster's files are
+    /// not ours to read).
+    pub async fn stored_bytes(&self) -> String {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut bytes = Vec::new();
+                for suffix in ["", "-wal"] {
+                    let path = format!("{}{suffix}", self.db_path().display());
+                    if let Ok(file) = std::fs::read(&path) {
+                        bytes.extend(file);
+                    }
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Engine::Postgres => {
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+                )
+                .fetch_all(&self.db)
+                .await
+                .expect("table names");
+                let mut text = String::new();
+                for table in tables {
+                    // Names come from the catalog of the test's own database.
+                    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT t::text FROM \"{table}\" t"
+                    )))
+                    .fetch_all(&self.db)
+                    .await
+                    .expect("table rows");
+                    text.push_str(&rows.join("\n"));
+                }
+                text
+            }
+        }
+    }
+
+    /// The single integer `sql` selects, read behind the API (no tenant scope applies).
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.db)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
     }
 
     /// Every audit row of `tenant_id` in chain order, straight from the database.
     pub async fn audit_of(&self, tenant_id: &str) -> Vec<Entry> {
         sqlx::query_as(
             "SELECT seq, id, tenant_id, at, actor, event, visit_id, outcome, reason, ip_masked, \
-             ua_hash, details, prev_hash, hash FROM audit WHERE tenant_id = ? ORDER BY seq",
+             ua_hash, details, prev_hash, hash FROM audit WHERE tenant_id = $1 ORDER BY seq",
         )
         .bind(tenant_id)
-        .fetch_all(self.app.store.reader())
+        .fetch_all(&self.db)
         .await
         .expect("audit rows")
     }
@@ -272,10 +351,7 @@ impl TestApp {
 
     /// Number of visits stored (all tenants).
     pub async fn visit_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM visits")
-            .fetch_one(self.app.store.reader())
-            .await
-            .expect("count")
+        self.count("SELECT COUNT(*) FROM visits").await
     }
 }
 
@@ -589,5 +665,62 @@ impl std::io::Write for LogBuffer {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The PostgreSQL cluster of `scripts/pg`, used when `BEDSIDE_TEST_DB=postgres`: every
+/// [`TestApp`] gets a database of its own, so tests stay independent and parallel.
+pub mod pg {
+    use sqlx::Connection as _;
+
+    /// Addresses of the cluster (see scripts/pg for what each role may do).
+    pub struct Cluster {
+        admin_url: String,
+        owner_base: String,
+        app_base: String,
+    }
+
+    /// The cluster, when the tests are asked to run on PostgreSQL. Asked for but not
+    /// described is a setup error, not a silent fallback to SQLite.
+    pub fn from_env() -> Option<Cluster> {
+        if std::env::var("BEDSIDE_TEST_DB").ok()?.as_str() != "postgres" {
+            return None;
+        }
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("BEDSIDE_TEST_DB=postgres needs {name} (scripts/pg sets it)")
+            })
+        };
+        Some(Cluster {
+            admin_url: var("BEDSIDE_TEST_PG_ADMIN_URL"),
+            owner_base: var("BEDSIDE_TEST_PG_OWNER_URL_BASE"),
+            app_base: var("BEDSIDE_TEST_PG_APP_URL_BASE"),
+        })
+    }
+
+    impl Cluster {
+        /// Creates an empty database owned by the owner role; returns its name.
+        pub async fn create_database(&self) -> String {
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = sqlx::PgConnection::connect(&self.admin_url)
+                .await
+                .expect("connect to the test cluster");
+            // The name is generated above from hex digits only.
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut admin)
+                .await
+                .expect("CREATE DATABASE");
+            name
+        }
+
+        /// URL of the tables' owner in `database` (migrations; the test's own look inside).
+        pub fn owner_url(&self, database: &str) -> String {
+            format!("{}/{database}", self.owner_base)
+        }
+
+        /// URL of the application role in `database` (row-level security applies).
+        pub fn app_url(&self, database: &str) -> String {
+            format!("{}/{database}", self.app_base)
+        }
     }
 }
