@@ -64,6 +64,7 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let cluster = tokio::spawn(api::cluster::run(app.clone(), stop_rx.clone()));
     let background = tokio::spawn(app.clone().run_background(stop_rx));
     let media = signaling::node::start(&app, signaling::Limits::default()).await?;
     tracing::info!(
@@ -100,6 +101,8 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
     };
     let _ = stop_tx.send(true);
     let _ = background.await;
+    // Deregisters this node, so its rooms are placed elsewhere at once, not after a timeout.
+    let _ = cluster.await;
     app.store.close().await;
     served.with_context(|| format!("serving on {addr}"))
 }

@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::sync::{Notify, broadcast, watch};
 
+use crate::cluster::Cluster;
 use crate::audit::{Actor, ChainBreak, ChainVerifier, Entry, NewEntry, Outcome};
 use crate::aws::chime::ChimeMedia;
 use crate::aws::kms::{KmsKeyProvider, KmsSigner};
@@ -29,8 +30,10 @@ use crate::ratelimit::Limiters;
 use crate::store::{self, Store, StoreError, Tx};
 use crate::tokens::{ApiKeySecret, Grants, LocalSigner, Signer, TokenError};
 
-/// Something other parts of the node must react to (signaling disconnects ended visits).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something other parts of the node — or of other nodes, see [`crate::cluster`] — must
+/// react to (signaling disconnects ended visits).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum VisitEvent {
     /// The visit ended or was cancelled: disconnect everyone in its room.
     Closed {
@@ -81,8 +84,10 @@ pub struct App {
     pub limits: Limiters,
     /// Wakes the outbox worker when a notification is queued.
     pub outbox: Notify,
-    /// Visit events for signaling.
+    /// Visit events for this node's signaling (publish through [`App::publish`]).
     pub events: broadcast::Sender<VisitEvent>,
+    /// This node among the nodes sharing the database.
+    pub cluster: Cluster,
     email: Outlet,
     sms: Outlet,
     sfu: Box<dyn MediaService>,
@@ -140,6 +145,7 @@ impl App {
             let (kid, point) = crate::aws::kms::public_key(&kms()?, key_id).await?;
             grants.trust_key(&kid, &point)?;
         }
+        let cluster = Cluster::new(&config, data_dir).map_err(dir_error)?;
         let migrate_url = Some(config.database.migrate_url.as_str()).filter(|u| !u.is_empty());
         let store = Store::open(
             &config.database_url(data_dir),
@@ -196,6 +202,7 @@ impl App {
             limits: Limiters::new(&config.limits),
             outbox: Notify::new(),
             events: broadcast::channel(256).0,
+            cluster,
             store,
             config,
             email,
@@ -203,6 +210,11 @@ impl App {
             sfu,
             chime,
         }))
+    }
+
+    /// Publishes a visit event to this node's signaling and to every other node.
+    pub async fn publish(&self, event: VisitEvent) {
+        self.cluster.publish(self, event).await;
     }
 
     /// The transport of a channel.

@@ -16,6 +16,7 @@
 pub mod app;
 pub mod audit;
 pub mod aws;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod error;

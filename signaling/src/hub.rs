@@ -881,10 +881,12 @@ impl Hub {
             .map_err(|e| unavailable(&e))?;
         tx.commit().await.map_err(|e| unavailable(&e))?;
         self.app.metrics.visits.with_label_values(&["ended"]).inc();
-        let _ = self.app.events.send(VisitEvent::Closed {
-            tenant_id: tenant.to_owned(),
-            visit_id: visit.to_owned(),
-        });
+        self.app
+            .publish(VisitEvent::Closed {
+                tenant_id: tenant.to_owned(),
+                visit_id: visit.to_owned(),
+            })
+            .await;
         Ok(())
     }
 

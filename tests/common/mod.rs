@@ -23,8 +23,11 @@ pub struct Server {
     pub admin_key: String,
     /// The UDP address of each SFU worker, worker `i` at index `i`.
     pub udp: Vec<SocketAddr>,
+    /// The node's data directory.
+    pub data: tempfile::TempDir,
     http: reqwest::Client,
-    _data: tempfile::TempDir,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A scheduled visit and the grants its two participants got from `start`.
@@ -50,8 +53,18 @@ pub fn text(value: &Value) -> TestResult<String> {
 impl Server {
     /// Starts a node with `limits` for its signaling sockets.
     pub async fn start(limits: signaling::Limits) -> TestResult<Server> {
+        Self::start_in(limits, tempfile::tempdir()?, |_| {}).await
+    }
+
+    /// Starts a node on `data` with the configuration adjusted by `adjust`, registered in the
+    /// cluster when its database is PostgreSQL. Its `admin_key` is empty when the database
+    /// already had a tenant (a second node).
+    pub async fn start_in(
+        limits: signaling::Limits,
+        data: tempfile::TempDir,
+        adjust: impl FnOnce(&mut api::config::Config),
+    ) -> TestResult<Server> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let data = tempfile::tempdir()?;
         let mut config = api::config::Config::default();
         config.sfu.udp = "127.0.0.1:0".parse()?;
         config.sfu.announce_ip = Some("127.0.0.1".parse()?);
@@ -60,8 +73,15 @@ impl Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         config.http.addr = listener.local_addr()?;
+        adjust(&mut config);
+        config.validate()?;
         let app = api::App::open(config, data.path()).await?;
-        let (_, admin_key) = app.bootstrap().await?.ok_or("no bootstrap key")?;
+        let admin_key = match app.bootstrap().await? {
+            Some((_, key)) => key.expose().to_owned(),
+            None => String::new(),
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let cluster = tokio::spawn(api::cluster::run(app.clone(), stopped));
         let media = signaling::node::start(&app, limits).await?;
         assert!(
             media
@@ -73,17 +93,34 @@ impl Server {
         let router = signaling::node::router(app.clone(), media.hub.clone());
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let base = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move {
+        let http = tokio::spawn(async move {
             let service = router.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, service).await;
         });
         Ok(Server {
             base,
-            admin_key: admin_key.expose().to_owned(),
+            admin_key,
             udp,
+            data,
             http: reqwest::Client::builder().cookie_store(true).build()?,
-            _data: data,
+            stop,
+            tasks: vec![cluster, http],
         })
+    }
+
+    /// Stops the node the way a crash would: no more heartbeats or HTTP, no deregistration.
+    pub fn crash(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Stops the node cleanly: it deregisters from the cluster.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let cluster = self.tasks.remove(0);
+        let _ = cluster.await;
+        self.crash();
     }
 
     /// The `/ws` URL.

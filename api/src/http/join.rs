@@ -146,11 +146,22 @@ async fn join_media(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
     } else {
         MediaBackend::Sfu
     };
-    let joined = app
+    let mut joined = app
         .media(backend)?
         .join(&seat.visit.id, &seat.participant_id)
         .await
         .map_err(|MediaError::Unavailable(why)| ApiError::Unavailable(why));
+    if let Ok(Joined {
+        media: Media::Sfu { signaling_url, .. },
+        ..
+    }) = &mut joined
+    {
+        // The room lives on one node; every participant is sent there.
+        *signaling_url = app
+            .cluster
+            .place(&app.store, &seat.visit.tenant_id, &seat.visit.id)
+            .await?;
+    }
     app.metrics
         .media_joins
         .with_label_values(&[

@@ -5,6 +5,7 @@ pub mod extract;
 pub mod health;
 pub mod join;
 pub mod links;
+pub mod nodes;
 pub mod openapi;
 pub mod staff;
 pub mod visits;
@@ -50,6 +51,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/grants/refresh", post(join::refresh))
         .route("/api/audit", get(audit::query))
         .route("/api/audit/export", get(audit::export))
+        .route("/api/nodes", get(nodes::list))
         .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, join, links, staff, visits};
+use super::{audit, join, links, nodes, staff, visits};
 
 struct ApiKeyAuth;
 
@@ -28,6 +28,7 @@ impl Modify for ApiKeyAuth {
         links::issue, links::notify, links::resend, links::list,
         join::redeem, join::start, join::start_authenticated, join::refresh,
         audit::query, audit::export,
+        nodes::list,
     ),
     modifiers(&ApiKeyAuth),
 )]

@@ -426,11 +426,11 @@ async fn close(
         .visits
         .with_label_values(&[event.trim_start_matches("visit.")])
         .inc();
-    // Nobody listening (no signaling yet) is not an error.
-    let _ = app.events.send(VisitEvent::Closed {
+    app.publish(VisitEvent::Closed {
         tenant_id: staff.tenant_id.clone(),
         visit_id: id.to_owned(),
-    });
+    })
+    .await;
     let row = store::visits::get(&mut app.store.read().await?, &staff.tenant_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;

@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod links;
+pub mod nodes;
 pub mod notifications;
 pub mod staff;
 pub mod tenants;

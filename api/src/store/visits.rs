@@ -278,3 +278,15 @@ pub async fn media_session(
         .await)
     .map(Option::flatten)
 }
+
+/// Ids of a tenant's visits whose room is open (waiting or in progress), by start.
+pub async fn open_rooms(db: &mut Db, tenant_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    db.scope(tenant_id).await?;
+    on!(db, c => sqlx::query_scalar(
+        "SELECT id FROM visits WHERE tenant_id = $1 AND status IN ('waiting', 'in_progress') \
+         ORDER BY started_at, id",
+    )
+    .bind(tenant_id)
+    .fetch_all(c)
+    .await)
+}
