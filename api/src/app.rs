@@ -180,6 +180,7 @@ impl App {
                 Some(Box::new(ChimeMedia::new(
                     client,
                     config.chime.media_region.clone(),
+                    config.signaling_url(),
                 )))
             }
             false => None,
