@@ -33,7 +33,9 @@ use crate::error::ApiError;
 /// stays one constant whatever the configuration: the allowance lets a page talk to AWS's
 /// Chime hosts and nothing else, and no script can come from there. Voice Focus and background
 /// filters (scripts and WebAssembly from `*.sdkassets.chime.aws`) are not used and stay
-/// blocked.
+/// blocked; so does `'wasm-unsafe-eval'`, whose only other use in the bundle is the `long`
+/// library probing for a WebAssembly multiply at load (it falls back to JavaScript, and the
+/// SDK logs the refusal as a "Security Policy Violation").
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
     media-src 'self' blob:; connect-src 'self' https://*.chime.aws wss://*.chime.aws; \
     worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
