@@ -5,8 +5,11 @@
 //! fixed concurrency. Reports pairs/s, the server process's CPU time (from /proc), pairs per
 //! server CPU-second ("per core"), and pair latency p50/p99.
 //!
-//! `cargo bench --bench redeem_start -- --bench [PAIRS] [CONCURRENCY]`; without `--bench`
-//! (as under `cargo test`) it runs a small smoke pass and checks every pair succeeded.
+//! `cargo bench --bench redeem_start -- --bench [PAIRS] [CONCURRENCY] [--postgres]`; without
+//! `--bench` (as under `cargo test`) it runs a small smoke pass and checks every pair
+//! succeeded. `--postgres` runs the server on a fresh database of the PostgreSQL cluster that
+//! `scripts/pg` describes in `BEDSIDE_TEST_PG_*` (run it as `scripts/pg cargo bench …`), and
+//! also counts the CPU time of that cluster's processes (`postgres` on this machine).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -35,20 +38,69 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // Fields after the parenthesised command name; utime and stime are 14 and 15 overall.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / 100.0
+/// CPU seconds (user + system) of every process named `postgres` (the cluster's backends,
+/// WAL writer, checkpointer…).
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        // A process that exits meanwhile simply stops counting.
+        .filter_map(try_cpu_seconds)
+        .sum()
 }
 
-async fn start_server() -> (Server, String) {
+/// A fresh database in the `scripts/pg` cluster: the app and migration URLs.
+async fn postgres_database() -> (String, String) {
+    use sqlx::Connection as _;
+    let var = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("--postgres needs {name}: run under scripts/pg"))
+    };
+    let mut admin = sqlx::PgConnection::connect(&var("BEDSIDE_TEST_PG_ADMIN_URL"))
+        .await
+        .expect("connect to the cluster");
+    let name = format!("bench_{}", std::process::id());
+    // The name is a constant and a number.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("CREATE DATABASE");
+    (
+        format!("{}/{name}", var("BEDSIDE_TEST_PG_APP_URL_BASE")),
+        format!("{}/{name}", var("BEDSIDE_TEST_PG_OWNER_URL_BASE")),
+    )
+}
+
+fn try_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15 overall.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    try_cpu_seconds(pid).expect("the server's /proc/<pid>/stat")
+}
+
+async fn start_server(postgres: bool) -> (Server, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bedside"));
+    if postgres {
+        let (url, migrate_url) = postgres_database().await;
+        command
+            .env("BEDSIDE_DATABASE__URL", url)
+            .env("BEDSIDE_DATABASE__MIGRATE_URL", migrate_url);
+    }
+    let mut child = command
         .args(["serve", "--udp", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .args(["--http", &format!("127.0.0.1:{port}")])
@@ -154,6 +206,7 @@ async fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
     let bench = args.iter().any(|a| a == "--bench");
+    let postgres = args.iter().any(|a| a == "--postgres");
     let numbers: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let pairs = numbers
         .first()
@@ -164,7 +217,7 @@ async fn main() {
         .copied()
         .unwrap_or(if bench { 32 } else { 4 });
 
-    let (server, admin) = start_server().await;
+    let (server, admin) = start_server(postgres).await;
     let work = Arc::new(prepare(&server, &admin, pairs).await);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -172,6 +225,11 @@ async fn main() {
         .expect("client");
     let next = Arc::new(AtomicUsize::new(0));
     let cpu_before = cpu_seconds(server.child.id());
+    let pg_before = if postgres {
+        postgres_cpu_seconds()
+    } else {
+        0.0
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -212,6 +270,11 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     let server_cpu = cpu_seconds(server.child.id()) - cpu_before;
+    let pg_cpu = if postgres {
+        postgres_cpu_seconds() - pg_before
+    } else {
+        0.0
+    };
     let failures = latencies.iter().filter(|(_, ok)| !ok).count();
     let mut sorted: Vec<Duration> = latencies.iter().map(|(d, _)| *d).collect();
     sorted.sort();
@@ -225,5 +288,11 @@ async fn main() {
         percentile(&sorted, 0.50).as_secs_f64() * 1000.0,
         percentile(&sorted, 0.99).as_secs_f64() * 1000.0,
     );
+    if postgres {
+        println!(
+            "PostgreSQL processes CPU {pg_cpu:.2}s; bedside + PostgreSQL = {:.0} pairs per core-second",
+            pairs as f64 / (server_cpu + pg_cpu).max(0.001),
+        );
+    }
     assert_eq!(failures, 0, "every redeem+start pair succeeds");
 }

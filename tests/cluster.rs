@@ -26,9 +26,11 @@ async fn database() -> TestResult<Option<(String, String)>> {
     let name = format!("cluster_{}", std::process::id());
     let mut conn = sqlx::PgConnection::connect(&admin).await?;
     // The name is made of a constant and a number.
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut conn)
+    .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
@@ -87,7 +89,9 @@ fn signaling_of(answer: &Value) -> TestResult<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_are_placed_on_one_node_and_follow_the_live_nodes() -> TestResult {
     let Some(urls) = database().await? else {
-        eprintln!("no BEDSIDE_TEST_PG_ADMIN_URL: run through ./scripts/test, which starts PostgreSQL");
+        eprintln!(
+            "no BEDSIDE_TEST_PG_ADMIN_URL: run through ./scripts/test, which starts PostgreSQL"
+        );
         return Ok(());
     };
     let a = node("node-a", &urls, tempfile::tempdir()?).await?;
@@ -127,8 +131,12 @@ async fn rooms_are_placed_on_one_node_and_follow_the_live_nodes() -> TestResult 
 
     // Ended through node A: node B's signaling disconnects both within a second.
     let ended = Instant::now();
-    a.post(Some(&key), &format!("/api/visits/{}/end", visit.id), json!({}))
-        .await?;
+    a.post(
+        Some(&key),
+        &format!("/api/visits/{}/end", visit.id),
+        json!({}),
+    )
+    .await?;
     call.finished(Duration::from_secs(1)).await?;
     let took = ended.elapsed();
     eprintln!("end through node A → both participants disconnected from node B in {took:?}");
@@ -144,7 +152,12 @@ async fn rooms_are_placed_on_one_node_and_follow_the_live_nodes() -> TestResult 
     eventually(
         Duration::from_millis(NODE_TIMEOUT_MS * 3),
         "node-b is reaped",
-        || async { Ok(nodes(&a, &key).await?.iter().all(|(id, _, _)| id == "node-a")) },
+        || async {
+            Ok(nodes(&a, &key)
+                .await?
+                .iter()
+                .all(|(id, _, _)| id == "node-a"))
+        },
     )
     .await?;
     let next = a.visit().await?;

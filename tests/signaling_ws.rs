@@ -345,3 +345,202 @@ async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
     );
     Ok(())
 }
+
+/// The visit's status once it is `wanted`, or what it was after 3 s.
+async fn status_becomes(server: &Server, visit: &str, wanted: &str) -> TestResult<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let read = server
+            .get(&server.admin_key, &format!("/api/visits/{visit}"))
+            .await?;
+        let status = text(&read["status"])?;
+        if status == wanted || tokio::time::Instant::now() >= deadline {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next frame is the `pong` to a ping sent now: nothing (no SDP) was queued before it.
+async fn nothing_pending(client: &mut Client) -> TestResult {
+    client.send(json!({"type": "ping", "id": 99})).await?;
+    match client.next().await? {
+        Frame::Json(value) if value["type"] == "pong" => Ok(()),
+        other => Err(format!("expected only a pong, got {other:?}").into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> TestResult {
+    if !common::chime::credentials() {
+        return Ok(());
+    }
+    let chime = common::chime::ChimeFake::start().await?;
+    let server = Server::start_with(quick_limits(), |c| chime.configure(c)).await?;
+    let visit = server.visit_with(json!({"media_backend": "chime"})).await?;
+    assert_eq!(visit.patient["media"]["backend"], "chime");
+    assert_eq!(
+        visit.patient["media"]["signaling_url"],
+        json!(server.ws_url())
+    );
+    assert!(visit.patient["media"]["attendee"]["JoinToken"].is_string());
+
+    // SDP has no place in a Chime visit: a join with an offer is refused outright.
+    let mut offering = Client::connect(&server).await?;
+    offering
+        .send(json!({"type": "join", "grant": visit.patient["grant"], "offer": "v=0"}))
+        .await?;
+    assert_eq!(offering.expect("error").await?["code"], "invalid_message");
+    assert_eq!(offering.closed().await?, 4400);
+
+    let mut clinician = Client::connect(&server).await?;
+    clinician
+        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
+        .await?;
+    assert_eq!(clinician.expect("joined").await?["waiting"], json!(false));
+    nothing_pending(&mut clinician).await?;
+
+    let mut patient = Client::connect(&server).await?;
+    patient
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    let joined = patient.expect("joined").await?;
+    assert_eq!(joined["waiting"], json!(true));
+    assert_eq!(joined["participants"][0]["role"], "clinician");
+    let me = text(&joined["participant"])?;
+    nothing_pending(&mut patient).await?;
+    let waiting = clinician.expect("participant_waiting").await?;
+    assert_eq!(waiting["participant"], json!(me));
+    assert_eq!(
+        status_becomes(&server, &visit.id, "in_progress").await?,
+        "waiting",
+        "nobody is in the call while the patient waits"
+    );
+    for refused in [
+        json!({"type": "offer", "sdp": "v=0"}),
+        json!({"type": "answer", "sdp": "v=0"}),
+        json!({"type": "mute", "track": format!("{me}:0"), "muted": true}),
+    ] {
+        let frame = Message::Text(refused.to_string().into());
+        assert_eq!(patient.error_for(frame).await?, "invalid_message");
+    }
+
+    clinician
+        .send(json!({"type": "admit", "participant": me}))
+        .await?;
+    assert_eq!(
+        patient.expect("participant_admitted").await?["participant"],
+        json!(me)
+    );
+    clinician.expect("participant_admitted").await?;
+    let twice = Message::Text(
+        json!({"type": "admit", "participant": me})
+            .to_string()
+            .into(),
+    );
+    assert_eq!(clinician.error_for(twice).await?, "not_waiting");
+    assert_eq!(
+        status_becomes(&server, &visit.id, "in_progress").await?,
+        "in_progress"
+    );
+
+    patient.send(json!({"type": "leave"})).await?;
+    assert_eq!(patient.closed().await?, 1000);
+    let left = clinician.expect("participant_left").await?;
+    assert_eq!(
+        (&left["participant"], &left["reason"]),
+        (&json!(me), &json!("left"))
+    );
+
+    clinician.send(json!({"type": "end_visit"})).await?;
+    clinician.expect("visit_ended").await?;
+    assert_eq!(clinician.closed().await?, 4410);
+    assert_eq!(status_becomes(&server, &visit.id, "ended").await?, "ended");
+    let wanted_all = [
+        "participant.joined",
+        "participant.waiting",
+        "participant.admitted",
+        "visit.in_progress",
+        "participant.left",
+        "visit.ended",
+        "media.closed",
+    ];
+    let events = server.audit_events_with(&visit.id, &wanted_all).await?;
+    for wanted in wanted_all {
+        assert!(
+            events.iter().any(|e| e == wanted),
+            "no {wanted} in {events:?}"
+        );
+    }
+    assert_eq!(
+        chime.calls_of("DeleteMeeting"),
+        chime.calls_of("CreateMeeting")[..1],
+        "ending over signaling deletes the visit's meeting"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chime_visit_resumes_removes_for_good_and_ends_over_rest() -> TestResult {
+    if !common::chime::credentials() {
+        return Ok(());
+    }
+    let chime = common::chime::ChimeFake::start().await?;
+    let server = Server::start_with(quick_limits(), |c| chime.configure(c)).await?;
+    let visit = server.visit_with(json!({"media_backend": "chime"})).await?;
+    let mut clinician = Client::connect(&server).await?;
+    clinician
+        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
+        .await?;
+    let token = text(&clinician.expect("joined").await?["session"])?;
+    let mut patient = Client::connect(&server).await?;
+    patient
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    let me = text(&patient.expect("joined").await?["participant"])?;
+    clinician.expect("participant_waiting").await?;
+
+    // The clinician's socket drops and resumes its seat; the patient still waits for it.
+    drop(clinician);
+    let mut clinician = Client::connect(&server).await?;
+    clinician
+        .send(json!({"type": "resume", "grant": visit.clinician["grant"], "session": token}))
+        .await?;
+    let resumed = clinician.expect("joined").await?;
+    assert_eq!(resumed["resumed"], json!(true));
+    assert_eq!(resumed["participants"][0]["waiting"], json!(true));
+
+    clinician
+        .send(json!({"type": "remove", "participant": me}))
+        .await?;
+    let left = clinician.expect("participant_left").await?;
+    assert_eq!(left["reason"], "removed");
+    assert_eq!(patient.closed().await?, 4403);
+    let mut again = Client::connect(&server).await?;
+    again
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    assert_eq!(again.expect("error").await?["code"], "forbidden");
+    assert_eq!(again.closed().await?, 4403);
+
+    server
+        .post(
+            Some(&visit.clinician_key),
+            &format!("/api/visits/{}/end", visit.id),
+            json!({}),
+        )
+        .await?;
+    clinician.expect("visit_ended").await?;
+    assert_eq!(clinician.closed().await?, 4410);
+    let events = server
+        .audit_events_with(&visit.id, &["participant.resumed", "participant.removed"])
+        .await?;
+    for wanted in ["participant.resumed", "participant.removed", "visit.ended"] {
+        assert!(
+            events.iter().any(|e| e == wanted),
+            "no {wanted} in {events:?}"
+        );
+    }
+    assert_eq!(chime.calls_of("DeleteMeeting").len(), 1);
+    Ok(())
+}

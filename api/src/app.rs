@@ -10,12 +10,12 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::sync::{Notify, broadcast, watch};
 
-use crate::cluster::Cluster;
 use crate::audit::{Actor, ChainBreak, ChainVerifier, Entry, NewEntry, Outcome};
 use crate::aws::chime::ChimeMedia;
 use crate::aws::kms::{KmsKeyProvider, KmsSigner};
 use crate::aws::ses::SesTransport;
 use crate::aws::sns::SnsTransport;
+use crate::cluster::Cluster;
 use crate::config::{
     Config, EmailTransport, KeyProviderKind, MediaBackend, SignerKind, SmsTransport,
 };
@@ -188,6 +188,7 @@ impl App {
                 Some(Box::new(ChimeMedia::new(
                     client,
                     config.chime.media_region.clone(),
+                    config.signaling_url(),
                 )))
             }
             false => None,

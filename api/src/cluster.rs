@@ -126,7 +126,11 @@ impl Cluster {
     }
 
     /// Every node with its rooms; `rooms` lists only `tenant_id`'s visits.
-    pub async fn nodes(&self, store: &Store, tenant_id: &str) -> Result<Vec<NodeView>, sqlx::Error> {
+    pub async fn nodes(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+    ) -> Result<Vec<NodeView>, sqlx::Error> {
         let now = store::ms(Utc::now());
         let Store::Postgres { pool } = store else {
             let rooms = store::visits::open_rooms(&mut store.read().await?, tenant_id).await?;
@@ -193,7 +197,6 @@ impl Cluster {
             tracing::warn!(%error, "notifying other nodes of a visit event failed");
         }
     }
-
 }
 
 /// Registers this node and keeps it registered until `shutdown` flips (then removes it),
@@ -256,7 +259,9 @@ async fn relay(app: Arc<App>, pool: sqlx::PgPool, me: String) {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "ignoring an unreadable visit event"),
             },
-            Ok(None) => tracing::warn!("the event listener reconnected; events meanwhile were missed"),
+            Ok(None) => {
+                tracing::warn!("the event listener reconnected; events meanwhile were missed")
+            }
             Err(error) => {
                 tracing::warn!(%error, "the event listener failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

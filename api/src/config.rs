@@ -666,7 +666,11 @@ impl Config {
             ));
         }
         let id = &self.cluster.node_id;
-        if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(ConfigError::new(
                 "cluster.node_id",
                 "at most 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",

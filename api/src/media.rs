@@ -38,8 +38,12 @@ pub enum Media {
         ice_servers: Vec<IceServer>,
     },
     /// An Amazon Chime SDK meeting; both objects are shaped as the Chime SDK Meetings API
-    /// returns them, ready for amazon-chime-sdk-js's `MeetingSessionConfiguration`.
+    /// returns them, ready for amazon-chime-sdk-js's `MeetingSessionConfiguration`. The
+    /// waiting room, admit, remove and the end of the visit still go through this node's
+    /// signaling (without SDP): the browser joins the meeting once it is admitted.
     Chime {
+        /// WebSocket URL of this node's signaling, for the waiting room and the visit's events.
+        signaling_url: String,
         /// The `Meeting` of CreateMeeting (MeetingId, MediaRegion, MediaPlacement…).
         #[schema(value_type = Object)]
         meeting: serde_json::Value,

@@ -16,7 +16,7 @@ export function client(base) {
     clinician: (admin, name = 'Dr. Meredith Grey') =>
       call('POST', '/api/staff', admin, { role: 'clinician', display_name: name }),
     /** A visit `offsetMinutes` from now with its links: {visit, links}. */
-    async visit(admin, clinicianId, { offsetMinutes = 0, duration = 30, waitingRoom = true } = {}) {
+    async visit(admin, clinicianId, { offsetMinutes = 0, duration = 30, waitingRoom = true, mediaBackend } = {}) {
       const visit = await call('POST', '/api/visits', admin, {
         clinician_id: clinicianId,
         scheduled_at: new Date(Date.now() + offsetMinutes * 60000).toISOString(),
@@ -24,6 +24,7 @@ export function client(base) {
         patient: { name: 'Ada Lovelace', phone: '+15551234567' },
         chief_complaint: 'cough',
         waiting_room: waitingRoom,
+        ...(mediaBackend ? { media_backend: mediaBackend } : {}),
       });
       const links = await call('POST', `/api/visits/${visit.id}/links`, admin);
       return { visit, links };

@@ -14,7 +14,8 @@ export const SHOTS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '
 export const PHONE = { width: 375, height: 812 };
 export const DESKTOP = { width: 1280, height: 800 };
 
-export async function launch() {
+/** Chromium with fake devices; `args` adds command-line switches. */
+export async function launch({ args = [] } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -24,6 +25,7 @@ export async function launch() {
       '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
       '--allow-loopback-in-peer-connection',
       '--auto-select-desktop-capture-source=Entire screen',
+      ...args,
     ],
   });
 }

@@ -13,8 +13,8 @@ export function binary() {
   return join(target, 'debug', 'bedside');
 }
 
-/** A running server: {base, adminKey, stop()}. */
-export async function startServer() {
+/** A running server: {base, adminKey, stop()}; `env` adds to its environment. */
+export async function startServer({ env = {} } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'bedside-e2e-'));
   const child = spawn(binary(), [
     'serve', '--data-dir', dataDir, '--http', '127.0.0.1:0', '--udp', '127.0.0.1:0', '--announce-ip', '127.0.0.1',
@@ -25,6 +25,7 @@ export async function startServer() {
       BEDSIDE_LIMITS__LINK_PER_IP_PER_MINUTE: '100000',
       BEDSIDE_LIMITS__LINK_BURST: '10000',
       BEDSIDE_LOG__LEVEL: process.env.BEDSIDE_LOG__LEVEL || 'warn,bedside=info',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -9,6 +9,17 @@
 //!
 //! Audit rows and visit status changes go to the database from spawned tasks, so that a slow
 //! disk never delays SDP or events of a call.
+//!
+//! # Chime visits
+//!
+//! A visit whose media runs on Amazon Chime SDK (`media_backend = "chime"`) uses the same seats,
+//! waiting room, admit, remove, leave, resume, end, audit and visit status, but never reaches
+//! the SFU: there is no SDP, ICE or track for it here. What the SFU's events do for an SFU
+//! room the hub does itself for a Chime room — `admit` admits at once, `leave`, `remove`, an
+//! expired seat and the end of the visit take the seat out at once — and a seat counts as
+//! connected as soon as it is seated, so the visit is `in_progress` once an admitted patient
+//! and the clinician are both seated. The browser joins the Chime meeting only once it is
+//! admitted (docs/signaling.md, "Chime visits").
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +29,7 @@ use std::time::{Duration, Instant};
 use api::App;
 use api::app::VisitEvent;
 use api::audit::{Actor, NewEntry};
+use api::config::MediaBackend;
 use api::model::VisitStatus;
 use serde_json::json;
 use sfu::core::{Command, CoreError, Event, LeaveReason, ParticipantId, RoomId, TrackId};
@@ -129,6 +141,8 @@ struct Room {
     removed: HashSet<ParticipantId>,
     kinds: HashMap<TrackId, TrackKind>,
     in_progress: bool,
+    /// The visit's media runs on Amazon Chime: no SFU session for any seat.
+    chime: bool,
     /// Participants replaced by a new join: the old session's events, up to and including
     /// its `Left`, are dropped (counted, one per replacement).
     replaced: HashMap<ParticipantId, u32>,
@@ -347,16 +361,6 @@ impl Hub {
         offer: Option<String>,
     ) -> Result<Identity, Refusal> {
         let (claims, participant, room) = self.verify(grant)?;
-        let offer = offer
-            .map(|sdp| SdpOffer::from_sdp_string(&sdp))
-            .transpose()
-            .map_err(|error| {
-                Refusal::new(
-                    ErrorCode::InvalidSdp,
-                    error.to_string(),
-                    CloseCode::Protocol,
-                )
-            })?;
         let read = async {
             let mut db = self.app.store.read().await?;
             api::store::visits::get(&mut db, &claims.tenant, &claims.visit).await
@@ -379,13 +383,24 @@ impl Hub {
                     CloseCode::VisitOver,
                 )
             })?;
-        if visit.media_backend != "sfu" {
+        let chime = visit.media_backend == MediaBackend::Chime.as_str();
+        if chime && offer.is_some() {
             return Err(Refusal::new(
-                ErrorCode::VisitUnavailable,
-                "this visit does not use Bedside's media server",
+                ErrorCode::InvalidMessage,
+                "this visit's media runs on Amazon Chime: join without an offer",
                 CloseCode::Protocol,
             ));
         }
+        let offer = offer
+            .map(|sdp| SdpOffer::from_sdp_string(&sdp))
+            .transpose()
+            .map_err(|error| {
+                Refusal::new(
+                    ErrorCode::InvalidSdp,
+                    error.to_string(),
+                    CloseCode::Protocol,
+                )
+            })?;
         let role = Role::from(claims.role);
         let replaced = {
             let mut state = self.state();
@@ -395,7 +410,10 @@ impl Hub {
                 }
                 let old = r.seats.remove(&participant).map(|mut seat| {
                     seat.close(CloseCode::Replaced);
-                    *r.replaced.entry(participant).or_default() += 1;
+                    // A Chime room has no SFU session whose `Left` would have to be dropped.
+                    if !r.chime {
+                        *r.replaced.entry(participant).or_default() += 1;
+                    }
                 });
                 old.map(Ok)
             });
@@ -416,7 +434,9 @@ impl Hub {
         };
         let worker = self.worker(room).clone();
         if replaced {
-            let _ = worker.command(Command::Leave { participant }).await;
+            if !chime {
+                let _ = worker.command(Command::Leave { participant }).await;
+            }
             self.audit(
                 NewEntry::success(
                     &claims.tenant,
@@ -438,8 +458,20 @@ impl Hub {
                 removed: HashSet::new(),
                 kinds: HashMap::new(),
                 in_progress: visit.status() == VisitStatus::InProgress,
+                chime,
                 replaced: HashMap::new(),
             });
+            // The SFU counts an SFU room's seats; nothing else counts a Chime room's.
+            if room_state.chime && room_state.seats.len() >= self.limits.max_participants {
+                return Err(Refusal::new(
+                    ErrorCode::RoomFull,
+                    format!(
+                        "a visit has at most {} participants",
+                        self.limits.max_participants
+                    ),
+                    CloseCode::Unavailable,
+                ));
+            }
             let waiting = room_state.waiting_room
                 && role == Role::Patient
                 && !room_state.admitted.contains(&participant);
@@ -448,14 +480,15 @@ impl Hub {
                 role,
                 name: claims.name.clone(),
                 waiting,
-                connected: false,
+                // Chime carries the media: being seated is all the hub can know of it.
+                connected: chime,
                 conn: Some(conn),
                 session: session.clone(),
                 pending_offer: None,
                 joined_at: Instant::now(),
                 dropped: None,
                 leave_reason: LeftReason::Left,
-                in_sfu: false,
+                in_sfu: chime,
                 admit_pending: false,
             };
             seat.send(ServerMessage::Joined {
@@ -487,50 +520,11 @@ impl Hub {
             state.index.insert(participant, room);
             waiting
         };
-        let joined = worker
-            .command(Command::Join {
-                room,
-                participant,
-                offer,
-                waiting,
-            })
-            .await;
-        if let Err(error) = joined {
-            let close = match &error {
-                DriverError::Core(CoreError::Rtc(_)) => CloseCode::Protocol,
-                _ => CloseCode::Unavailable,
-            };
-            let frame = command_error(error);
-            let mut state = self.state();
-            if let Some(room_state) = state.rooms.get_mut(&room) {
-                room_state.seats.remove(&participant);
-                room_state.broadcast(
-                    None,
-                    &ServerMessage::ParticipantLeft {
-                        participant: claims.sub.clone(),
-                        reason: LeftReason::Failed,
-                    },
-                );
-                if room_state.seats.is_empty() {
-                    state.rooms.remove(&room);
-                }
-            }
-            state.index.remove(&participant);
-            return Err(Refusal { frame, close });
-        }
-        let admit = {
-            let mut state = self.state();
-            state
-                .rooms
-                .get_mut(&room)
-                .and_then(|r| r.seats.get_mut(&participant))
-                .is_some_and(|seat| {
-                    seat.in_sfu = true;
-                    std::mem::take(&mut seat.admit_pending)
-                })
-        };
-        if admit {
-            let _ = worker.command(Command::Admit { participant }).await;
+        if chime {
+            self.seated_chime(room);
+        } else {
+            self.join_sfu(&worker, room, participant, offer, waiting, &claims.sub)
+                .await?;
         }
         let details = json!({"participant_id": claims.sub, "role": claims.role.as_str()});
         self.audit(
@@ -557,6 +551,73 @@ impl Hub {
             participant: claims.sub,
             role,
         })
+    }
+
+    /// Seats a new SFU seat in the SFU (`sub` is its wire id), applying an `admit` that came
+    /// while the SFU did not have it yet; a refusal takes the seat out again.
+    async fn join_sfu(
+        &self,
+        worker: &Handle,
+        room: RoomId,
+        participant: ParticipantId,
+        offer: Option<SdpOffer>,
+        waiting: bool,
+        sub: &str,
+    ) -> Result<(), Refusal> {
+        let joined = worker
+            .command(Command::Join {
+                room,
+                participant,
+                offer,
+                waiting,
+            })
+            .await;
+        if let Err(error) = joined {
+            let close = match &error {
+                DriverError::Core(CoreError::Rtc(_)) => CloseCode::Protocol,
+                _ => CloseCode::Unavailable,
+            };
+            let frame = command_error(error);
+            let mut state = self.state();
+            if let Some(room_state) = state.rooms.get_mut(&room) {
+                room_state.seats.remove(&participant);
+                room_state.broadcast(
+                    None,
+                    &ServerMessage::ParticipantLeft {
+                        participant: sub.to_owned(),
+                        reason: LeftReason::Failed,
+                    },
+                );
+                if room_state.seats.is_empty() {
+                    state.rooms.remove(&room);
+                }
+            }
+            state.index.remove(&participant);
+            return Err(Refusal { frame, close });
+        }
+        let admit = {
+            let mut state = self.state();
+            state
+                .rooms
+                .get_mut(&room)
+                .and_then(|r| r.seats.get_mut(&participant))
+                .is_some_and(|seat| {
+                    seat.in_sfu = true;
+                    std::mem::take(&mut seat.admit_pending)
+                })
+        };
+        if admit {
+            let _ = worker.command(Command::Admit { participant }).await;
+        }
+        Ok(())
+    }
+
+    /// A seat was added to the Chime room `room`: the call may now be running.
+    fn seated_chime(&self, room: RoomId) {
+        let mut state = self.state();
+        if let Some(room_state) = state.rooms.get_mut(&room) {
+            self.check_running(room_state);
+        }
     }
 
     /// Reattaches a seat whose socket dropped (or is about to be replaced) to `conn`, if the
@@ -672,6 +733,10 @@ impl Hub {
                 return;
             }
             seat.leave_reason = LeftReason::Dropped;
+            if state.rooms.get(&room).is_some_and(|r| r.chime) {
+                self.depart(&mut state, room, participant, LeaveReason::Left);
+                return;
+            }
             room
         };
         let _ = self
@@ -696,20 +761,22 @@ impl Hub {
         let me = uuid_id(&identity.participant)
             .map(ParticipantId)
             .ok_or_else(stale)?;
-        let room = {
+        let (room, chime) = {
             let state = self.state();
             let room = state.index.get(&me).copied().ok_or_else(stale)?;
-            let holds = state
-                .rooms
-                .get(&room)
+            let room_state = state.rooms.get(&room);
+            let holds = room_state
                 .and_then(|r| r.seats.get(&me))
                 .and_then(|s| s.conn.as_ref())
                 .is_some_and(|c| c.id == conn_id);
             if !holds {
                 return Err(stale());
             }
-            room
+            (room, room_state.is_some_and(|r| r.chime))
         };
+        if chime {
+            return self.request_chime(room, me, request).await;
+        }
         let worker = self.worker(room).clone();
         let target = |text: &str| {
             uuid_id(text).map(ParticipantId).ok_or_else(|| {
@@ -829,6 +896,144 @@ impl Hub {
                 self.close_visit(&tenant, &visit, me).await
             }
         }
+    }
+
+    /// Carries out a request of a seat in the Chime room `room`: the waiting room, removal,
+    /// leaving and the end of the visit as for an SFU room, done here at once; SDP and track
+    /// mutes belong to the Chime meeting and are refused.
+    async fn request_chime(
+        &self,
+        room: RoomId,
+        me: ParticipantId,
+        request: Request,
+    ) -> Result<(), ServerMessage> {
+        let gone = || ServerMessage::error(ErrorCode::VisitUnavailable, "the visit is over");
+        let unknown = || ServerMessage::error(ErrorCode::UnknownParticipant, "not in this visit");
+        let target = |text: &str| {
+            uuid_id(text).map(ParticipantId).ok_or_else(|| {
+                ServerMessage::error(ErrorCode::UnknownParticipant, "not a participant id")
+            })
+        };
+        match request {
+            Request::Offer { .. } | Request::Answer { .. } | Request::Mute { .. } => {
+                Err(ServerMessage::error(
+                    ErrorCode::InvalidMessage,
+                    "this visit's media runs on Amazon Chime: no SDP or track mutes here",
+                ))
+            }
+            Request::Admit { participant } => {
+                let target = target(&participant)?;
+                let (tenant, visit) = {
+                    let mut state = self.state();
+                    let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
+                    let seat = room_state.seats.get_mut(&target).ok_or_else(unknown)?;
+                    if !seat.waiting {
+                        return Err(ServerMessage::error(
+                            ErrorCode::NotWaiting,
+                            "that participant is not waiting",
+                        ));
+                    }
+                    seat.waiting = false;
+                    room_state.admitted.insert(target);
+                    room_state.broadcast(
+                        None,
+                        &ServerMessage::ParticipantAdmitted {
+                            participant: wire_id(target),
+                        },
+                    );
+                    self.check_running(room_state);
+                    (room_state.tenant.clone(), room_state.visit.clone())
+                };
+                self.audit(
+                    NewEntry::success(&tenant, &actor(me), "participant.admitted", Some(&visit))
+                        .with_details(json!({"participant_id": participant})),
+                );
+                Ok(())
+            }
+            Request::Remove { participant } => {
+                let target = target(&participant)?;
+                let (tenant, visit) = {
+                    let mut state = self.state();
+                    let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
+                    let seat = room_state.seats.get_mut(&target).ok_or_else(unknown)?;
+                    seat.leave_reason = LeftReason::Removed;
+                    room_state.removed.insert(target);
+                    room_state.admitted.remove(&target);
+                    let names = (room_state.tenant.clone(), room_state.visit.clone());
+                    self.depart(&mut state, room, target, LeaveReason::Removed);
+                    names
+                };
+                self.audit(
+                    NewEntry::success(&tenant, &actor(me), "participant.removed", Some(&visit))
+                        .with_details(json!({"participant_id": participant})),
+                );
+                Ok(())
+            }
+            Request::Leave => {
+                let mut state = self.state();
+                if let Some(seat) = state
+                    .rooms
+                    .get_mut(&room)
+                    .and_then(|r| r.seats.get_mut(&me))
+                {
+                    seat.leave_reason = LeftReason::Left;
+                }
+                self.depart(&mut state, room, me, LeaveReason::Left);
+                Ok(())
+            }
+            Request::EndVisit => {
+                let (tenant, visit) = {
+                    let state = self.state();
+                    let room_state = state.rooms.get(&room).ok_or_else(gone)?;
+                    (room_state.tenant.clone(), room_state.visit.clone())
+                };
+                self.close_visit(&tenant, &visit, me).await?;
+                self.close_meeting(tenant, visit, me);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the Chime meeting of a visit ended over signaling, as
+    /// `POST /api/visits/{id}/end` does for one ended over REST, and audits `media.closed`
+    /// (a failure too: the visit is over whatever happens, and Chime ends an empty meeting by
+    /// itself).
+    fn close_meeting(&self, tenant: String, visit: String, by: ParticipantId) {
+        let app = Arc::clone(&self.app);
+        tokio::spawn(async move {
+            let read = async {
+                let mut db = app.store.read().await?;
+                api::store::visits::media_session(&mut db, &tenant, &visit).await
+            };
+            let session = match read.await {
+                Ok(Some(session)) => session,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(%error, "reading a visit's Chime meeting failed");
+                    return;
+                }
+            };
+            let closed = match app.media(MediaBackend::Chime) {
+                Ok(media) => media.close(&session).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            let entry = NewEntry::success(&tenant, &actor(by), "media.closed", Some(&visit))
+                .with_details(json!({"backend": "chime", "via": "signaling"}));
+            let entry = match closed {
+                Ok(()) => entry,
+                Err(why) => {
+                    tracing::warn!(error = %why, "deleting a visit's Chime meeting failed");
+                    NewEntry {
+                        outcome: api::audit::Outcome::Failure,
+                        reason: Some(why),
+                        ..entry
+                    }
+                }
+            };
+            if let Err(error) = app.audit_alone(entry).await {
+                tracing::error!(%error, "writing a signaling audit row failed");
+            }
+        });
     }
 
     /// Ends `visit` in the database as `POST /api/visits/{id}/end` does — status `ended`,
@@ -1063,56 +1268,78 @@ impl Hub {
                 reason,
                 ..
             } => {
-                let seat = room.seats.remove(&participant);
-                let reason = match (reason, &seat) {
-                    (LeaveReason::Removed, _) => LeftReason::Removed,
-                    (LeaveReason::Failed, _) => LeftReason::Failed,
-                    (LeaveReason::Left, Some(seat)) => seat.leave_reason,
-                    (LeaveReason::Left, None) => LeftReason::Left,
-                };
-                if let Some(mut seat) = seat {
-                    seat.close(match reason {
-                        LeftReason::Removed => CloseCode::Removed,
-                        LeftReason::VisitEnded => CloseCode::VisitOver,
-                        LeftReason::Failed => CloseCode::Unavailable,
-                        LeftReason::Left | LeftReason::Dropped => CloseCode::Normal,
-                    });
-                }
-                room.broadcast(
-                    None,
-                    &ServerMessage::ParticipantLeft {
-                        participant: wire_id(participant),
-                        reason,
-                    },
-                );
-                // The remover already audited `participant.removed`.
-                if reason != LeftReason::Removed {
-                    let reason_name = serde_json::to_value(reason).unwrap_or_default();
-                    self.audit(
-                        NewEntry::success(
-                            &room.tenant,
-                            &actor(participant),
-                            "participant.left",
-                            Some(&room.visit),
-                        )
-                        .with_details(
-                            json!({"participant_id": wire_id(participant), "reason": reason_name}),
-                        ),
-                    );
-                }
-                let empty = room.seats.is_empty();
-                if empty {
-                    state.rooms.remove(&room_id);
-                }
-                state.index.remove(&participant);
+                self.depart(&mut state, room_id, participant, reason);
                 return;
             }
             Event::Joined { .. } | Event::KeyframeRequested { .. } | Event::Rtt { .. } => {}
         }
-        if start && !room.in_progress && room.call_running() {
+        if start {
+            self.check_running(room);
+        }
+    }
+
+    /// Marks the visit `in_progress` the first time a clinician and a patient are in the call.
+    fn check_running(&self, room: &mut Room) {
+        if !room.in_progress && room.call_running() {
             room.in_progress = true;
             self.mark_in_progress(room.tenant.clone(), room.visit.clone());
         }
+    }
+
+    /// Takes `participant`'s seat out of room `room_id` — for an SFU room once the SFU says it
+    /// left, for a Chime room at once: closes its socket with the code for `reason`, tells the
+    /// others, audits (the remover already audited a removal) and drops an empty room.
+    fn depart(
+        &self,
+        state: &mut State,
+        room_id: RoomId,
+        participant: ParticipantId,
+        reason: LeaveReason,
+    ) {
+        let Some(room) = state.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let seat = room.seats.remove(&participant);
+        let reason = match (reason, &seat) {
+            (LeaveReason::Removed, _) => LeftReason::Removed,
+            (LeaveReason::Failed, _) => LeftReason::Failed,
+            (LeaveReason::Left, Some(seat)) => seat.leave_reason,
+            (LeaveReason::Left, None) => LeftReason::Left,
+        };
+        if let Some(mut seat) = seat {
+            seat.close(match reason {
+                LeftReason::Removed => CloseCode::Removed,
+                LeftReason::VisitEnded => CloseCode::VisitOver,
+                LeftReason::Failed => CloseCode::Unavailable,
+                LeftReason::Left | LeftReason::Dropped => CloseCode::Normal,
+            });
+        }
+        room.broadcast(
+            None,
+            &ServerMessage::ParticipantLeft {
+                participant: wire_id(participant),
+                reason,
+            },
+        );
+        // The remover already audited `participant.removed`.
+        if reason != LeftReason::Removed {
+            let reason_name = serde_json::to_value(reason).unwrap_or_default();
+            self.audit(
+                NewEntry::success(
+                    &room.tenant,
+                    &actor(participant),
+                    "participant.left",
+                    Some(&room.visit),
+                )
+                .with_details(
+                    json!({"participant_id": wire_id(participant), "reason": reason_name}),
+                ),
+            );
+        }
+        if room.seats.is_empty() {
+            state.rooms.remove(&room_id);
+        }
+        state.index.remove(&participant);
     }
 
     /// `waiting → in_progress`, audited, once a clinician and a patient are in the call.
@@ -1186,7 +1413,14 @@ impl Hub {
                 seat.leave_reason = LeftReason::VisitEnded;
                 seat.send(ServerMessage::VisitEnded);
             }
-            room_state.seats.keys().copied().collect()
+            let participants: Vec<ParticipantId> = room_state.seats.keys().copied().collect();
+            if room_state.chime {
+                for participant in participants {
+                    self.depart(&mut state, room, participant, LeaveReason::Left);
+                }
+                return;
+            }
+            participants
         };
         let worker = self.worker(room);
         for participant in participants {

@@ -189,7 +189,7 @@ pub enum ErrorCode {
     RoomFull,
     /// A track beyond the per-participant limit is not forwarded.
     TooManyTracks,
-    /// The visit is not live (not found, ended or cancelled) or uses another media backend.
+    /// The visit is not live (not found, ended or cancelled).
     VisitUnavailable,
     /// The media server cannot take the request now.
     MediaUnavailable,

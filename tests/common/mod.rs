@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod call;
+pub mod chime;
 
 use std::net::SocketAddr;
 
@@ -54,6 +55,15 @@ impl Server {
     /// Starts a node with `limits` for its signaling sockets.
     pub async fn start(limits: signaling::Limits) -> TestResult<Server> {
         Self::start_in(limits, tempfile::tempdir()?, |_| {}).await
+    }
+
+    /// Starts a node with `limits`, its configuration adjusted by `configure` (for example
+    /// [`chime::ChimeFake::configure`]).
+    pub async fn start_with(
+        limits: signaling::Limits,
+        configure: impl FnOnce(&mut api::config::Config),
+    ) -> TestResult<Server> {
+        Self::start_in(limits, tempfile::tempdir()?, configure).await
     }
 
     /// Starts a node on `data` with the configuration adjusted by `adjust`, registered in the
@@ -163,6 +173,12 @@ impl Server {
     /// Creates a clinician and a visit (waiting room on) starting now, issues its links,
     /// starts the patient with its code and the clinician with its API key.
     pub async fn visit(&self) -> TestResult<Visit> {
+        self.visit_with(json!({})).await
+    }
+
+    /// As [`Server::visit`], with the members of `extra` added to the visit's body (for
+    /// example `{"media_backend": "chime"}`).
+    pub async fn visit_with(&self, extra: Value) -> TestResult<Visit> {
         let admin = self.admin_key.as_str();
         let staff = self
             .post(
@@ -172,18 +188,16 @@ impl Server {
             )
             .await?;
         let clinician_key = text(&staff["api_key"])?;
-        let visit = self
-            .post(
-                Some(admin),
-                "/api/visits",
-                json!({
-                    "clinician_id": staff["id"],
-                    "scheduled_at": chrono::Utc::now().to_rfc3339(),
-                    "duration_minutes": 30,
-                    "patient": {"name": "Pat Example"},
-                }),
-            )
-            .await?;
+        let mut body = json!({
+            "clinician_id": staff["id"],
+            "scheduled_at": chrono::Utc::now().to_rfc3339(),
+            "duration_minutes": 30,
+            "patient": {"name": "Pat Example"},
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let visit = self.post(Some(admin), "/api/visits", body).await?;
         assert_eq!(visit["waiting_room"], json!(true));
         let id = text(&visit["id"])?;
         let links = self

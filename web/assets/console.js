@@ -5,7 +5,7 @@
 import { h, replace, announce, focusHeading } from './lib/dom.js';
 import { get, post } from './lib/api.js';
 import { openDevices } from './lib/devices.js';
-import { Call } from './lib/call.js';
+import { openCall } from './lib/media.js';
 import { runRoom } from './join/room.js';
 import { visitItem, refusal } from './console/visits.js';
 import { scheduleForm } from './console/schedule.js';
@@ -125,15 +125,23 @@ async function startVisit(visit, key, fail) {
     return again.data;
   };
   const stream = opened.stream;
-  const call = new Call({
-    start,
-    emit: () => {},
-    stream,
-    devices: { audio: stream.getAudioTracks().length > 0, video: stream.getVideoTracks().length > 0 },
-  });
+  let call;
+  let answer;
+  try {
+    // The SFU, or for a Chime visit the Chime SDK bundle, by the answer's `media.backend`.
+    ({ call, answer } = await openCall({
+      start,
+      stream,
+      devices: { audio: stream.getAudioTracks().length > 0, video: stream.getVideoTracks().length > 0 },
+    }));
+  } catch (problem) {
+    for (const track of stream.getTracks()) track.stop();
+    fail(problem);
+    return;
+  }
   document.body.dataset.state = 'joining';
   runRoom(main, { call, role: 'clinician', otherName: null, speaker: null, onFinish: () => home() });
-  call.join().catch(() => home());
+  call.enter(answer).catch(() => home());
 }
 
 home();

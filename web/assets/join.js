@@ -5,7 +5,7 @@
 import { post } from './lib/api.js';
 import { announce, focusHeading } from './lib/dom.js';
 import { openDevices, rememberedDevices } from './lib/devices.js';
-import { Call } from './lib/call.js';
+import { openCall } from './lib/media.js';
 import { loadingView, messageView, tooEarlyView, MESSAGES } from './join/states.js';
 import { runPreview } from './join/preview.js';
 import { runRoom } from './join/room.js';
@@ -63,13 +63,24 @@ async function check() {
   focusHeading(main);
 }
 
-function enter(visit, role, { stream, devices, speaker }) {
+async function enter(visit, role, { stream, devices, speaker }) {
   const start = async () => {
     const answer = await post(`/api/visits/${encodeURIComponent(visit.id)}/start`, { code });
     if (!answer.ok) throw answer;
     return answer.data;
   };
-  const call = new Call({ start, emit: () => {}, stream, devices });
+  let opened;
+  try {
+    // Starts the visit, then picks the SFU or, for a Chime visit, loads the Chime SDK.
+    opened = await openCall({ start, stream, devices });
+  } catch (answer) {
+    for (const track of stream.getTracks()) track.stop();
+    if (answer && answer.code) problem(answer, visit);
+    else show('error', messageView('error', { onRetry: check }));
+    announce('Joining did not work.');
+    return;
+  }
+  const { call, answer } = opened;
   document.body.dataset.state = 'joining';
   runRoom(main, {
     call,
@@ -81,12 +92,11 @@ function enter(visit, role, { stream, devices, speaker }) {
       show(reason, messageView(reason, { onRetry: check }));
     },
   });
-  call.join().then(() => {
+  call.enter(answer).then(() => {
     sessionStorage.setItem(IN_CALL_KEY, visit.id);
-  }, (answer) => {
+  }, () => {
     for (const track of stream.getTracks()) track.stop();
-    if (answer && answer.code) problem(answer, visit);
-    else show('error', messageView('error', { onRetry: check }));
+    show('error', messageView('error', { onRetry: check }));
     announce('Joining did not work.');
   });
 }

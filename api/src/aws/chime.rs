@@ -15,14 +15,21 @@ use crate::media::{Joined, Media, MediaError, MediaService};
 pub struct ChimeMedia {
     client: Client,
     media_region: String,
+    signaling_url: String,
 }
 
 impl ChimeMedia {
-    /// A backend creating meetings in `media_region`.
-    pub fn new(client: Client, media_region: impl Into<String>) -> Self {
+    /// A backend creating meetings in `media_region`, whose participants meet in the waiting
+    /// room of the signaling at `signaling_url`.
+    pub fn new(
+        client: Client,
+        media_region: impl Into<String>,
+        signaling_url: impl Into<String>,
+    ) -> Self {
         Self {
             client,
             media_region: media_region.into(),
+            signaling_url: signaling_url.into(),
         }
     }
 }
@@ -124,6 +131,7 @@ impl MediaService for ChimeMedia {
                 })?;
             Ok(Joined {
                 media: Media::Chime {
+                    signaling_url: self.signaling_url.clone(),
                     meeting: meeting_json(&meeting),
                     attendee: attendee_json(&attendee),
                 },

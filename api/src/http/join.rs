@@ -152,11 +152,12 @@ async fn join_media(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
         .await
         .map_err(|MediaError::Unavailable(why)| ApiError::Unavailable(why));
     if let Ok(Joined {
-        media: Media::Sfu { signaling_url, .. },
+        media: Media::Sfu { signaling_url, .. } | Media::Chime { signaling_url, .. },
         ..
     }) = &mut joined
     {
-        // The room lives on one node; every participant is sent there.
+        // The room (a Chime visit's too: its waiting room) lives on one node; every
+        // participant is sent there.
         *signaling_url = app
             .cluster
             .place(&app.store, &seat.visit.tenant_id, &seat.visit.id)

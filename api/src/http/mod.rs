@@ -24,9 +24,22 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::App;
 use crate::error::ApiError;
 
-/// Content-Security-Policy of every response: same-origin only, no inline script.
+/// Content-Security-Policy of every response: scripts, styles and images from this origin
+/// only, no inline script.
+///
+/// Connections may also go to Amazon Chime (`https://*.chime.aws`, `wss://*.chime.aws`: the
+/// meeting's signaling, TURN control and event ingestion), and workers may start from `blob:`
+/// (amazon-chime-sdk-js runs its encoded-transform worker from a blob), as the Chime SDK's CSP
+/// guide asks. They are allowed on every node, not only those with Chime enabled, so the policy
+/// stays one constant whatever the configuration: the allowance lets a page talk to AWS's
+/// Chime hosts and nothing else, and no script can come from there. Voice Focus and background
+/// filters (scripts and WebAssembly from `*.sdkassets.chime.aws`) are not used and stay
+/// blocked; so does `'wasm-unsafe-eval'`, whose only other use in the bundle is the `long`
+/// library probing for a WebAssembly multiply at load (it falls back to JavaScript, and the
+/// SDK logs the refusal as a "Security Policy Violation").
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-    media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+    media-src 'self' blob:; connect-src 'self' https://*.chime.aws wss://*.chime.aws; \
+    worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// The whole HTTP API with its middleware. Other crates merge their routes (signaling's
 /// `/ws`, the web pages) into it.

@@ -17,6 +17,7 @@ const REFUSALS = {
   rate_limited: 'Too many requests; wait a moment.',
   network: 'The server can’t be reached.',
   devices: 'Your camera and microphone could not start.',
+  chime_missing: 'This visit uses Amazon Chime, and this server has no Chime SDK bundle (see web/chime/README.md).',
 };
 
 export const refusal = (answer) => REFUSALS[answer.code] || `That didn’t work (${answer.code}).`;

@@ -266,6 +266,10 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
         quality.dataset.level = detail;
         quality.querySelector('.quality-text').textContent = QUALITY_WORDS[detail];
         return;
+      case 'media':
+        // An Amazon Chime meeting's state (connecting, connected, reconnecting, failed).
+        room.dataset.media = detail;
+        return;
       case 'connected':
         if (quality.dataset.level === 'good') quality.querySelector('.quality-text').textContent = QUALITY_WORDS.good;
         return;

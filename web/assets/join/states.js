@@ -44,6 +44,14 @@ export const MESSAGES = {
     body: ['This is not your fault. Please try again in a moment.'],
     retry: true,
   },
+  chime_missing: {
+    title: 'Video for this visit isn’t set up',
+    body: [
+      'This visit uses a video service that this clinic’s server is not ready for yet. This is not your fault.',
+      'Please contact the clinic and tell them the video page could not start. You can try again later with the same link on this device.',
+    ],
+    retry: true,
+  },
   unsupported: {
     title: 'This browser can’t do video visits',
     body: ['Please open your link in a recent version of Chrome, Safari, Edge or Firefox.'],

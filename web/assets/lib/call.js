@@ -43,7 +43,12 @@ export class Call {
 
   /** Starts the visit (consumes the link) and takes the seat. Throws the start problem. */
   async join() {
-    this.setGrant(await this.start());
+    await this.enter(await this.start());
+  }
+
+  /** Takes the seat with a start answer already in hand. */
+  async enter(answer) {
+    this.setGrant(answer);
     await this.connect(false);
   }
 
@@ -108,6 +113,11 @@ export class Call {
       socket.send({ type: 'resume', grant: this.grant, session: this.session });
       return;
     }
+    await this.sendJoin(socket);
+  }
+
+  /** Sends `join` on a fresh socket, with the offer of a fresh peer connection. */
+  async sendJoin(socket) {
     const pc = this.buildPeer();
     this.offering = true;
     this.needOffer = false;
@@ -210,6 +220,11 @@ export class Call {
     }
     this.emit('joined', { waiting: msg.waiting, resumed: msg.resumed });
     this.emit('roster', this.roster);
+    this.seated(msg);
+  }
+
+  /** The media side once the seat is taken (or resumed): recover the peer connection. */
+  seated(msg) {
     if (msg.resumed) {
       this.queue(async () => {
         // An offer of ours that went out as the socket died never arrived: send it again.
