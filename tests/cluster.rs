@@ -145,6 +145,12 @@ async fn rooms_are_placed_on_one_node_and_follow_the_live_nodes() -> TestResult 
         .audit_events_with(&visit.id, &["visit.ended", "participant.left"])
         .await?;
     assert!(events.iter().any(|e| e == "participant.left"), "{events:?}");
+    let metrics = b.get_text("/metrics").await?;
+    assert!(
+        metrics.contains(r#"bedside_cluster_total{kind="event",outcome="relayed"} 1"#),
+        "node B counts the relayed end"
+    );
+    assert!(metrics.contains("bedside_cluster_nodes_live 2"), "both nodes live");
 
     // Node B stops heartbeating (a crash: no deregistration). After the timeout its node
     // is gone and the next visit goes to node A.

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::app::{App, VisitEvent};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::{self, Store, nodes::NodeRow};
 
 /// The PostgreSQL notification channel of visit events.
@@ -108,6 +109,7 @@ impl Cluster {
     pub async fn place(
         &self,
         store: &Store,
+        metrics: &Metrics,
         tenant_id: &str,
         visit_id: &str,
     ) -> Result<String, sqlx::Error> {
@@ -115,13 +117,24 @@ impl Cluster {
             return Ok(self.node.signaling_url.clone());
         };
         let alive_since = self.alive_since();
-        let node = match store::nodes::placed(pool, visit_id, alive_since).await? {
-            Some(node) => Some(node),
+        let (node, outcome) = match store::nodes::placed(pool, visit_id, alive_since).await? {
+            Some(node) => (Some(node), "existing"),
             None => {
                 let now = store::ms(Utc::now());
-                store::nodes::place(pool, tenant_id, visit_id, alive_since, now).await?
+                let placed =
+                    store::nodes::place(pool, tenant_id, visit_id, alive_since, now).await?;
+                let outcome = if placed.is_some() {
+                    "placed"
+                } else {
+                    "this_node"
+                };
+                (placed, outcome)
             }
         };
+        metrics
+            .cluster
+            .with_label_values(&["placement", outcome])
+            .inc();
         Ok(node.map_or_else(|| self.node.signaling_url.clone(), |n| n.signaling_url))
     }
 
@@ -193,9 +206,17 @@ impl Cluster {
             .bind(payload)
             .execute(pool)
             .await;
-        if let Err(error) = sent {
-            tracing::warn!(%error, "notifying other nodes of a visit event failed");
-        }
+        let outcome = match sent {
+            Ok(_) => "published",
+            Err(error) => {
+                tracing::warn!(%error, "notifying other nodes of a visit event failed");
+                "failed"
+            }
+        };
+        app.metrics
+            .cluster
+            .with_label_values(&["event", outcome])
+            .inc();
     }
 }
 
@@ -212,7 +233,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 
 impl Cluster {
     async fn serve(self, app: Arc<App>, pool: sqlx::PgPool, shutdown: &mut watch::Receiver<bool>) {
-        let relay = tokio::spawn(relay(app, pool.clone(), self.node.id.clone()));
+        let relay = tokio::spawn(relay(app.clone(), pool.clone(), self.node.id.clone()));
         let mut tick = tokio::time::interval(self.heartbeat);
         loop {
             tokio::select! {
@@ -220,9 +241,15 @@ impl Cluster {
                 _ = tick.tick() => {}
             }
             let now = store::ms(Utc::now());
+            let cluster = &app.metrics.cluster;
             if let Err(error) = store::nodes::heartbeat(&pool, &self.node, now).await {
                 tracing::warn!(%error, node = %self.node.id, "node heartbeat failed");
+                cluster.with_label_values(&["heartbeat", "failed"]).inc();
                 continue;
+            }
+            cluster.with_label_values(&["heartbeat", "ok"]).inc();
+            if let Ok(live) = store::nodes::live_count(&pool, now - self.timeout_ms).await {
+                app.metrics.cluster_nodes.set(live);
             }
             match store::nodes::reap(&pool, now - self.timeout_ms).await {
                 Ok(0) => {}
@@ -254,6 +281,10 @@ async fn relay(app: Arc<App>, pool: sqlx::PgPool, me: String) {
         match listener.try_recv().await {
             Ok(Some(note)) => match serde_json::from_str::<Envelope>(note.payload()) {
                 Ok(envelope) if envelope.origin != me => {
+                    app.metrics
+                        .cluster
+                        .with_label_values(&["event", "relayed"])
+                        .inc();
                     let _ = app.events.send(envelope.event);
                 }
                 Ok(_) => {}

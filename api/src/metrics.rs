@@ -32,6 +32,11 @@ pub struct Metrics {
     pub audit_rows: IntCounterVec,
     /// Notifications waiting in the outbox.
     pub outbox_depth: IntGauge,
+    /// Cluster activity: heartbeats (ok, failed), room placements (existing, placed, this_node
+    /// when no node is registered), visit events (published, relayed, failed).
+    pub cluster: IntCounterVec,
+    /// Live nodes sharing the database, as of this node's last heartbeat.
+    pub cluster_nodes: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -66,7 +71,19 @@ impl Metrics {
         registry
             .register(Box::new(outbox_depth.clone()))
             .unwrap_or_else(|err| panic!("metric: {err}"));
+        let cluster_nodes = IntGauge::new("cluster_nodes_live", "Live nodes sharing the database")
+            .unwrap_or_else(|err| panic!("metric: {err}"));
+        registry
+            .register(Box::new(cluster_nodes.clone()))
+            .unwrap_or_else(|err| panic!("metric: {err}"));
         Self {
+            cluster: counter(
+                &registry,
+                "cluster_total",
+                "Heartbeats, room placements and visit events between nodes",
+                &["kind", "outcome"],
+            ),
+            cluster_nodes,
             http_requests: counter(
                 &registry,
                 "http_requests_total",

@@ -160,7 +160,12 @@ async fn join_media(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
         // participant is sent there.
         *signaling_url = app
             .cluster
-            .place(&app.store, &seat.visit.tenant_id, &seat.visit.id)
+            .place(
+                &app.store,
+                &app.metrics,
+                &seat.visit.tenant_id,
+                &seat.visit.id,
+            )
             .await?;
     }
     app.metrics

@@ -56,6 +56,14 @@ pub async fn remove(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// How many nodes heartbeated at or after `alive_since`.
+pub async fn live_count(pool: &PgPool, alive_since: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE heartbeat_at >= $1")
+        .bind(alive_since)
+        .fetch_one(pool)
+        .await
+}
+
 /// Every registered node, by id.
 pub async fn all(pool: &PgPool) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
