@@ -150,7 +150,10 @@ async fn rooms_are_placed_on_one_node_and_follow_the_live_nodes() -> TestResult 
         metrics.contains(r#"bedside_cluster_total{kind="event",outcome="relayed"} 1"#),
         "node B counts the relayed end"
     );
-    assert!(metrics.contains("bedside_cluster_nodes_live 2"), "both nodes live");
+    assert!(
+        metrics.contains("bedside_cluster_nodes_live 2"),
+        "both nodes live"
+    );
 
     // Node B stops heartbeating (a crash: no deregistration). After the timeout its node
     // is gone and the next visit goes to node A.

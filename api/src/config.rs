@@ -190,18 +190,50 @@ impl Default for SfuConfig {
     }
 }
 
-/// `[database]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[database]`. `Debug` and `Serialize` hide the URLs' passwords.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty = `sqlite://<data-dir>/bedside.db`.
+    #[serde(serialize_with = "serialize_without_password")]
     pub url: String,
     /// PostgreSQL only: the URL of the tables' owner, used to apply migrations at start. The
     /// role of `url` must not own the tables (row-level security does not bind owners); when
     /// empty, migrations run through `url` (only for a role that owns nothing yet, e.g. tests).
+    #[serde(serialize_with = "serialize_without_password")]
     pub migrate_url: String,
     /// Connections in the pool (SQLite: readers; it always has one writer).
     pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &without_password(&self.url))
+            .field("migrate_url", &without_password(&self.migrate_url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user info (`scheme://user:password@host…`) replaced by
+/// `<redacted>`.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+fn serialize_without_password<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&without_password(url))
 }
 
 impl Default for DatabaseConfig {
@@ -914,6 +946,34 @@ mod tests {
         config.aws.max_attempts = 3;
         config.aws.endpoint_url = Some("localhost:4566".into());
         assert_eq!(config.validate().unwrap_err().key, "aws.endpoint_url");
+    }
+
+    #[test]
+    fn database_passwords_are_never_shown() {
+        let mut config = Config::default();
+        config.database.url = "postgres://app:s3cr3t-pw@db.internal:5432/bedside".into();
+        config.database.migrate_url =
+            "postgres://owner:0wn3r-pw@db.internal/bedside?sslmode=require".into();
+        let shown = serde_json::to_string(&config).expect("serialises");
+        let debug = format!("{config:?}");
+        for text in [&shown, &debug] {
+            assert!(
+                !text.contains("s3cr3t") && !text.contains("0wn3r"),
+                "{text}"
+            );
+            assert!(text.contains("postgres://app:<redacted>@db.internal:5432/bedside"));
+            assert!(
+                text.contains("postgres://owner:<redacted>@db.internal/bedside?sslmode=require")
+            );
+        }
+        assert_eq!(
+            without_password("sqlite://./data/bedside.db"),
+            "sqlite://./data/bedside.db"
+        );
+        assert_eq!(
+            without_password("postgres://app@host/db"),
+            "postgres://app@host/db"
+        );
     }
 
     #[test]
