@@ -7,13 +7,41 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn bedside(data_dir: &Path, args: &[&str]) -> Output {
+    bedside_with(data_dir, &[], args)
+}
+
+fn bedside_with(data_dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bedside"))
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("RUST_LOG")
         .output()
         .expect("bedside runs")
+}
+
+/// The environment that points `bedside` at a fresh database of the `scripts/pg` cluster, or
+/// None outside `scripts/test`.
+fn postgres_env(name: &str) -> Option<Vec<(String, String)>> {
+    let admin = std::env::var("BEDSIDE_TEST_PG_ADMIN_URL").ok()?;
+    let owner = std::env::var("BEDSIDE_TEST_PG_OWNER_URL_BASE").ok()?;
+    let app = std::env::var("BEDSIDE_TEST_PG_APP_URL_BASE").ok()?;
+    let database = format!("{name}_{}", std::process::id());
+    let created = Command::new("psql")
+        .arg(&admin)
+        .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE {database}"))
+        .status()
+        .expect("psql runs");
+    assert!(created.success(), "CREATE DATABASE {database}");
+    Some(vec![
+        ("BEDSIDE_DATABASE__URL".into(), format!("{app}/{database}")),
+        (
+            "BEDSIDE_DATABASE__MIGRATE_URL".into(),
+            format!("{owner}/{database}"),
+        ),
+    ])
 }
 
 fn json(output: &Output) -> Value {
@@ -58,7 +86,34 @@ fn bad_config_value_exits_2_naming_the_key() {
 
 #[test]
 fn tenant_and_apikey_commands() {
+    tenant_and_apikey_commands_with(&[]);
+}
+
+#[test]
+fn tenant_apikey_and_audit_commands_on_postgres() {
+    let Some(env) = postgres_env("cli") else {
+        eprintln!("no BEDSIDE_TEST_PG_ADMIN_URL: run through ./scripts/test");
+        return;
+    };
+    tenant_and_apikey_commands_with(&env);
     let dir = tempfile::tempdir().unwrap();
+    let verified = bedside_with(dir.path(), &env, &["audit", "verify"]);
+    assert!(verified.status.success());
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert!(report.contains("rows checked"), "{report}");
+    let shown =
+        String::from_utf8_lossy(&bedside_with(dir.path(), &env, &["config", "check"]).stdout)
+            .into_owned();
+    assert!(
+        shown.contains(":<redacted>@") && !shown.contains(&env[0].1),
+        "{shown}"
+    );
+}
+
+/// The tenant and API key commands, with `env` added to every command's environment.
+fn tenant_and_apikey_commands_with(env: &[(String, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let bedside = |dir: &Path, args: &[&str]| bedside_with(dir, env, args);
     let migrated = bedside(dir.path(), &["migrate"]);
     assert!(migrated.status.success());
     let tenant = json(&bedside(
