@@ -626,3 +626,64 @@ async fn a_chime_visit_resumes_removes_for_good_and_ends_over_rest() -> TestResu
     assert_eq!(chime.calls_of("DeleteMeeting").len(), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chime_admission_waits_for_the_attendee_and_an_expired_seat_loses_it() -> TestResult {
+    if !common::chime::credentials() {
+        return Ok(());
+    }
+    let chime = common::chime::ChimeFake::start().await?;
+    let server = Server::start_with(quick_limits(), |c| chime.configure(c)).await?;
+    let visit = server.visit_with(json!({"media_backend": "chime"})).await?;
+    let mut clinician = Client::connect(&server).await?;
+    clinician
+        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
+        .await?;
+    clinician.expect("joined").await?;
+    let mut patient = Client::connect(&server).await?;
+    patient
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    let me = text(&patient.expect("joined").await?["participant"])?;
+    clinician.expect("participant_waiting").await?;
+
+    // Chime is down when the clinician admits: no JoinToken to hand over, so the patient is
+    // not let in; it still waits and a later admit works.
+    chime.set_failing(true);
+    let admit = Message::Text(
+        json!({"type": "admit", "participant": me})
+            .to_string()
+            .into(),
+    );
+    assert_eq!(
+        clinician.error_for(admit.clone()).await?,
+        "media_unavailable"
+    );
+    nothing_pending(&mut patient).await?;
+    chime.set_failing(false);
+    clinician.send_raw(admit).await?;
+    let admitted = patient.expect("participant_admitted").await?;
+    assert!(admitted["attendee"]["JoinToken"].is_string());
+
+    // The patient's socket drops and its seat is not resumed within the window: the seat is
+    // freed and the attendee deleted, audited with the reason.
+    drop(patient);
+    let left = clinician.expect("participant_left").await?;
+    assert_eq!(
+        (&left["participant"], &left["reason"]),
+        (&json!(me), &json!("dropped"))
+    );
+    let deleted = deleted_attendees(&chime, 1).await;
+    assert_eq!(
+        deleted.first().map(|a| &a["JoinToken"]),
+        Some(&admitted["attendee"]["JoinToken"])
+    );
+    let events = server
+        .audit_events_with(&visit.id, &["media.attendee_removed"])
+        .await?;
+    assert!(
+        events.iter().any(|e| e == "media.attendee_removed"),
+        "{events:?}"
+    );
+    Ok(())
+}

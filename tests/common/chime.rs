@@ -29,6 +29,8 @@ struct Calls {
     deleted_attendees: Vec<Value>,
     /// Operation names in order, with the MeetingId they named.
     log: Vec<(&'static str, String)>,
+    /// While set, every call answers 503 ServiceUnavailableException (after being logged).
+    failing: bool,
 }
 
 type Shared = Arc<Mutex<Calls>>;
@@ -76,9 +78,27 @@ fn not_found() -> Response {
         .into_response()
 }
 
+/// The service's 503, as the API sends it.
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("x-amzn-errortype", "ServiceUnavailableException")],
+        axum::Json(json!({
+            "Code": "ServiceUnavailableException",
+            "Message": "The service is currently unavailable.",
+            "RequestId": "00000000-0000-4000-8000-000000000503",
+        })),
+    )
+        .into_response()
+}
+
 async fn create_meeting(State(state): State<Shared>, body: axum::Json<Value>) -> Response {
     let token = body["ClientRequestToken"].as_str().unwrap_or_default();
     let mut calls = lock(&state);
+    if calls.failing {
+        calls.log.push(("CreateMeeting", String::new()));
+        return unavailable();
+    }
     let id = match calls.meetings.get(token) {
         Some(id) => id.clone(),
         None => {
@@ -114,6 +134,9 @@ async fn create_attendee(
         .to_owned();
     let mut calls = lock(&state);
     calls.log.push(("CreateAttendee", meeting.clone()));
+    if calls.failing {
+        return unavailable();
+    }
     if !calls.meetings.values().any(|id| *id == meeting) {
         return not_found();
     }
@@ -138,6 +161,9 @@ async fn delete_attendee(
 ) -> Response {
     let mut calls = lock(&state);
     calls.log.push(("DeleteAttendee", meeting.clone()));
+    if calls.failing {
+        return unavailable();
+    }
     let key = calls
         .attendees
         .iter()
@@ -155,6 +181,9 @@ async fn delete_attendee(
 async fn delete_meeting(State(state): State<Shared>, Path(meeting): Path<String>) -> Response {
     let mut calls = lock(&state);
     calls.log.push(("DeleteMeeting", meeting.clone()));
+    if calls.failing {
+        return unavailable();
+    }
     let before = calls.meetings.len();
     calls.meetings.retain(|_, id| *id != meeting);
     if calls.meetings.len() == before {
@@ -196,6 +225,11 @@ impl ChimeFake {
         config.aws.attempt_timeout_ms = 2_000;
         config.aws.operation_timeout_ms = 5_000;
         config.aws.max_attempts = 2;
+    }
+
+    /// While `true`, every call answers 503 ServiceUnavailableException.
+    pub fn set_failing(&self, failing: bool) {
+        lock(&self.state).failing = failing;
     }
 
     /// The attendees deleted so far (`{AttendeeId, ExternalUserId, JoinToken}`), in order.
