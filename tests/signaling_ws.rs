@@ -370,6 +370,19 @@ async fn nothing_pending(client: &mut Client) -> TestResult {
     }
 }
 
+/// The attendees the Chime fake has deleted, once there are at least `count` (signaling
+/// deletes them off the socket's path), or what there were after 3 s.
+async fn deleted_attendees(chime: &common::chime::ChimeFake, count: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let deleted = chime.deleted_attendees();
+        if deleted.len() >= count || tokio::time::Instant::now() >= deadline {
+            return deleted;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> TestResult {
     if !common::chime::credentials() {
@@ -383,7 +396,19 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
         visit.patient["media"]["signaling_url"],
         json!(server.ws_url())
     );
-    assert!(visit.patient["media"]["attendee"]["JoinToken"].is_string());
+    // The patient will wait: its attendee comes without a JoinToken, so it cannot join the
+    // meeting before it is admitted. The clinician never waits and gets the whole attendee.
+    let patient_attendee = &visit.patient["media"]["attendee"];
+    assert_eq!(
+        patient_attendee["ExternalUserId"],
+        visit.patient["participant_id"]
+    );
+    assert!(patient_attendee["AttendeeId"].is_string());
+    assert!(
+        patient_attendee.get("JoinToken").is_none(),
+        "{patient_attendee}"
+    );
+    assert!(visit.clinician["media"]["attendee"]["JoinToken"].is_string());
 
     // SDP has no place in a Chime visit: a join with an offer is refused outright.
     let mut offering = Client::connect(&server).await?;
@@ -416,6 +441,20 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
         "waiting",
         "nobody is in the call while the patient waits"
     );
+    // A grant refresh while waiting does not hand the token out either.
+    let refreshed = server
+        .post(
+            None,
+            "/api/grants/refresh",
+            json!({"grant": visit.patient["grant"]}),
+        )
+        .await?;
+    assert_eq!(
+        refreshed["media"]["attendee"]["AttendeeId"],
+        patient_attendee["AttendeeId"]
+    );
+    assert!(refreshed["media"]["attendee"].get("JoinToken").is_none());
+    assert!(joined.get("attendee").is_none(), "no token while waiting");
     for refused in [
         json!({"type": "offer", "sdp": "v=0"}),
         json!({"type": "answer", "sdp": "v=0"}),
@@ -428,11 +467,19 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
     clinician
         .send(json!({"type": "admit", "participant": me}))
         .await?;
-    assert_eq!(
-        patient.expect("participant_admitted").await?["participant"],
-        json!(me)
+    // The admission hands the patient, and only the patient, its whole attendee: the one its
+    // start created (CreateAttendee again with the same ExternalUserId), now with JoinToken.
+    let admitted = patient.expect("participant_admitted").await?;
+    assert_eq!(admitted["participant"], json!(me));
+    let attendee = &admitted["attendee"];
+    assert_eq!(attendee["AttendeeId"], patient_attendee["AttendeeId"]);
+    assert_eq!(attendee["ExternalUserId"], json!(me));
+    let join_token = text(&attendee["JoinToken"])?;
+    let seen = clinician.expect("participant_admitted").await?;
+    assert!(
+        seen.get("attendee").is_none(),
+        "the token is the patient's alone: {seen}"
     );
-    clinician.expect("participant_admitted").await?;
     let twice = Message::Text(
         json!({"type": "admit", "participant": me})
             .to_string()
@@ -444,12 +491,30 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
         "in_progress"
     );
 
+    // A reload of the admitted patient: in at once, and its `joined` carries the attendee
+    // that its start (or rejoin) answer left without a token.
+    let mut reloaded = Client::connect(&server).await?;
+    reloaded
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    let rejoined = reloaded.expect("joined").await?;
+    assert_eq!(rejoined["waiting"], json!(false));
+    assert_eq!(rejoined["attendee"]["JoinToken"], json!(join_token));
+    assert_eq!(patient.closed().await?, 4409);
+    let mut patient = reloaded;
+
     patient.send(json!({"type": "leave"})).await?;
     assert_eq!(patient.closed().await?, 1000);
     let left = clinician.expect("participant_left").await?;
     assert_eq!(
         (&left["participant"], &left["reason"]),
         (&json!(me), &json!("left"))
+    );
+    // Leaving for good deletes the attendee: its JoinToken no longer opens the meeting.
+    let deleted = deleted_attendees(&chime, 1).await;
+    assert_eq!(
+        deleted.first().map(|a| &a["AttendeeId"]),
+        Some(&patient_attendee["AttendeeId"])
     );
 
     clinician.send(json!({"type": "end_visit"})).await?;
@@ -464,6 +529,7 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
         "participant.left",
         "visit.ended",
         "media.closed",
+        "media.attendee_removed",
     ];
     let events = server.audit_events_with(&visit.id, &wanted_all).await?;
     for wanted in wanted_all {
@@ -516,6 +582,18 @@ async fn a_chime_visit_resumes_removes_for_good_and_ends_over_rest() -> TestResu
     let left = clinician.expect("participant_left").await?;
     assert_eq!(left["reason"], "removed");
     assert_eq!(patient.closed().await?, 4403);
+    // Removal deletes the Chime attendee (DeleteAttendee with its AttendeeId), audited.
+    let deleted = deleted_attendees(&chime, 1).await;
+    assert_eq!(
+        deleted
+            .first()
+            .map(|a| (&a["ExternalUserId"], &a["AttendeeId"])),
+        Some((
+            &json!(me),
+            &visit.patient["media"]["attendee"]["AttendeeId"]
+        ))
+    );
+    assert_eq!(chime.calls_of("DeleteAttendee").len(), 1);
     let mut again = Client::connect(&server).await?;
     again
         .send(json!({"type": "join", "grant": visit.patient["grant"]}))
@@ -532,15 +610,80 @@ async fn a_chime_visit_resumes_removes_for_good_and_ends_over_rest() -> TestResu
         .await?;
     clinician.expect("visit_ended").await?;
     assert_eq!(clinician.closed().await?, 4410);
-    let events = server
-        .audit_events_with(&visit.id, &["participant.resumed", "participant.removed"])
-        .await?;
-    for wanted in ["participant.resumed", "participant.removed", "visit.ended"] {
+    let wanted_all = [
+        "participant.resumed",
+        "participant.removed",
+        "media.attendee_removed",
+        "visit.ended",
+    ];
+    let events = server.audit_events_with(&visit.id, &wanted_all).await?;
+    for wanted in wanted_all {
         assert!(
             events.iter().any(|e| e == wanted),
             "no {wanted} in {events:?}"
         );
     }
     assert_eq!(chime.calls_of("DeleteMeeting").len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chime_admission_waits_for_the_attendee_and_an_expired_seat_loses_it() -> TestResult {
+    if !common::chime::credentials() {
+        return Ok(());
+    }
+    let chime = common::chime::ChimeFake::start().await?;
+    let server = Server::start_with(quick_limits(), |c| chime.configure(c)).await?;
+    let visit = server.visit_with(json!({"media_backend": "chime"})).await?;
+    let mut clinician = Client::connect(&server).await?;
+    clinician
+        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
+        .await?;
+    clinician.expect("joined").await?;
+    let mut patient = Client::connect(&server).await?;
+    patient
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    let me = text(&patient.expect("joined").await?["participant"])?;
+    clinician.expect("participant_waiting").await?;
+
+    // Chime is down when the clinician admits: no JoinToken to hand over, so the patient is
+    // not let in; it still waits and a later admit works.
+    chime.set_failing(true);
+    let admit = Message::Text(
+        json!({"type": "admit", "participant": me})
+            .to_string()
+            .into(),
+    );
+    assert_eq!(
+        clinician.error_for(admit.clone()).await?,
+        "media_unavailable"
+    );
+    nothing_pending(&mut patient).await?;
+    chime.set_failing(false);
+    clinician.send_raw(admit).await?;
+    let admitted = patient.expect("participant_admitted").await?;
+    assert!(admitted["attendee"]["JoinToken"].is_string());
+
+    // The patient's socket drops and its seat is not resumed within the window: the seat is
+    // freed and the attendee deleted, audited with the reason.
+    drop(patient);
+    let left = clinician.expect("participant_left").await?;
+    assert_eq!(
+        (&left["participant"], &left["reason"]),
+        (&json!(me), &json!("dropped"))
+    );
+    let deleted = deleted_attendees(&chime, 1).await;
+    assert_eq!(
+        deleted.first().map(|a| &a["JoinToken"]),
+        Some(&admitted["attendee"]["JoinToken"])
+    );
+    let events = server
+        .audit_events_with(&visit.id, &["media.attendee_removed"])
+        .await?;
+    assert!(
+        events.iter().any(|e| e == "media.attendee_removed"),
+        "{events:?}"
+    );
     Ok(())
 }

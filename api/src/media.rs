@@ -41,16 +41,36 @@ pub enum Media {
     /// returns them, ready for amazon-chime-sdk-js's `MeetingSessionConfiguration`. The
     /// waiting room, admit, remove and the end of the visit still go through this node's
     /// signaling (without SDP): the browser joins the meeting once it is admitted.
+    ///
+    /// A participant who waits to be admitted (the patient of a visit with a waiting room)
+    /// gets the attendee without its `JoinToken`: signaling hands the full attendee to that
+    /// participant only, when it is admitted (docs/signaling.md, "Chime visits").
     Chime {
         /// WebSocket URL of this node's signaling, for the waiting room and the visit's events.
         signaling_url: String,
         /// The `Meeting` of CreateMeeting (MeetingId, MediaRegion, MediaPlacement…).
         #[schema(value_type = Object)]
         meeting: serde_json::Value,
-        /// The `Attendee` of CreateAttendee (AttendeeId, ExternalUserId, JoinToken).
+        /// The `Attendee` of CreateAttendee (AttendeeId, ExternalUserId, JoinToken). Without
+        /// `JoinToken` for a participant who waits to be admitted: it arrives over signaling
+        /// with the admission.
         #[schema(value_type = Object)]
         attendee: serde_json::Value,
     },
+}
+
+impl Media {
+    /// Takes the Chime attendee's `JoinToken` out, for a participant who may not join the
+    /// meeting before it is admitted; the SFU's answer has nothing to withhold.
+    pub fn withhold_join_token(&mut self) {
+        if let Self::Chime {
+            attendee: serde_json::Value::Object(attendee),
+            ..
+        } = self
+        {
+            attendee.remove("JoinToken");
+        }
+    }
 }
 
 /// What joining a backend produced.
@@ -84,6 +104,14 @@ pub trait MediaService: Send + Sync {
     ) -> BoxFuture<'a, Result<Joined, MediaError>>;
     /// Closes the session `session_id` of an ended visit; a session already gone is fine.
     fn close<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), MediaError>>;
+    /// Takes `participant_id` out of the session `session_id` for good (removed, left, seat
+    /// expired), so that what [`MediaService::join`] gave it stops working; a participant or
+    /// session already gone is fine. A later `join` seats it afresh.
+    fn remove<'a>(
+        &'a self,
+        session_id: &'a str,
+        participant_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), MediaError>>;
 }
 
 /// Bedside's own SFU: the browser connects to this node's signaling; no remote call.
@@ -146,5 +174,42 @@ impl MediaService for SfuMedia {
     fn close<'a>(&'a self, _session_id: &'a str) -> BoxFuture<'a, Result<(), MediaError>> {
         // Signaling disconnects the room on `VisitEvent::Closed`; nothing remote to close.
         Box::pin(async { Ok(()) })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        _session_id: &'a str,
+        _participant_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), MediaError>> {
+        // Signaling takes the participant out of the SFU itself; nothing remote holds it.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_chime_join_token_is_withheld() {
+        let mut chime = Media::Chime {
+            signaling_url: "ws://node/ws".into(),
+            meeting: serde_json::json!({"MeetingId": "m"}),
+            attendee: serde_json::json!({"AttendeeId": "a", "ExternalUserId": "p", "JoinToken": "t"}),
+        };
+        chime.withhold_join_token();
+        let Media::Chime { attendee, .. } = &chime else {
+            panic!("still a Chime answer");
+        };
+        assert_eq!(
+            attendee,
+            &serde_json::json!({"AttendeeId": "a", "ExternalUserId": "p"})
+        );
+        let mut sfu = Media::Sfu {
+            signaling_url: "ws://node/ws".into(),
+            ice_servers: Vec::new(),
+        };
+        sfu.withhold_join_token();
+        assert!(matches!(sfu, Media::Sfu { .. }));
     }
 }

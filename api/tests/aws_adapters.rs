@@ -343,7 +343,18 @@ async fn visit_flow(t: &TestApp, chime: Option<&ChimeFake>) -> Vec<String> {
     assert_eq!(visit["media_backend"], expected_backend);
     let visit = visit["id"].as_str().expect("id").to_owned();
     let links = t.links(&cast.scheduler.key, &visit).await;
-    let patient = t.start(&visit, &links.patient).await.expect(StatusCode::OK);
+    let patient = t.send(start_req(&visit, &links.patient)).await;
+    let cookie = patient.device_cookie().expect("device cookie");
+    let patient = patient.expect(StatusCode::OK);
+    // The same device again (a reload): a rejoin, with the same participant.
+    let rejoined = t
+        .send(start_req(&visit, &links.patient).header(
+            axum::http::header::COOKIE,
+            &format!("bedside_device={cookie}"),
+        ))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(rejoined["participant_id"], patient["participant_id"]);
     let clinician = t
         .start(&visit, &links.clinician)
         .await
@@ -399,12 +410,29 @@ async fn visit_flow(t: &TestApp, chime: Option<&ChimeFake>) -> Vec<String> {
                 patient["media"]["attendee"]["AttendeeId"],
                 clinician["media"]["attendee"]["AttendeeId"]
             );
-            assert_eq!(
-                refreshed["media"]["attendee"]["AttendeeId"],
-                patient["media"]["attendee"]["AttendeeId"],
-                "refresh keeps the attendee"
+            for again in [&refreshed, &rejoined] {
+                assert_eq!(
+                    again["media"]["attendee"]["AttendeeId"],
+                    patient["media"]["attendee"]["AttendeeId"],
+                    "refresh and rejoin keep the attendee"
+                );
+            }
+            // The patient waits to be admitted (a waiting room is the default): its start,
+            // rejoin and refresh answers leave the JoinToken out; signaling hands it over on
+            // admission. The clinician never waits.
+            for answer in [&patient, &rejoined, &refreshed] {
+                let attendee = answer["media"]["attendee"].as_object().expect("attendee");
+                assert_eq!(
+                    attendee.keys().map(String::as_str).collect::<Vec<_>>(),
+                    ["AttendeeId", "ExternalUserId"],
+                    "no JoinToken for a waiting patient"
+                );
+            }
+            assert!(
+                clinician["media"]["attendee"]["JoinToken"]
+                    .as_str()
+                    .is_some()
             );
-            assert!(patient["media"]["attendee"]["JoinToken"].as_str().is_some());
             let creates = fake.calls_of("CreateMeeting");
             assert!(
                 creates
@@ -520,6 +548,93 @@ async fn chime_outage_during_start_consumes_nothing() {
     let started = t.start(&visit, &links.patient).await.expect(StatusCode::OK);
     assert_eq!(started["media"]["backend"], "chime");
     assert_eq!(fake.live_meetings().len(), 1);
+}
+
+/// A patient of a Chime visit without a waiting room never waits: its start answer carries
+/// the whole attendee, JoinToken included.
+#[tokio::test]
+async fn chime_without_waiting_room_hands_the_patient_its_join_token() {
+    let Some(_emu) = aws::emulators() else { return };
+    let fake = ChimeFake::start().await;
+    let t = TestApp::with_config(|c| aws::use_chime(c, &fake)).await;
+    let cast = t.cast().await;
+    let mut body = visit_body(&cast.clinician.id, minutes_from_now(5));
+    body["waiting_room"] = json!(false);
+    let visit = t.create_visit(&cast.scheduler.key, body).await;
+    let visit = visit["id"].as_str().expect("id").to_owned();
+    let links = t.links(&cast.scheduler.key, &visit).await;
+    let started = t.start(&visit, &links.patient).await.expect(StatusCode::OK);
+    assert!(started["media"]["attendee"]["JoinToken"].as_str().is_some());
+}
+
+/// `MediaService::remove` on Chime: the participant's attendee (found by its ExternalUserId,
+/// CreateAttendee's idempotency token) is deleted with DeleteAttendee; removing it again, or
+/// from a meeting already gone, is fine; an outage is an error after the retries.
+#[tokio::test]
+async fn chime_remove_deletes_the_participants_attendee() {
+    let Some(_emu) = aws::emulators() else { return };
+    let fake = ChimeFake::start().await;
+    let t = TestApp::with_config(|c| aws::use_chime(c, &fake)).await;
+    let chime = t
+        .app
+        .media(api::config::MediaBackend::Chime)
+        .expect("chime backend");
+    let joined = chime
+        .join("visit-remove", "participant-1")
+        .await
+        .expect("joined");
+    let meeting = joined.session_id.expect("MeetingId");
+    let api::media::Media::Chime { attendee, .. } = joined.media else {
+        panic!("a Chime answer");
+    };
+    chime
+        .remove(&meeting, "participant-1")
+        .await
+        .expect("removed");
+    let deletes = fake.calls_of("DeleteAttendee");
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].meeting_id.as_deref(), Some(meeting.as_str()));
+    assert_eq!(
+        deletes[0].attendee_id.as_deref(),
+        attendee["AttendeeId"].as_str()
+    );
+    let deleted = fake.deleted_attendees();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0]["JoinToken"], attendee["JoinToken"]);
+    assert!(
+        deletes[0].authorization.contains("/chime/aws4_request"),
+        "SigV4-signed"
+    );
+
+    // Joining again makes a new attendee: the deleted one's token stays dead.
+    let again = chime
+        .join("visit-remove", "participant-1")
+        .await
+        .expect("joined");
+    let api::media::Media::Chime {
+        attendee: second, ..
+    } = again.media
+    else {
+        panic!("a Chime answer");
+    };
+    assert_ne!(second["AttendeeId"], attendee["AttendeeId"]);
+    assert_ne!(second["JoinToken"], attendee["JoinToken"]);
+
+    fake.set_failing(true);
+    let err = chime
+        .remove(&meeting, "participant-1")
+        .await
+        .expect_err("Chime is down");
+    assert_eq!(
+        err.to_string(),
+        "media backend unavailable: chime:CreateAttendee: ServiceUnavailableException"
+    );
+    fake.set_failing(false);
+    chime.close(&meeting).await.expect("meeting deleted");
+    chime
+        .remove(&meeting, "participant-1")
+        .await
+        .expect("a meeting already gone took its attendees with it");
 }
 
 /// A Chime failure when the visit ends does not keep the visit open: it ends, and the

@@ -1,7 +1,8 @@
 // A fake of the Amazon Chime SDK Meetings REST API for the browser tests of Chime visits:
 // `POST /meetings` (idempotent on ClientRequestToken), `POST /meetings/{id}/attendees`
-// (idempotent on ExternalUserId) and `DELETE /meetings/{id}`, with the JSON shapes of the AWS
-// API reference. `bedside serve` reaches it through `chime.endpoint_url`; the media placement
+// (idempotent on ExternalUserId: the same attendee and JoinToken again),
+// `DELETE /meetings/{id}/attendees/{attendeeId}` and `DELETE /meetings/{id}` (204, or 404
+// NotFoundException), with the JSON shapes of the AWS API reference. `bedside serve` reaches it through `chime.endpoint_url`; the media placement
 // URLs it hands out name *.chime.aws hosts that the test browser resolves to nothing, so the
 // Chime SDK's attempts can be watched without anything leaving the machine.
 
@@ -33,7 +34,7 @@ export async function startChimeFake() {
   };
   const notFound = (res) => {
     res.setHeader('x-amzn-errortype', 'NotFoundException');
-    send(res, 404, { Code: 'NotFoundException', Message: 'The requested resource does not exist.' });
+    send(res, 404, { Code: 'NotFoundException', Message: 'The requested resource does not exist.', RequestId: randomUUID() });
   };
   const server = createServer((req, res) => {
     let raw = '';
@@ -43,6 +44,7 @@ export async function startChimeFake() {
       try { body = raw ? JSON.parse(raw) : {}; } catch { body = {}; }
       const path = new URL(req.url, 'http://fake').pathname;
       const attendees = path.match(/^\/meetings\/([^/]+)\/attendees$/);
+      const attendeePath = path.match(/^\/meetings\/([^/]+)\/attendees\/([^/]+)$/);
       const meetingPath = path.match(/^\/meetings\/([^/]+)$/);
       if (req.method === 'POST' && path === '/meetings') {
         calls.push({ operation: 'CreateMeeting', body });
@@ -73,6 +75,15 @@ export async function startChimeFake() {
           });
         }
         send(res, 200, { Attendee: meeting.attendees.get(body.ExternalUserId) });
+      } else if (req.method === 'DELETE' && attendeePath) {
+        const [, meetingId, attendeeId] = attendeePath;
+        calls.push({ operation: 'DeleteAttendee', meeting: meetingId, attendee: attendeeId });
+        const meeting = meetings.get(meetingId);
+        if (!meeting) return notFound(res);
+        const entry = [...meeting.attendees].find(([, a]) => a.AttendeeId === attendeeId);
+        if (!entry) return notFound(res);
+        meeting.attendees.delete(entry[0]);
+        send(res, 204);
       } else if (req.method === 'DELETE' && meetingPath) {
         calls.push({ operation: 'DeleteMeeting', meeting: meetingPath[1] });
         if (!meetings.delete(meetingPath[1])) return notFound(res);

@@ -3,9 +3,11 @@
 // built from web/chime/ (npm ci + esbuild, a few seconds once the packages are there).
 //
 // What is real: the page's choice of backend from the start answer, loading the bundle, the
-// waiting room and admit over Bedside's signaling, the visit's status, the Chime SDK's
-// meeting session built from the answer's meeting and attendee, and DeleteMeeting when the
-// clinician ends the visit. What cannot be: Chime's media servers — the fake's media placement
+// waiting room and admit over Bedside's signaling, the waiting patient's JoinToken withheld
+// from its start answer and handed over by signaling on admission, the visit's status, the
+// Chime SDK's meeting session built from the answer's meeting and that attendee (its
+// JoinToken is what the SDK offers Chime's signaling), and DeleteMeeting when the clinician
+// ends the visit. What cannot be: Chime's media servers — the fake's media placement
 // names *.chime.aws hosts that this browser resolves to nothing (--host-resolver-rules), so the
 // test checks that the SDK tries the meeting's own SignalingUrl, and when, but no audio or
 // video flows through Chime here.
@@ -45,6 +47,36 @@ function watchSockets(page) {
   const urls = [];
   page.on('websocket', (ws) => urls.push(ws.url()));
   return urls;
+}
+
+/** Every JSON frame `page` receives on Bedside's signaling socket from now on. */
+function watchSignaling(page) {
+  const frames = [];
+  page.on('websocket', (ws) => {
+    if (!ws.url().endsWith('/ws')) return;
+    ws.on('framereceived', ({ payload }) => {
+      try { frames.push(JSON.parse(payload)); } catch { /* not JSON */ }
+    });
+  });
+  return frames;
+}
+
+/**
+ * Records the subprotocols of every WebSocket the page's scripts open: the Chime SDK sends
+ * the attendee's JoinToken as one (`['_aws_wt_session', JoinToken]`), which the browser's
+ * own events do not show for a socket whose host does not resolve.
+ */
+async function recordSocketProtocols(page) {
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.socketProtocols = [];
+    window.WebSocket = class extends Native {
+      constructor(url, protocols) {
+        window.socketProtocols.push({ url: String(url), protocols: protocols || [] });
+        super(url, protocols);
+      }
+    };
+  });
 }
 
 before(async () => {
@@ -94,6 +126,8 @@ test('a Chime visit: waiting room and admit on signaling, the meeting joined onl
   const doctor = await open(browser);
   const patientSockets = watchSockets(patient);
   const doctorSockets = watchSockets(doctor);
+  const patientFrames = watchSignaling(patient);
+  await recordSocketProtocols(patient);
   const phase = (page) => page.evaluate(() => document.querySelector('.room')?.dataset.media);
   let signalingUrl;
 
@@ -118,12 +152,21 @@ test('a Chime visit: waiting room and admit on signaling, the meeting joined onl
   await t.test('the patient waits on signaling and does not join the meeting yet', async () => {
     await patient.goto(links.patient.url);
     await patient.waitForFunction(() => !document.querySelector('button.primary.big').disabled, null, { timeout: 10000 });
+    const started = patient.waitForResponse((r) => r.url().endsWith(`/api/visits/${visit.id}/start`));
     await patient.getByRole('button', { name: 'Join' }).click();
+    // The start answer names the attendee but withholds its JoinToken while the patient waits.
+    const answer = await (await started).json();
+    assert.equal(answer.media.backend, 'chime');
+    assert.deepEqual(Object.keys(answer.media.attendee).sort(), ['AttendeeId', 'ExternalUserId']);
+    assert.equal(answer.media.attendee.ExternalUserId, answer.participant_id);
     await patient.getByRole('heading', { name: 'You’re in the waiting room' }).waitFor();
     await doctor.getByRole('button', { name: 'Admit' }).waitFor();
     await patient.waitForTimeout(1000);
     assert.ok(patientSockets.some((u) => u.endsWith('/ws')), 'the patient holds a signaling seat');
     assert.ok(!patientSockets.some((u) => u.includes('chime.aws')), `no Chime connection while waiting: ${patientSockets}`);
+    const joined = patientFrames.find((f) => f.type === 'joined');
+    assert.equal(joined.waiting, true);
+    assert.equal(joined.attendee, undefined, 'no JoinToken over signaling while waiting');
     assert.equal(await phase(patient), undefined);
     const waiting = await api.get(`/api/visits/${visit.id}`, server.adminKey);
     assert.equal(waiting.status, 'waiting');
@@ -141,6 +184,16 @@ test('a Chime visit: waiting room and admit on signaling, the meeting joined onl
     }
     assert.ok(patientSockets.some((u) => u.startsWith(signalingUrl)), `the meeting's SignalingUrl in ${patientSockets}`);
     const meetingId = signalingUrl.slice(signalingUrl.lastIndexOf('/') + 1);
+    // The admission brought the patient its attendee with the JoinToken — the one Chime gave
+    // that participant — and the Chime SDK offers exactly that token to the meeting.
+    const admitted = patientFrames.find((f) => f.type === 'participant_admitted');
+    assert.ok(admitted, 'participant_admitted reached the patient');
+    const held = fake.meetings.get(meetingId).attendees.get(admitted.participant);
+    assert.deepEqual(admitted.attendee, held);
+    const offered = await patient.evaluate(() => window.socketProtocols);
+    const chimeSocket = offered.find((s) => s.url.startsWith(signalingUrl));
+    assert.ok(chimeSocket, `the SDK opened the meeting's signaling: ${JSON.stringify(offered)}`);
+    assert.deepEqual(chimeSocket.protocols, ['_aws_wt_session', held.JoinToken]);
     const attendees = fake.calls
       .filter((c) => c.operation === 'CreateAttendee' && c.meeting === meetingId)
       .map((c) => c.body.ExternalUserId);
@@ -164,6 +217,28 @@ test('a Chime visit: waiting room and admit on signaling, the meeting joined onl
     await patient.getByRole('button', { name: 'Start video' }).click();
     await patient.getByRole('button', { name: 'Stop video' }).waitFor();
     await patient.waitForFunction(() => document.querySelector('.tile.self').dataset.video === 'on');
+  });
+
+  await t.test('a reload of the admitted patient rejoins the meeting with the token from joined', async () => {
+    const meetingId = signalingUrl.slice(signalingUrl.lastIndexOf('/') + 1);
+    const before = patientFrames.length;
+    const rejoined = patient.waitForResponse((r) => r.url().endsWith(`/api/visits/${visit.id}/start`));
+    await patient.reload();
+    const answer = await (await rejoined).json();
+    assert.equal(answer.media.attendee.JoinToken, undefined, 'the rejoin answer withholds it too');
+    await patient.waitForFunction(() => document.body.dataset.state === 'call', null, { timeout: 10000 });
+    const joined = patientFrames.slice(before).find((f) => f.type === 'joined');
+    assert.equal(joined.waiting, false, 'admitted once, not held again');
+    const held = fake.meetings.get(meetingId).attendees.get(joined.participant);
+    assert.deepEqual(joined.attendee, held);
+    let offered = [];
+    for (let i = 0; i < 100 && !offered.some((o) => o.url.startsWith(signalingUrl)); i += 1) {
+      await patient.waitForTimeout(100);
+      offered = await patient.evaluate(() => window.socketProtocols);
+    }
+    const chimeSocket = offered.find((o) => o.url.startsWith(signalingUrl));
+    assert.ok(chimeSocket, `the SDK opened the meeting's signaling again: ${JSON.stringify(offered)}`);
+    assert.deepEqual(chimeSocket.protocols, ['_aws_wt_session', held.JoinToken]);
   });
 
   await t.test('End visit ends both pages and deletes the meeting', async () => {

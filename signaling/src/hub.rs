@@ -19,7 +19,15 @@
 //! expired seat and the end of the visit take the seat out at once — and a seat counts as
 //! connected as soon as it is seated, so the visit is `in_progress` once an admitted patient
 //! and the clinician are both seated. The browser joins the Chime meeting only once it is
-//! admitted (docs/signaling.md, "Chime visits").
+//! admitted (docs/signaling.md, "Chime visits"), and Chime enforces that too: a patient held
+//! by the waiting room gets its attendee without the `JoinToken` over HTTP, and the hub hands
+//! it the full attendee (fetched again with the idempotent [`MediaService::join`]) in its own
+//! `participant_admitted` — or in `joined` when an admitted patient comes back. A participant
+//! removed, gone for good or whose seat expired has its Chime attendee deleted
+//! ([`MediaService::remove`]), audited as `media.attendee_removed`.
+//!
+//! [`MediaService::join`]: api::media::MediaService::join
+//! [`MediaService::remove`]: api::media::MediaService::remove
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +119,9 @@ struct Seat {
     /// `admit_pending` and applied by the join once the SFU has it.
     in_sfu: bool,
     admit_pending: bool,
+    /// Chime visits: the attendee with its `JoinToken` this seat was handed over signaling
+    /// (a patient held by the waiting room, once admitted), sent again in `joined` on resume.
+    attendee: Option<Box<serde_json::Value>>,
 }
 
 impl Seat {
@@ -402,6 +413,29 @@ impl Hub {
                 )
             })?;
         let role = Role::from(claims.role);
+        // An admitted patient of a Chime visit with a waiting room coming back (a reload) is
+        // in at once, but its start answer had no JoinToken: fetch its attendee first.
+        let attendee = if chime && visit.waiting_room && role == Role::Patient && {
+            let state = self.state();
+            state.rooms.get(&room).is_some_and(|r| {
+                r.admitted.contains(&participant) && !r.removed.contains(&participant)
+            })
+        } {
+            let attendee = self
+                .chime_attendee(&claims.visit, &claims.sub)
+                .await
+                .map_err(|why| {
+                    tracing::warn!(error = %why, "fetching a Chime attendee for a rejoin failed");
+                    Refusal::new(
+                        ErrorCode::MediaUnavailable,
+                        "the meeting cannot be reached; try again",
+                        CloseCode::Unavailable,
+                    )
+                })?;
+            Some(Box::new(attendee))
+        } else {
+            None
+        };
         let replaced = {
             let mut state = self.state();
             let seat = state.rooms.get_mut(&room).and_then(|r| {
@@ -472,9 +506,11 @@ impl Hub {
                     CloseCode::Unavailable,
                 ));
             }
+            // A Chime patient admitted only after the attendee was (not) fetched above waits
+            // again rather than be let in without a JoinToken; `admit` hands it one.
             let waiting = room_state.waiting_room
                 && role == Role::Patient
-                && !room_state.admitted.contains(&participant);
+                && (!room_state.admitted.contains(&participant) || (chime && attendee.is_none()));
             let session = api::tokens::random_base62(SESSION_TOKEN_LEN);
             let mut seat = Seat {
                 role,
@@ -490,6 +526,7 @@ impl Hub {
                 leave_reason: LeftReason::Left,
                 in_sfu: chime,
                 admit_pending: false,
+                attendee: if waiting { None } else { attendee },
             };
             seat.send(ServerMessage::Joined {
                 protocol: PROTOCOL_VERSION,
@@ -500,6 +537,7 @@ impl Hub {
                 waiting,
                 resumed: false,
                 participants: room_state.roster(participant),
+                attendee: seat.attendee.clone(),
             });
             // Told under the same lock that builds rosters, so every other participant learns
             // of this one exactly once: from its own roster or from this notice.
@@ -658,6 +696,7 @@ impl Hub {
                 waiting: seat.waiting,
                 resumed: true,
                 participants: roster,
+                attendee: seat.attendee.clone(),
             });
             if let Some(sdp) = seat.pending_offer.clone() {
                 seat.send(ServerMessage::Offer { sdp });
@@ -733,7 +772,15 @@ impl Hub {
                 return;
             }
             seat.leave_reason = LeftReason::Dropped;
-            if state.rooms.get(&room).is_some_and(|r| r.chime) {
+            if let Some(room_state) = state.rooms.get(&room)
+                && room_state.chime
+            {
+                self.remove_attendee(
+                    room_state,
+                    participant,
+                    actor(participant),
+                    LeftReason::Dropped,
+                );
                 self.depart(&mut state, room, participant, LeaveReason::Left);
                 return;
             }
@@ -923,27 +970,55 @@ impl Hub {
             }
             Request::Admit { participant } => {
                 let target = target(&participant)?;
-                let (tenant, visit) = {
+                let not_waiting = || {
+                    ServerMessage::error(ErrorCode::NotWaiting, "that participant is not waiting")
+                };
+                let visit = {
                     let mut state = self.state();
                     let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
                     let seat = room_state.seats.get_mut(&target).ok_or_else(unknown)?;
-                    if !seat.waiting {
-                        return Err(ServerMessage::error(
-                            ErrorCode::NotWaiting,
-                            "that participant is not waiting",
-                        ));
+                    if !seat.waiting || seat.admit_pending {
+                        return Err(not_waiting());
                     }
-                    seat.waiting = false;
-                    room_state.admitted.insert(target);
-                    room_state.broadcast(
-                        None,
-                        &ServerMessage::ParticipantAdmitted {
-                            participant: wire_id(target),
-                        },
-                    );
-                    self.check_running(room_state);
-                    (room_state.tenant.clone(), room_state.visit.clone())
+                    seat.admit_pending = true;
+                    room_state.visit.clone()
                 };
+                // Only a waiting patient's start answer lacks the JoinToken: fetch its
+                // attendee again (the same one: ExternalUserId is CreateAttendee's
+                // idempotency token) and hand it over with the admission.
+                let fetched = self.chime_attendee(&visit, &wire_id(target)).await;
+                let mut state = self.state();
+                let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
+                let seat = room_state.seats.get_mut(&target).ok_or_else(unknown)?;
+                seat.admit_pending = false;
+                let attendee = fetched.map_err(|why| {
+                    tracing::warn!(error = %why, "fetching a Chime attendee to admit failed");
+                    ServerMessage::error(
+                        ErrorCode::MediaUnavailable,
+                        "the meeting cannot be reached; the participant still waits, admit again",
+                    )
+                })?;
+                if !seat.waiting {
+                    return Err(not_waiting());
+                }
+                seat.waiting = false;
+                let attendee = Box::new(attendee);
+                seat.attendee = Some(attendee.clone());
+                seat.send(ServerMessage::ParticipantAdmitted {
+                    participant: wire_id(target),
+                    attendee: Some(attendee),
+                });
+                room_state.admitted.insert(target);
+                room_state.broadcast(
+                    Some(target),
+                    &ServerMessage::ParticipantAdmitted {
+                        participant: wire_id(target),
+                        attendee: None,
+                    },
+                );
+                self.check_running(room_state);
+                let tenant = room_state.tenant.clone();
+                drop(state);
                 self.audit(
                     NewEntry::success(&tenant, &actor(me), "participant.admitted", Some(&visit))
                         .with_details(json!({"participant_id": participant})),
@@ -960,6 +1035,7 @@ impl Hub {
                     room_state.removed.insert(target);
                     room_state.admitted.remove(&target);
                     let names = (room_state.tenant.clone(), room_state.visit.clone());
+                    self.remove_attendee(room_state, target, actor(me), LeftReason::Removed);
                     self.depart(&mut state, room, target, LeaveReason::Removed);
                     names
                 };
@@ -971,12 +1047,11 @@ impl Hub {
             }
             Request::Leave => {
                 let mut state = self.state();
-                if let Some(seat) = state
-                    .rooms
-                    .get_mut(&room)
-                    .and_then(|r| r.seats.get_mut(&me))
+                if let Some(room_state) = state.rooms.get_mut(&room)
+                    && let Some(seat) = room_state.seats.get_mut(&me)
                 {
                     seat.leave_reason = LeftReason::Left;
+                    self.remove_attendee(room_state, me, actor(me), LeftReason::Left);
                 }
                 self.depart(&mut state, room, me, LeaveReason::Left);
                 Ok(())
@@ -992,6 +1067,93 @@ impl Hub {
                 Ok(())
             }
         }
+    }
+
+    /// `participant`'s Chime attendee with its `JoinToken`, from the idempotent
+    /// [`MediaService::join`](api::media::MediaService::join) (the meeting and attendee its
+    /// start created). `Err` says why, for the log.
+    async fn chime_attendee(
+        &self,
+        visit: &str,
+        participant: &str,
+    ) -> Result<serde_json::Value, String> {
+        let media = self
+            .app
+            .media(MediaBackend::Chime)
+            .map_err(|e| e.to_string())?;
+        match media.join(visit, participant).await {
+            Ok(api::media::Joined {
+                media: api::media::Media::Chime { attendee, .. },
+                ..
+            }) if attendee
+                .get("JoinToken")
+                .is_some_and(serde_json::Value::is_string) =>
+            {
+                Ok(attendee)
+            }
+            Ok(_) => Err("chime:CreateAttendee: no JoinToken".to_owned()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Deletes the Chime attendee of `participant`, who leaves the Chime room `room` for good
+    /// (`reason`: removed, left or dropped), so that its JoinToken stops working, and audits
+    /// `media.attendee_removed` (actor `by`; a failure too, with outcome `failure`). Runs in
+    /// the background: the seat is gone whatever Chime answers.
+    fn remove_attendee(
+        &self,
+        room: &Room,
+        participant: ParticipantId,
+        by: Actor,
+        reason: LeftReason,
+    ) {
+        let app = Arc::clone(&self.app);
+        let tenant = room.tenant.clone();
+        let visit = room.visit.clone();
+        let participant = wire_id(participant);
+        let reason = serde_json::to_value(reason).unwrap_or_default();
+        tokio::spawn(async move {
+            let read = async {
+                let mut db = app.store.read().await?;
+                api::store::visits::media_session(&mut db, &tenant, &visit).await
+            };
+            let session = match read.await {
+                Ok(Some(session)) => session,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(%error, "reading a visit's Chime meeting failed");
+                    return;
+                }
+            };
+            let removed = match app.media(MediaBackend::Chime) {
+                Ok(media) => media
+                    .remove(&session, &participant)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            let entry = NewEntry::success(&tenant, &by, "media.attendee_removed", Some(&visit))
+                .with_details(json!({
+                    "backend": "chime",
+                    "participant_id": participant,
+                    "reason": reason,
+                    "via": "signaling",
+                }));
+            let entry = match removed {
+                Ok(()) => entry,
+                Err(why) => {
+                    tracing::warn!(error = %why, "deleting a Chime attendee failed");
+                    NewEntry {
+                        outcome: api::audit::Outcome::Failure,
+                        reason: Some(why),
+                        ..entry
+                    }
+                }
+            };
+            if let Err(error) = app.audit_alone(entry).await {
+                tracing::error!(%error, "writing a signaling audit row failed");
+            }
+        });
     }
 
     /// Deletes the Chime meeting of a visit ended over signaling, as
@@ -1183,6 +1345,7 @@ impl Hub {
                     None,
                     &ServerMessage::ParticipantAdmitted {
                         participant: wire_id(participant),
+                        attendee: None,
                     },
                 );
                 start = true;

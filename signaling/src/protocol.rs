@@ -242,6 +242,11 @@ pub enum ServerMessage {
         resumed: bool,
         /// The others already in the room.
         participants: Vec<ParticipantInfo>,
+        /// Chime visits only: this participant's Chime `Attendee` with its `JoinToken`, when
+        /// its start answer had none (a patient held by the waiting room) and it is in —
+        /// a rejoin or resume after its admission.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attendee: Option<Box<serde_json::Value>>,
     },
     /// Someone joined the room (not waiting).
     ParticipantJoined {
@@ -263,6 +268,10 @@ pub enum ServerMessage {
     ParticipantAdmitted {
         /// Who.
         participant: String,
+        /// Chime visits only, and only in the copy sent to the admitted participant: its
+        /// Chime `Attendee` with the `JoinToken` its start answer left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attendee: Option<Box<serde_json::Value>>,
     },
     /// Someone left the room.
     ParticipantLeft {
@@ -434,5 +443,27 @@ mod tests {
             serde_json::to_string(&ServerMessage::VisitEnded).expect("encode"),
             r#"{"type":"visit_ended"}"#
         );
+    }
+
+    #[test]
+    fn the_attendee_is_an_optional_field_older_clients_never_see_otherwise() {
+        let plain = ServerMessage::ParticipantAdmitted {
+            participant: "p".into(),
+            attendee: None,
+        };
+        let text = serde_json::to_string(&plain).expect("encode");
+        assert_eq!(text, r#"{"type":"participant_admitted","participant":"p"}"#);
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&text).expect("decode"),
+            plain
+        );
+        let attendee =
+            serde_json::json!({"AttendeeId": "a", "ExternalUserId": "p", "JoinToken": "t"});
+        let full = ServerMessage::ParticipantAdmitted {
+            participant: "p".into(),
+            attendee: Some(Box::new(attendee.clone())),
+        };
+        let value = serde_json::to_value(&full).expect("encode");
+        assert_eq!(value["attendee"], attendee);
     }
 }

@@ -1,8 +1,11 @@
 //! A small fake of the Amazon Chime SDK Meetings REST API for the signaling tests of Chime
 //! visits: `POST /meetings` (idempotent on ClientRequestToken), `POST
-//! /meetings/{MeetingId}/attendees` and `DELETE /meetings/{MeetingId}`, answering the shapes
-//! the adapter reads. The api crate's tests hold the thorough fake (error codes, validation);
-//! this one only has to let a visit start and record what was called.
+//! /meetings/{MeetingId}/attendees` (idempotent on ExternalUserId, as the real API: the same
+//! attendee and JoinToken again), `DELETE /meetings/{MeetingId}/attendees/{AttendeeId}` and
+//! `DELETE /meetings/{MeetingId}` (204, or 404 `NotFoundException` for an unknown one),
+//! answering the shapes the adapter reads. The api crate's tests hold the thorough fake
+//! (error codes, validation); this one only has to let a visit start and record what was
+//! called.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,10 +19,18 @@ use serde_json::{Value, json};
 
 #[derive(Default)]
 struct Calls {
-    /// ClientRequestToken → MeetingId.
+    /// ClientRequestToken → MeetingId, of the meetings that exist.
     meetings: HashMap<String, String>,
+    /// Meetings created so far (names the next one).
+    created: usize,
+    /// (MeetingId, ExternalUserId) → the attendee, of the attendees that exist.
+    attendees: HashMap<(String, String), Value>,
+    /// Attendees deleted with DeleteAttendee, in order.
+    deleted_attendees: Vec<Value>,
     /// Operation names in order, with the MeetingId they named.
     log: Vec<(&'static str, String)>,
+    /// While set, every call answers 503 ServiceUnavailableException (after being logged).
+    failing: bool,
 }
 
 type Shared = Arc<Mutex<Calls>>;
@@ -53,15 +64,50 @@ pub fn credentials() -> bool {
     false
 }
 
+/// The service's 404: `x-amzn-ErrorType` and `{Code, Message, RequestId}`.
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [("x-amzn-errortype", "NotFoundException")],
+        axum::Json(json!({
+            "Code": "NotFoundException",
+            "Message": "The requested resource does not exist.",
+            "RequestId": "00000000-0000-4000-8000-000000000404",
+        })),
+    )
+        .into_response()
+}
+
+/// The service's 503, as the API sends it.
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("x-amzn-errortype", "ServiceUnavailableException")],
+        axum::Json(json!({
+            "Code": "ServiceUnavailableException",
+            "Message": "The service is currently unavailable.",
+            "RequestId": "00000000-0000-4000-8000-000000000503",
+        })),
+    )
+        .into_response()
+}
+
 async fn create_meeting(State(state): State<Shared>, body: axum::Json<Value>) -> Response {
     let token = body["ClientRequestToken"].as_str().unwrap_or_default();
     let mut calls = lock(&state);
-    let next = calls.meetings.len() + 1;
-    let id = calls
-        .meetings
-        .entry(token.to_owned())
-        .or_insert_with(|| format!("{next:08x}-0000-4000-8000-000000000000"))
-        .clone();
+    if calls.failing {
+        calls.log.push(("CreateMeeting", String::new()));
+        return unavailable();
+    }
+    let id = match calls.meetings.get(token) {
+        Some(id) => id.clone(),
+        None => {
+            calls.created += 1;
+            let id = format!("{:08x}-0000-4000-8000-000000000000", calls.created);
+            calls.meetings.insert(token.to_owned(), id.clone());
+            id
+        }
+    };
     calls.log.push(("CreateMeeting", id.clone()));
     let host = format!("{}.m2.ue1.app.chime.aws", &id[..8]);
     axum::Json(json!({"Meeting": {
@@ -82,19 +128,68 @@ async fn create_attendee(
     Path(meeting): Path<String>,
     body: axum::Json<Value>,
 ) -> Response {
+    let user = body["ExternalUserId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let mut calls = lock(&state);
-    calls.log.push(("CreateAttendee", meeting));
-    let attendee = calls.log.len();
-    axum::Json(json!({"Attendee": {
-        "AttendeeId": format!("{attendee:08x}-1111-4000-8000-000000000000"),
-        "ExternalUserId": body["ExternalUserId"],
-        "JoinToken": "fake-join-token",
-    }}))
-    .into_response()
+    calls.log.push(("CreateAttendee", meeting.clone()));
+    if calls.failing {
+        return unavailable();
+    }
+    if !calls.meetings.values().any(|id| *id == meeting) {
+        return not_found();
+    }
+    let serial = calls.log.len();
+    let attendee = calls
+        .attendees
+        .entry((meeting, user.clone()))
+        .or_insert_with(|| {
+            json!({
+                "AttendeeId": format!("{serial:08x}-1111-4000-8000-000000000000"),
+                "ExternalUserId": user,
+                "JoinToken": api::tokens::random_base62(48),
+            })
+        })
+        .clone();
+    axum::Json(json!({"Attendee": attendee})).into_response()
+}
+
+async fn delete_attendee(
+    State(state): State<Shared>,
+    Path((meeting, attendee)): Path<(String, String)>,
+) -> Response {
+    let mut calls = lock(&state);
+    calls.log.push(("DeleteAttendee", meeting.clone()));
+    if calls.failing {
+        return unavailable();
+    }
+    let key = calls
+        .attendees
+        .iter()
+        .find(|((m, _), a)| *m == meeting && a["AttendeeId"] == attendee.as_str())
+        .map(|(key, _)| key.clone());
+    match key.and_then(|key| calls.attendees.remove(&key)) {
+        Some(gone) => {
+            calls.deleted_attendees.push(gone);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => not_found(),
+    }
 }
 
 async fn delete_meeting(State(state): State<Shared>, Path(meeting): Path<String>) -> Response {
-    lock(&state).log.push(("DeleteMeeting", meeting));
+    let mut calls = lock(&state);
+    calls.log.push(("DeleteMeeting", meeting.clone()));
+    if calls.failing {
+        return unavailable();
+    }
+    let before = calls.meetings.len();
+    calls.meetings.retain(|_, id| *id != meeting);
+    if calls.meetings.len() == before {
+        return not_found();
+    }
+    calls.attendees.retain(|(m, _), _| *m != meeting);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -105,6 +200,10 @@ impl ChimeFake {
         let router = Router::new()
             .route("/meetings", post(create_meeting))
             .route("/meetings/{meeting}/attendees", post(create_attendee))
+            .route(
+                "/meetings/{meeting}/attendees/{attendee}",
+                delete(delete_attendee),
+            )
             .route("/meetings/{meeting}", delete(delete_meeting))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -126,6 +225,16 @@ impl ChimeFake {
         config.aws.attempt_timeout_ms = 2_000;
         config.aws.operation_timeout_ms = 5_000;
         config.aws.max_attempts = 2;
+    }
+
+    /// While `true`, every call answers 503 ServiceUnavailableException.
+    pub fn set_failing(&self, failing: bool) {
+        lock(&self.state).failing = failing;
+    }
+
+    /// The attendees deleted so far (`{AttendeeId, ExternalUserId, JoinToken}`), in order.
+    pub fn deleted_attendees(&self) -> Vec<Value> {
+        lock(&self.state).deleted_attendees.clone()
     }
 
     /// The MeetingIds of every call of `operation` so far.

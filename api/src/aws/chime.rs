@@ -1,5 +1,6 @@
 //! Amazon Chime SDK Meetings as a [`MediaService`]: one meeting per visit, one attendee per
-//! participant, the meeting deleted when the visit ends.
+//! participant (deleted when it is removed or leaves for good), the meeting deleted when the
+//! visit ends.
 
 use aws_sdk_chimesdkmeetings::Client;
 use aws_sdk_chimesdkmeetings::types::{Attendee, Meeting};
@@ -160,6 +161,68 @@ impl MediaService for ChimeMedia {
                 }
                 Err(err) => Err(MediaError::Unavailable(describe(
                     "chime:DeleteMeeting",
+                    &err,
+                ))),
+            }
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        session_id: &'a str,
+        participant_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), MediaError>> {
+        Box::pin(async move {
+            // ExternalUserId is CreateAttendee's idempotency token: the call answers the
+            // participant's attendee (the one its JoinToken belongs to) without a listing.
+            let attendee = match self
+                .client
+                .create_attendee()
+                .meeting_id(session_id)
+                .external_user_id(participant_id)
+                .send()
+                .await
+            {
+                Ok(output) => output.attendee,
+                // The meeting is gone, and its attendees with it.
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_not_found_exception()) =>
+                {
+                    return Ok(());
+                }
+                Err(err) => {
+                    return Err(MediaError::Unavailable(describe(
+                        "chime:CreateAttendee",
+                        &err,
+                    )));
+                }
+            };
+            let attendee_id = attendee
+                .as_ref()
+                .and_then(Attendee::attendee_id)
+                .ok_or_else(|| {
+                    MediaError::Unavailable("chime:CreateAttendee: no AttendeeId".into())
+                })?;
+            match self
+                .client
+                .delete_attendee()
+                .meeting_id(session_id)
+                .attendee_id(attendee_id)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_not_found_exception()) =>
+                {
+                    Ok(())
+                }
+                Err(err) => Err(MediaError::Unavailable(describe(
+                    "chime:DeleteAttendee",
                     &err,
                 ))),
             }

@@ -168,6 +168,14 @@ async fn join_media(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
             )
             .await?;
     }
+    if let Ok(joined) = &mut joined
+        && seat.visit.waiting_room
+        && seat.role == ParticipantRole::Patient
+    {
+        // This start, rejoin or refresh must not let the patient into the Chime meeting
+        // before it is admitted: the room's node hands the JoinToken over on admission.
+        joined.media.withhold_join_token();
+    }
     app.metrics
         .media_joins
         .with_label_values(&[

@@ -231,10 +231,12 @@ impl Drop for Proxy {
 /// One request the Chime fake received.
 #[derive(Debug, Clone)]
 pub struct ChimeCall {
-    /// `CreateMeeting`, `CreateAttendee` or `DeleteMeeting`.
+    /// `CreateMeeting`, `CreateAttendee`, `DeleteAttendee` or `DeleteMeeting`.
     pub operation: &'static str,
     /// The MeetingId in the path, if any.
     pub meeting_id: Option<String>,
+    /// The AttendeeId in the path (DeleteAttendee).
+    pub attendee_id: Option<String>,
     /// The JSON body (`Null` for DELETE).
     pub body: Value,
     /// The SigV4 `Authorization` header.
@@ -254,6 +256,7 @@ struct FakeState {
     meetings: HashMap<String, FakeMeeting>,
     by_token: HashMap<String, String>,
     deleted: Vec<String>,
+    deleted_attendees: Vec<Value>,
     calls: Vec<ChimeCall>,
     failing: bool,
 }
@@ -261,9 +264,11 @@ struct FakeState {
 type Shared = Arc<Mutex<FakeState>>;
 
 /// A fake of the Amazon Chime SDK Meetings REST API (restJson1): `POST /meetings`,
-/// `POST /meetings/{MeetingId}/attendees`, `DELETE /meetings/{MeetingId}`, with the
-/// documented shapes, the idempotency of ClientRequestToken and ExternalUserId, and errors
-/// as the service sends them (`x-amzn-ErrorType` plus `{Code, Message, RequestId}`).
+/// `POST /meetings/{MeetingId}/attendees`, `DELETE /meetings/{MeetingId}/attendees/{AttendeeId}`,
+/// `DELETE /meetings/{MeetingId}`, with the documented shapes, the idempotency of
+/// ClientRequestToken and ExternalUserId (a deleted attendee's ExternalUserId gets a new
+/// attendee), and errors as the service sends them (`x-amzn-ErrorType` plus
+/// `{Code, Message, RequestId}`).
 pub struct ChimeFake {
     /// Base URL for `chime.endpoint_url`.
     pub url: String,
@@ -326,7 +331,7 @@ fn ok_json(value: Value) -> Response {
 fn record(
     state: &Shared,
     operation: &'static str,
-    meeting_id: Option<String>,
+    (meeting_id, attendee_id): (Option<String>, Option<String>),
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Value, ChimeError> {
@@ -345,6 +350,7 @@ fn record(
     state.calls.push(ChimeCall {
         operation,
         meeting_id,
+        attendee_id,
         body: body_json.clone(),
         authorization: headers
             .get("authorization")
@@ -401,7 +407,7 @@ async fn create_meeting(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ChimeError> {
-    let body = record(&state, "CreateMeeting", None, &headers, &body)?;
+    let body = record(&state, "CreateMeeting", (None, None), &headers, &body)?;
     let token = string_field(&body, "ClientRequestToken", true)?.unwrap_or_default();
     let region = string_field(&body, "MediaRegion", true)?.unwrap_or_default();
     let external_id = string_field(&body, "ExternalMeetingId", false)?;
@@ -434,7 +440,7 @@ async fn create_attendee(
     let body = record(
         &state,
         "CreateAttendee",
-        Some(meeting_id.clone()),
+        (Some(meeting_id.clone()), None),
         &headers,
         &body,
     )?;
@@ -459,6 +465,39 @@ async fn create_attendee(
     Ok(ok_json(json!({"Attendee": attendee})))
 }
 
+/// `DELETE /meetings/{MeetingId}/attendees/{AttendeeId}`: 204, or 404 NotFoundException for
+/// an unknown meeting or attendee. The attendee's JoinToken stops working.
+async fn delete_attendee(
+    State(state): State<Shared>,
+    Path((meeting_id, attendee_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ChimeError> {
+    record(
+        &state,
+        "DeleteAttendee",
+        (Some(meeting_id.clone()), Some(attendee_id.clone())),
+        &headers,
+        &Bytes::new(),
+    )?;
+    let mut state = state.lock().expect("fake state");
+    let meeting = state
+        .meetings
+        .get_mut(&meeting_id)
+        .ok_or_else(ChimeError::not_found)?;
+    let user = meeting
+        .attendees
+        .iter()
+        .find(|(_, a)| a["AttendeeId"] == attendee_id.as_str())
+        .map(|(user, _)| user.clone())
+        .ok_or_else(ChimeError::not_found)?;
+    let attendee = meeting
+        .attendees
+        .remove(&user)
+        .ok_or_else(ChimeError::not_found)?;
+    state.deleted_attendees.push(attendee);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `DELETE /meetings/{MeetingId}`: 204, or 404 NotFoundException.
 async fn delete_meeting(
     State(state): State<Shared>,
@@ -468,7 +507,7 @@ async fn delete_meeting(
     record(
         &state,
         "DeleteMeeting",
-        Some(meeting_id.clone()),
+        (Some(meeting_id.clone()), None),
         &headers,
         &Bytes::new(),
     )?;
@@ -489,6 +528,10 @@ impl ChimeFake {
         let router = Router::new()
             .route("/meetings", post(create_meeting))
             .route("/meetings/{meeting_id}/attendees", post(create_attendee))
+            .route(
+                "/meetings/{meeting_id}/attendees/{attendee_id}",
+                delete(delete_attendee),
+            )
             .route("/meetings/{meeting_id}", delete(delete_meeting))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -526,6 +569,15 @@ impl ChimeFake {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// Attendees deleted so far (`{ExternalUserId, AttendeeId, JoinToken, Capabilities}`).
+    pub fn deleted_attendees(&self) -> Vec<Value> {
+        self.state
+            .lock()
+            .expect("fake state")
+            .deleted_attendees
+            .clone()
     }
 
     /// Meetings deleted so far.

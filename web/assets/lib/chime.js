@@ -3,9 +3,11 @@
 // exactly as for the SFU (docs/signaling.md §12) — that part is inherited from Call — but no
 // peer connection is made here: once signaling says this participant is in (never while it
 // waits), it joins the Chime meeting with amazon-chime-sdk-js, from the bundle an operator
-// builds under web/chime/ (served at /assets/chime/). It tells the page the same events as
-// Call, so the room looks and behaves the same, plus `media` with the meeting's state
-// (`connecting`, `connected`, `reconnecting`, `failed`).
+// builds under web/chime/ (served at /assets/chime/). A patient who waits gets its attendee
+// without the JoinToken in the start answer: the whole attendee comes with its admission
+// (`participant_admitted`, or `joined` when it comes back once admitted). It tells the page
+// the same events as Call, so the room looks and behaves the same, plus `media` with the
+// meeting's state (`connecting`, `connected`, `reconnecting`, `failed`).
 
 import { Call } from './call.js';
 import { openTrack } from './devices.js';
@@ -50,6 +52,19 @@ export class ChimeCall extends Call {
     this.attendees = new Map();
     this.audioEl = null;
     this.mediaState = 'idle';
+    /** The Chime attendee with its JoinToken, once known (start answer or signaling). */
+    this.attendee = null;
+  }
+
+  /** Keeps the attendee of a start or refresh answer when it has its JoinToken. */
+  setGrant(answer) {
+    super.setGrant(answer);
+    this.takeAttendee(answer.media && answer.media.attendee);
+  }
+
+  /** Remembers `attendee` if it carries a JoinToken (a waiting patient's start answer has none). */
+  takeAttendee(attendee) {
+    if (attendee && typeof attendee.JoinToken === 'string') this.attendee = attendee;
   }
 
   /** `join` without an offer: SDP has no place in a Chime visit. */
@@ -60,12 +75,17 @@ export class ChimeCall extends Call {
   /** Seated (or resumed): into the meeting at once unless still in the waiting room. */
   seated(msg) {
     this.recovered();
+    this.takeAttendee(msg.attendee);
     if (!msg.waiting) this.startMeeting();
   }
 
   onMessage(msg) {
     const result = super.onMessage(msg);
-    if (msg.type === 'participant_admitted' && msg.participant === this.me) this.startMeeting();
+    if (msg.type === 'participant_admitted' && msg.participant === this.me) {
+      // The JoinToken a waiting patient's start answer left out comes with its admission.
+      this.takeAttendee(msg.attendee);
+      this.startMeeting();
+    }
     return result;
   }
 
@@ -80,7 +100,9 @@ export class ChimeCall extends Call {
     this.setMedia('connecting');
     let session;
     try {
-      session = this.sdk.createMeetingSession(this.media);
+      // Without a JoinToken (none from the start answer nor from signaling) there is no way in.
+      if (!this.attendee) throw new Error('no JoinToken for the meeting');
+      session = this.sdk.createMeetingSession({ ...this.media, attendee: this.attendee });
     } catch {
       this.setMedia('failed');
       this.finish('error');
