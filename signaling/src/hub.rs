@@ -1113,17 +1113,8 @@ impl Hub {
         let participant = wire_id(participant);
         let reason = serde_json::to_value(reason).unwrap_or_default();
         tokio::spawn(async move {
-            let read = async {
-                let mut db = app.store.read().await?;
-                api::store::visits::media_session(&mut db, &tenant, &visit).await
-            };
-            let session = match read.await {
-                Ok(Some(session)) => session,
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::error!(%error, "reading a visit's Chime meeting failed");
-                    return;
-                }
+            let Some(session) = chime_session(&app, &tenant, &visit).await else {
+                return;
             };
             let removed = match app.media(MediaBackend::Chime) {
                 Ok(media) => media
@@ -1139,20 +1130,7 @@ impl Hub {
                     "reason": reason,
                     "via": "signaling",
                 }));
-            let entry = match removed {
-                Ok(()) => entry,
-                Err(why) => {
-                    tracing::warn!(error = %why, "deleting a Chime attendee failed");
-                    NewEntry {
-                        outcome: api::audit::Outcome::Failure,
-                        reason: Some(why),
-                        ..entry
-                    }
-                }
-            };
-            if let Err(error) = app.audit_alone(entry).await {
-                tracing::error!(%error, "writing a signaling audit row failed");
-            }
+            audit_chime_call(&app, entry, removed, "deleting a Chime attendee failed").await;
         });
     }
 
@@ -1163,17 +1141,8 @@ impl Hub {
     fn close_meeting(&self, tenant: String, visit: String, by: ParticipantId) {
         let app = Arc::clone(&self.app);
         tokio::spawn(async move {
-            let read = async {
-                let mut db = app.store.read().await?;
-                api::store::visits::media_session(&mut db, &tenant, &visit).await
-            };
-            let session = match read.await {
-                Ok(Some(session)) => session,
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::error!(%error, "reading a visit's Chime meeting failed");
-                    return;
-                }
+            let Some(session) = chime_session(&app, &tenant, &visit).await else {
+                return;
             };
             let closed = match app.media(MediaBackend::Chime) {
                 Ok(media) => media.close(&session).await.map_err(|e| e.to_string()),
@@ -1181,20 +1150,13 @@ impl Hub {
             };
             let entry = NewEntry::success(&tenant, &actor(by), "media.closed", Some(&visit))
                 .with_details(json!({"backend": "chime", "via": "signaling"}));
-            let entry = match closed {
-                Ok(()) => entry,
-                Err(why) => {
-                    tracing::warn!(error = %why, "deleting a visit's Chime meeting failed");
-                    NewEntry {
-                        outcome: api::audit::Outcome::Failure,
-                        reason: Some(why),
-                        ..entry
-                    }
-                }
-            };
-            if let Err(error) = app.audit_alone(entry).await {
-                tracing::error!(%error, "writing a signaling audit row failed");
-            }
+            audit_chime_call(
+                &app,
+                entry,
+                closed,
+                "deleting a visit's Chime meeting failed",
+            )
+            .await;
         });
     }
 
@@ -1602,6 +1564,38 @@ impl Hub {
                 *last = now;
             }
         }
+    }
+}
+
+/// The Chime meeting recorded for a visit, if any (a failed read is logged: there is then
+/// nothing the caller can close).
+async fn chime_session(app: &App, tenant: &str, visit: &str) -> Option<String> {
+    let read = async {
+        let mut db = app.store.read().await?;
+        api::store::visits::media_session(&mut db, tenant, visit).await
+    };
+    read.await.unwrap_or_else(|error| {
+        tracing::error!(%error, "reading a visit's Chime meeting failed");
+        None
+    })
+}
+
+/// Audits a Chime call made for signaling: `entry` as is when it succeeded, as a failure
+/// with the provider's reason (and a warning saying `failed`) when not.
+async fn audit_chime_call(app: &App, entry: NewEntry, result: Result<(), String>, failed: &str) {
+    let entry = match result {
+        Ok(()) => entry,
+        Err(why) => {
+            tracing::warn!(error = %why, "{failed}");
+            NewEntry {
+                outcome: api::audit::Outcome::Failure,
+                reason: Some(why),
+                ..entry
+            }
+        }
+    };
+    if let Err(error) = app.audit_alone(entry).await {
+        tracing::error!(%error, "writing a signaling audit row failed");
     }
 }
 

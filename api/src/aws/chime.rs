@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::describe;
 use crate::config::MediaBackend;
 use crate::media::{Joined, Media, MediaError, MediaService};
+use aws_sdk_chimesdkmeetings::error::{ProvideErrorMetadata, SdkError};
 
 /// Chime meetings in `chime.media_region`.
 #[derive(Debug, Clone)]
@@ -143,27 +144,13 @@ impl MediaService for ChimeMedia {
 
     fn close<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), MediaError>> {
         Box::pin(async move {
-            match self
+            let done = self
                 .client
                 .delete_meeting()
                 .meeting_id(session_id)
                 .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                // Chime ends idle meetings itself; one already gone is what we wanted.
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_not_found_exception()) =>
-                {
-                    Ok(())
-                }
-                Err(err) => Err(MediaError::Unavailable(describe(
-                    "chime:DeleteMeeting",
-                    &err,
-                ))),
-            }
+                .await;
+            deleted(done, "chime:DeleteMeeting", |e| e.is_not_found_exception())
         })
     }
 
@@ -205,27 +192,32 @@ impl MediaService for ChimeMedia {
                 .ok_or_else(|| {
                     MediaError::Unavailable("chime:CreateAttendee: no AttendeeId".into())
                 })?;
-            match self
+            let done = self
                 .client
                 .delete_attendee()
                 .meeting_id(session_id)
                 .attendee_id(attendee_id)
                 .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_not_found_exception()) =>
-                {
-                    Ok(())
-                }
-                Err(err) => Err(MediaError::Unavailable(describe(
-                    "chime:DeleteAttendee",
-                    &err,
-                ))),
-            }
+                .await;
+            deleted(done, "chime:DeleteAttendee", |e| e.is_not_found_exception())
         })
+    }
+}
+
+/// What a delete came to: done — also when Chime says the target is already gone (Chime ends
+/// idle meetings itself, and a gone meeting takes its attendees with it) — or unavailable.
+fn deleted<O, E, R>(
+    result: Result<O, SdkError<E, R>>,
+    operation: &str,
+    not_found: impl Fn(&E) -> bool,
+) -> Result<(), MediaError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) if err.as_service_error().is_some_and(&not_found) => Ok(()),
+        Err(err) => Err(MediaError::Unavailable(describe(operation, &err))),
     }
 }
