@@ -272,35 +272,13 @@ async fn the_clinician_removes_the_patient_for_good() -> TestResult {
     assert_eq!(left["reason"], "removed");
     assert_eq!(patient.closed().await?, 4403);
 
-    let mut again = Client::connect(&server).await?;
-    again
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
-    assert_eq!(again.expect("error").await?["code"], "forbidden");
-    assert_eq!(again.closed().await?, 4403);
-
-    // Ending the visit takes the clinician out too.
-    server
-        .post(
-            Some(&visit.clinician_key),
-            &format!("/api/visits/{}/end", visit.id),
-            json!({}),
-        )
-        .await?;
-    clinician.expect("visit_ended").await?;
-    assert_eq!(clinician.closed().await?, 4410);
+    removed_for_good_then_ended(&server, &visit, &mut clinician).await?;
     let wanted_all = [
         "participant.admitted",
         "participant.removed",
         "participant.left",
     ];
-    let events = server.audit_events_with(&visit.id, &wanted_all).await?;
-    for wanted in wanted_all {
-        assert!(
-            events.iter().any(|e| e == wanted),
-            "no {wanted} in {events:?}"
-        );
-    }
+    audited(&server, &visit.id, &wanted_all).await?;
     Ok(())
 }
 
@@ -347,6 +325,44 @@ async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
 }
 
 /// The visit's status once it is `wanted`, or what it was after 3 s.
+/// The patient, removed for good, cannot rejoin with its grant (`forbidden`, 4403); then the
+/// visit ends over REST and the clinician is told and disconnected (4410).
+async fn removed_for_good_then_ended(
+    server: &Server,
+    visit: &common::Visit,
+    clinician: &mut Client,
+) -> TestResult {
+    let mut again = Client::connect(server).await?;
+    again
+        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
+        .await?;
+    assert_eq!(again.expect("error").await?["code"], "forbidden");
+    assert_eq!(again.closed().await?, 4403);
+    server
+        .post(
+            Some(&visit.clinician_key),
+            &format!("/api/visits/{}/end", visit.id),
+            json!({}),
+        )
+        .await?;
+    clinician.expect("visit_ended").await?;
+    assert_eq!(clinician.closed().await?, 4410);
+    Ok(())
+}
+
+/// Every one of `wanted` is among the visit's audit events (signaling audits off the
+/// socket's path, so this waits for them a little).
+async fn audited(server: &Server, visit_id: &str, wanted: &[&str]) -> TestResult {
+    let events = server.audit_events_with(visit_id, wanted).await?;
+    for wanted in wanted {
+        assert!(
+            events.iter().any(|e| e == wanted),
+            "no {wanted} in {events:?}"
+        );
+    }
+    Ok(())
+}
+
 async fn status_becomes(server: &Server, visit: &str, wanted: &str) -> TestResult<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
@@ -531,13 +547,7 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
         "media.closed",
         "media.attendee_removed",
     ];
-    let events = server.audit_events_with(&visit.id, &wanted_all).await?;
-    for wanted in wanted_all {
-        assert!(
-            events.iter().any(|e| e == wanted),
-            "no {wanted} in {events:?}"
-        );
-    }
+    audited(&server, &visit.id, &wanted_all).await?;
     assert_eq!(
         chime.calls_of("DeleteMeeting"),
         chime.calls_of("CreateMeeting")[..1],
@@ -594,35 +604,14 @@ async fn a_chime_visit_resumes_removes_for_good_and_ends_over_rest() -> TestResu
         ))
     );
     assert_eq!(chime.calls_of("DeleteAttendee").len(), 1);
-    let mut again = Client::connect(&server).await?;
-    again
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
-    assert_eq!(again.expect("error").await?["code"], "forbidden");
-    assert_eq!(again.closed().await?, 4403);
-
-    server
-        .post(
-            Some(&visit.clinician_key),
-            &format!("/api/visits/{}/end", visit.id),
-            json!({}),
-        )
-        .await?;
-    clinician.expect("visit_ended").await?;
-    assert_eq!(clinician.closed().await?, 4410);
+    removed_for_good_then_ended(&server, &visit, &mut clinician).await?;
     let wanted_all = [
         "participant.resumed",
         "participant.removed",
         "media.attendee_removed",
         "visit.ended",
     ];
-    let events = server.audit_events_with(&visit.id, &wanted_all).await?;
-    for wanted in wanted_all {
-        assert!(
-            events.iter().any(|e| e == wanted),
-            "no {wanted} in {events:?}"
-        );
-    }
+    audited(&server, &visit.id, &wanted_all).await?;
     assert_eq!(chime.calls_of("DeleteMeeting").len(), 1);
     Ok(())
 }
