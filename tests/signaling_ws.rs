@@ -363,6 +363,18 @@ async fn audited(server: &Server, visit_id: &str, wanted: &[&str]) -> TestResult
     Ok(())
 }
 
+/// A node wired to a fresh Chime fake and a Chime visit on it; None without the dummy AWS
+/// credentials the SDK needs (the test command sets them).
+async fn chime_scene() -> TestResult<Option<(common::chime::ChimeFake, Server, common::Visit)>> {
+    if !common::chime::credentials() {
+        return Ok(None);
+    }
+    let chime = common::chime::ChimeFake::start().await?;
+    let server = Server::start_with(quick_limits(), |c| chime.configure(c)).await?;
+    let visit = server.visit_with(json!({"media_backend": "chime"})).await?;
+    Ok(Some((chime, server, visit)))
+}
+
 async fn status_becomes(server: &Server, visit: &str, wanted: &str) -> TestResult<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
@@ -401,12 +413,9 @@ async fn deleted_attendees(chime: &common::chime::ChimeFake, count: usize) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> TestResult {
-    if !common::chime::credentials() {
+    let Some((chime, server, visit)) = chime_scene().await? else {
         return Ok(());
-    }
-    let chime = common::chime::ChimeFake::start().await?;
-    let server = Server::start_with(quick_limits(), |c| chime.configure(c)).await?;
-    let visit = server.visit_with(json!({"media_backend": "chime"})).await?;
+    };
     assert_eq!(visit.patient["media"]["backend"], "chime");
     assert_eq!(
         visit.patient["media"]["signaling_url"],
@@ -558,12 +567,9 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chime_visit_resumes_removes_for_good_and_ends_over_rest() -> TestResult {
-    if !common::chime::credentials() {
+    let Some((chime, server, visit)) = chime_scene().await? else {
         return Ok(());
-    }
-    let chime = common::chime::ChimeFake::start().await?;
-    let server = Server::start_with(quick_limits(), |c| chime.configure(c)).await?;
-    let visit = server.visit_with(json!({"media_backend": "chime"})).await?;
+    };
     let mut clinician = Client::connect(&server).await?;
     clinician
         .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
@@ -618,12 +624,9 @@ async fn a_chime_visit_resumes_removes_for_good_and_ends_over_rest() -> TestResu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chime_admission_waits_for_the_attendee_and_an_expired_seat_loses_it() -> TestResult {
-    if !common::chime::credentials() {
+    let Some((chime, server, visit)) = chime_scene().await? else {
         return Ok(());
-    }
-    let chime = common::chime::ChimeFake::start().await?;
-    let server = Server::start_with(quick_limits(), |c| chime.configure(c)).await?;
-    let visit = server.visit_with(json!({"media_backend": "chime"})).await?;
+    };
     let mut clinician = Client::connect(&server).await?;
     clinician
         .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
