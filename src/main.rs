@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match build_runtime(&config) {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("bedside: cannot start the runtime: {err}");
@@ -59,6 +59,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime for HTTP, signaling, the database and the CLI, with `http.worker_threads`
+/// threads (0 = half the cores, at least 1). The SFU workers run on threads of their own
+/// (`sfu-worker-N`, see `sfu::driver`), so media is not capped by this number. Set here
+/// explicitly, so `TOKIO_WORKER_THREADS` has no effect.
+fn build_runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http.runtime_threads(cores))
+        .thread_name("bedside-http")
+        .enable_all()
+        .build()
 }
 
 async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
@@ -148,4 +161,21 @@ async fn admin(app: &Arc<api::App>, command: Command, actor: &Actor) -> anyhow::
         Command::Serve(_) | Command::Config(_) => unreachable!("handled by run"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_has_the_configured_thread_count() {
+        let mut config = Config::default();
+        config.http.worker_threads = 3;
+        let runtime = build_runtime(&config).expect("runtime");
+        assert_eq!(runtime.metrics().num_workers(), 3);
+        config.http.worker_threads = 0;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = build_runtime(&config).expect("runtime");
+        assert_eq!(runtime.metrics().num_workers(), (cores / 2).max(1));
+    }
 }

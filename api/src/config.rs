@@ -135,6 +135,24 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// Threads of the runtime that serves HTTP, WebSockets and the database; 0 = half the
+    /// cores (at least 1), since each SFU worker has a thread of its own.
+    pub worker_threads: usize,
+}
+
+/// Upper bound of `http.worker_threads`: far above any useful value, low enough to catch a
+/// typo before it spawns thousands of threads.
+pub const MAX_HTTP_WORKER_THREADS: usize = 256;
+
+impl HttpConfig {
+    /// The number of HTTP runtime threads `worker_threads` asks for on a machine with `cores`
+    /// cores: the value itself, or for 0 half the cores, at least 1.
+    pub fn runtime_threads(&self, cores: usize) -> usize {
+        match self.worker_threads {
+            0 => (cores / 2).max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -147,6 +165,7 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             tls_cert: None,
             tls_key: None,
+            worker_threads: 0,
         }
     }
 }
@@ -672,6 +691,12 @@ impl Config {
         if self.http.body_limit_bytes < 1024 {
             return Err(ConfigError::new("http.body_limit_bytes", "must be ≥ 1024"));
         }
+        if self.http.worker_threads > MAX_HTTP_WORKER_THREADS {
+            return Err(ConfigError::new(
+                "http.worker_threads",
+                format!("must be ≤ {MAX_HTTP_WORKER_THREADS} (0 = half the cores)"),
+            ));
+        }
         let postgres = |url: &str| url.starts_with("postgres:") || url.starts_with("postgresql:");
         let url = &self.database.url;
         if !url.is_empty() && !url.starts_with("sqlite:") && !postgres(url) {
@@ -921,6 +946,31 @@ mod tests {
             jail.set_env("BEDSIDE_HTTP__NO_SUCH_KEY", "1");
             let err = Config::load(None, Figment::new()).unwrap_err();
             assert!(err.message.contains("no_such_key"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own error type
+    fn http_worker_threads_defaults_to_half_the_cores_and_is_bounded() {
+        let mut http = HttpConfig::default();
+        assert_eq!(http.worker_threads, 0);
+        assert_eq!(http.runtime_threads(1), 1);
+        assert_eq!(http.runtime_threads(2), 1);
+        assert_eq!(http.runtime_threads(8), 4);
+        assert_eq!(http.runtime_threads(9), 4);
+        http.worker_threads = 3;
+        assert_eq!(http.runtime_threads(2), 3, "an explicit value wins");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BEDSIDE_HTTP__WORKER_THREADS", "2");
+            let config = Config::load(None, Figment::new()).expect("valid");
+            assert_eq!(config.http.worker_threads, 2);
+            jail.set_env("BEDSIDE_HTTP__WORKER_THREADS", "100000");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert_eq!(err.key, "http.worker_threads");
+            jail.set_env("BEDSIDE_HTTP__WORKER_THREADS", "-1");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert_eq!(err.key, "http.worker_threads");
             Ok(())
         });
     }

@@ -224,6 +224,30 @@ async fn workers_pin_each_room_to_one_worker() {
         .map(|r| workers.handle_for(*r).local_addr().port())
         .collect();
     assert_eq!(ports.len(), 3, "each worker has its own socket");
+    // Each worker runs on a named thread of its own, not on the test's runtime. A new thread
+    // names itself once it runs, so give the threads a moment.
+    let thread_names = || -> Option<std::collections::HashSet<String>> {
+        let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+        Some(
+            tasks
+                .filter_map(Result::ok)
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect(),
+        )
+    };
+    let wanted = ["sfu-worker-0", "sfu-worker-1", "sfu-worker-2"];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Some(names) = thread_names() {
+        if wanted.iter().all(|name| names.contains(*name)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker threads missing: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

@@ -279,8 +279,9 @@ impl Hub {
     /// A hub over the SFU `drivers` (worker `i` at index `i`, rooms placed with
     /// [`worker_for`]). Spawns, on the current runtime, one task per worker that relays its
     /// events, one that disconnects ended visits, and one that folds SFU statistics into the
-    /// metrics, which it registers in the api's registry. The tasks hold the hub and run
-    /// until the runtime shuts down, like the SFU workers they serve.
+    /// metrics, which it registers in the api's registry. The tasks hold the hub (and with it
+    /// the workers' handles) and run until the runtime shuts down; the SFU workers, on threads
+    /// of their own, end once the hub and its handles are gone.
     pub fn start(
         app: Arc<App>,
         drivers: Vec<Driver>,

@@ -2,6 +2,12 @@
 //! [`Core`], and [`Workers`] that run one driver per core with every room pinned to one of
 //! them.
 //!
+//! Each driver runs on its own OS thread (`sfu-worker-N`) with its own current-thread tokio
+//! runtime, which owns the socket's readiness and the core's timer. Media therefore never
+//! shares threads with the HTTP runtime: that one can be sized for HTTP and the database
+//! (`http.worker_threads`) without capping media, and a packet wakes exactly one thread, the
+//! one that handles it, instead of a work-stealing pool's cross-thread wakeups.
+//!
 //! The loop is the crate's run loop: drain the core (send its datagrams, hand out its events),
 //! then wait for the first of a datagram, the core's deadline or a command, feed it, repeat.
 //!
@@ -98,25 +104,56 @@ pub struct Driver {
     /// The core's events. Unbounded so that a slow reader never stalls media forwarding; the
     /// reader (signaling) must keep draining it.
     pub events: mpsc::UnboundedReceiver<Event>,
-    /// Ends with `Ok` once every [`Handle`] is dropped, or with the socket's fatal error.
+    /// Ends with `Ok` once every [`Handle`] is dropped, or with the socket's fatal error (or an
+    /// error if the worker thread panicked). A task on the caller's runtime that waits for the
+    /// worker thread; aborting it does not stop the worker (dropping every handle does).
     pub task: JoinHandle<io::Result<()>>,
 }
 
 impl Driver {
-    /// Spawns a driver on the current tokio runtime for `socket`. Datagrams are fed to the core
-    /// as received on `config.host_candidate`, the announced address clients send to.
+    /// Starts a driver for `socket` on a thread of its own named `sfu-worker-0` (see
+    /// [`Driver::spawn_worker`]). Must be called within a tokio runtime, which hosts only the
+    /// small task behind [`Driver::task`]. Datagrams are fed to the core as received on
+    /// `config.host_candidate`, the announced address clients send to.
     pub fn spawn(socket: UdpSocket, config: Config) -> io::Result<Driver> {
+        Self::spawn_worker(0, socket, config)
+    }
+
+    /// Starts a driver for `socket` on a new OS thread named `sfu-worker-{index}`, with its
+    /// own current-thread runtime (I/O and timers). The socket is moved out of the caller's
+    /// runtime (`into_std`) and registered with the worker's, so its readiness is driven by
+    /// the worker's thread. Must be called within a tokio runtime (for [`Driver::task`]).
+    ///
+    /// # Errors
+    /// When the socket cannot be moved or the runtime or thread cannot be created.
+    pub fn spawn_worker(index: usize, socket: UdpSocket, config: Config) -> io::Result<Driver> {
         let local_addr = socket.local_addr()?;
+        let socket = socket.into_std()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let socket = {
+            // Registers the socket with the worker's reactor, not the caller's.
+            let _context = runtime.enter();
+            UdpSocket::from_std(socket)?
+        };
         let (requests, request_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::unbounded_channel();
         let (stats_tx, stats) = watch::channel(WorkerStats::default());
-        let task = tokio::spawn(run(
-            Core::new(config),
-            socket,
-            request_rx,
-            event_tx,
-            stats_tx,
-        ));
+        let (done_tx, done) = oneshot::channel();
+        let core = Core::new(config);
+        std::thread::Builder::new()
+            .name(format!("sfu-worker-{index}"))
+            .spawn(move || {
+                let result = runtime.block_on(run(core, socket, request_rx, event_tx, stats_tx));
+                // Nobody waiting for the result is fine.
+                let _ = done_tx.send(result);
+            })?;
+        let task = tokio::spawn(async move {
+            done.await
+                .unwrap_or_else(|_| Err(io::Error::other("the SFU worker thread panicked")))
+        });
         Ok(Driver {
             handle: Handle {
                 requests,
@@ -198,7 +235,8 @@ async fn run(
     }
 }
 
-/// A non-blocking UDP socket bound to `addr`, with [`SOCKET_BUFFER`] asked for both ways.
+/// A non-blocking UDP socket bound to `addr`, with [`SOCKET_BUFFER`] asked for both ways,
+/// registered with the current runtime ([`Driver::spawn`] moves it to the worker's).
 ///
 /// # Errors
 /// When the socket cannot be created or bound.
@@ -236,7 +274,7 @@ pub fn worker_for(room: RoomId, count: usize) -> usize {
     (folded % count.max(1) as u64) as usize
 }
 
-/// One driver per CPU core, each with its own UDP port; a room always lives on the same
+/// One driver per CPU core, each on its own thread with its own UDP port; a room always lives on the same
 /// worker ([`worker_for`]), so one room's participants share one core and one socket.
 pub struct Workers {
     workers: Vec<Driver>,
@@ -281,7 +319,7 @@ impl Workers {
             let port = socket.local_addr()?.port();
             let mut config = config.clone();
             config.host_candidate = SocketAddr::new(announce_ip, port);
-            workers.push(Driver::spawn(socket, config)?);
+            workers.push(Driver::spawn_worker(index, socket, config)?);
         }
         Ok(Workers { workers })
     }
