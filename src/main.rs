@@ -62,7 +62,7 @@ fn main() -> ExitCode {
 }
 
 /// The runtime for HTTP, signaling, the database and the CLI, with `http.worker_threads`
-/// threads (0 = half the cores, at least 1). The SFU workers run on threads of their own
+/// threads (0 = one per core). The SFU workers run on threads of their own
 /// (`sfu-worker-N`, see `sfu::driver`), so media is not capped by this number. Set here
 /// explicitly, so `TOKIO_WORKER_THREADS` has no effect.
 fn build_runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
@@ -176,6 +176,6 @@ mod tests {
         config.http.worker_threads = 0;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = build_runtime(&config).expect("runtime");
-        assert_eq!(runtime.metrics().num_workers(), (cores / 2).max(1));
+        assert_eq!(runtime.metrics().num_workers(), cores.max(1));
     }
 }

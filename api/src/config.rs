@@ -135,8 +135,8 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
-    /// Threads of the runtime that serves HTTP, WebSockets and the database; 0 = half the
-    /// cores (at least 1), since each SFU worker has a thread of its own.
+    /// Threads of the runtime that serves HTTP, WebSockets and the database; 0 = one per core
+    /// (each SFU worker has a thread of its own besides).
     pub worker_threads: usize,
 }
 
@@ -146,10 +146,10 @@ pub const MAX_HTTP_WORKER_THREADS: usize = 256;
 
 impl HttpConfig {
     /// The number of HTTP runtime threads `worker_threads` asks for on a machine with `cores`
-    /// cores: the value itself, or for 0 half the cores, at least 1.
+    /// cores: the value itself, or for 0 one per core.
     pub fn runtime_threads(&self, cores: usize) -> usize {
         match self.worker_threads {
-            0 => (cores / 2).max(1),
+            0 => cores.max(1),
             n => n,
         }
     }
@@ -694,7 +694,7 @@ impl Config {
         if self.http.worker_threads > MAX_HTTP_WORKER_THREADS {
             return Err(ConfigError::new(
                 "http.worker_threads",
-                format!("must be ≤ {MAX_HTTP_WORKER_THREADS} (0 = half the cores)"),
+                format!("must be ≤ {MAX_HTTP_WORKER_THREADS} (0 = one per core)"),
             ));
         }
         let postgres = |url: &str| url.starts_with("postgres:") || url.starts_with("postgresql:");
@@ -952,13 +952,12 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's own error type
-    fn http_worker_threads_defaults_to_half_the_cores_and_is_bounded() {
+    fn http_worker_threads_defaults_to_one_per_core_and_is_bounded() {
         let mut http = HttpConfig::default();
         assert_eq!(http.worker_threads, 0);
-        assert_eq!(http.runtime_threads(1), 1);
-        assert_eq!(http.runtime_threads(2), 1);
-        assert_eq!(http.runtime_threads(8), 4);
-        assert_eq!(http.runtime_threads(9), 4);
+        assert_eq!(http.runtime_threads(0), 1);
+        assert_eq!(http.runtime_threads(2), 2);
+        assert_eq!(http.runtime_threads(8), 8);
         http.worker_threads = 3;
         assert_eq!(http.runtime_threads(2), 3, "an explicit value wins");
         figment::Jail::expect_with(|jail| {
