@@ -310,20 +310,9 @@ async fn kms_outage_during_start_consumes_nothing() {
     })
     .await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(5))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
-    let before = t.snapshot().await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     proxy.set_down(true);
-    t.start(&visit, &links.patient)
-        .await
-        .problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    assert_eq!(
-        t.snapshot().await,
-        before,
-        "nothing consumed, nothing audited"
-    );
+    start_unavailable_changes_nothing(&t, &visit, &links.patient).await;
     proxy.set_down(false);
     let started = t.start(&visit, &links.patient).await.expect(StatusCode::OK);
     let grant = started["grant"].as_str().expect("grant");
@@ -333,6 +322,20 @@ async fn kms_outage_during_start_consumes_nothing() {
 /// One visit, start to end: patient and clinician start with their links, the patient
 /// refreshes, the clinician ends it. Checks the grants and the media answer of `backend`,
 /// and returns the visit's audit events (without `media.*`) for comparison across setups.
+/// `start` with `code` while a dependency is down: 503 `unavailable`, nothing consumed and
+/// nothing audited.
+async fn start_unavailable_changes_nothing(t: &TestApp, visit: &str, code: &str) {
+    let before = t.snapshot().await;
+    t.start(visit, code)
+        .await
+        .problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(
+        t.snapshot().await,
+        before,
+        "nothing consumed, nothing audited"
+    );
+}
+
 async fn visit_flow(t: &TestApp, chime: Option<&ChimeFake>) -> Vec<String> {
     let cast = t.cast().await;
     let visit = t
@@ -524,20 +527,9 @@ async fn chime_outage_during_start_consumes_nothing() {
     let fake = ChimeFake::start().await;
     let t = TestApp::with_config(|c| aws::use_chime(c, &fake)).await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(5))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
-    let before = t.snapshot().await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     fake.set_failing(true);
-    t.start(&visit, &links.patient)
-        .await
-        .problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    assert_eq!(
-        t.snapshot().await,
-        before,
-        "nothing consumed, nothing audited"
-    );
+    start_unavailable_changes_nothing(&t, &visit, &links.patient).await;
     assert_eq!(
         fake.calls_of("CreateMeeting").len(),
         2,
@@ -647,10 +639,7 @@ async fn chime_delete_failure_is_audited_and_the_visit_still_ends() {
     let fake = ChimeFake::start().await;
     let t = TestApp::with_config(|c| aws::use_chime(c, &fake)).await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(5))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(5)).await;
     t.start(&visit, &links.patient).await.expect(StatusCode::OK);
     fake.set_failing(true);
     let ended = t

@@ -25,10 +25,7 @@ struct Scene {
 async fn scene() -> Scene {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit_id = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit_id).await;
+    let (visit_id, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     Scene {
         t,
         cast,

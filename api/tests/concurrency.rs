@@ -18,10 +18,7 @@ const CALLERS: usize = 50;
 async fn fifty_concurrent_starts_with_one_code_yield_one_grant() {
     let t = TestApp::new().await; // link limits raised far above 50 per IP
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let server = Server::start(&t.app).await;
     let url = server.url(&format!("/api/visits/{visit}/start"));
 
@@ -98,10 +95,7 @@ async fn fifty_concurrent_starts_with_one_code_yield_one_grant() {
 async fn a_browser_keeps_its_seat_over_real_http() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let server = Server::start(&t.app).await;
     let start = server.url(&format!("/api/visits/{visit}/start"));
     let body = json!({"code": links.patient});

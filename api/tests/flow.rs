@@ -279,10 +279,7 @@ async fn visit_lists_page_with_cursors_and_filter() {
 async fn notifications_are_queued_logged_and_delivered() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let queued = t
         .send(
             Req::post(&format!("/api/visits/{visit}/notify"))
@@ -437,10 +434,7 @@ async fn join_flow_redeem_start_rejoin_refresh_and_end() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
     let at = minutes_from_now(5);
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, at)
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, at).await;
     for role in ["patient", "clinician"] {
         let url = links.body[role]["url"].as_str().expect("url");
         let code = links.body[role]["code"].as_str().expect("code");
@@ -619,10 +613,7 @@ async fn join_flow_redeem_start_rejoin_refresh_and_end() {
 async fn admins_query_and_export_the_audit() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     t.start(&visit, &links.patient).await.expect(StatusCode::OK);
     t.start(&visit, &links.patient)
         .await

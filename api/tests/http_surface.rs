@@ -105,10 +105,7 @@ async fn health_readiness_and_metrics() {
 async fn every_answer_carries_the_security_headers() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let answers = [
         ("healthz", t.send(Req::get("/healthz")).await),
         ("openapi", t.send(Req::get("/api/openapi.json")).await),
@@ -196,10 +193,7 @@ async fn hsts_is_sent_when_tls_is_configured() {
     );
     // And the device cookie becomes Secure.
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let resp = t.start(&visit, &links.patient).await;
     resp.expect(StatusCode::OK);
     let cookie = resp

@@ -11,6 +11,14 @@ use serde_json::json;
 use support::{Req, TestApp, minutes_from_now, rfc3339, start_req};
 
 /// Refusal rows of `link.refused` with `reason`, for `visit_id`.
+/// Both of a visit's codes are refused with 410 `code` by redeem and by start.
+async fn both_codes_gone(t: &TestApp, visit: &str, links: &support::Links, code: &str) {
+    for link in [&links.patient, &links.clinician] {
+        t.redeem(link).await.problem(StatusCode::GONE, code);
+        t.start(visit, link).await.problem(StatusCode::GONE, code);
+    }
+}
+
 async fn refusals(t: &TestApp, visit_id: &str, reason: &str) -> usize {
     t.audit_events("link.refused")
         .await
@@ -23,10 +31,7 @@ async fn refusals(t: &TestApp, visit_id: &str, reason: &str) -> usize {
 async fn random_and_malformed_codes_are_link_invalid() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let before = t.snapshot().await;
     let random = api::tokens::random_base62(16);
     let mut off_by_one = links.patient.clone();
@@ -67,14 +72,7 @@ async fn a_link_whose_window_has_closed_is_link_expired() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
     // 30 minutes two hours ago: the window closed 75 minutes ago.
-    let visit = t
-        .visit_at(
-            &cast.scheduler.key,
-            &cast.clinician.id,
-            minutes_from_now(-120),
-        )
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(-120)).await;
     let expires: DateTime<Utc> = links.body["patient"]["expires_at"]
         .as_str()
         .expect("expires_at")
@@ -82,14 +80,7 @@ async fn a_link_whose_window_has_closed_is_link_expired() {
         .expect("RFC 3339");
     assert!(expires < Utc::now());
     let before = t.snapshot().await;
-    for code in [&links.patient, &links.clinician] {
-        t.redeem(code)
-            .await
-            .problem(StatusCode::GONE, "link_expired");
-        t.start(&visit, code)
-            .await
-            .problem(StatusCode::GONE, "link_expired");
-    }
+    both_codes_gone(&t, &visit, &links, "link_expired").await;
     let after = t.snapshot().await;
     assert_eq!(
         after.state, before.state,
@@ -120,10 +111,7 @@ async fn a_link_whose_window_has_closed_is_link_expired() {
 async fn a_replaced_link_is_link_expired_and_the_new_one_works() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let first = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, first) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let second = t.links(&cast.scheduler.key, &visit).await;
     assert_ne!(first.patient, second.patient);
     t.redeem(&first.patient)
@@ -141,10 +129,7 @@ async fn a_replaced_link_is_link_expired_and_the_new_one_works() {
 async fn a_used_link_is_link_used_on_any_other_device() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let ua = "Mozilla/5.0 (PatientPhone)";
     let first = t
         .send(start_req(&visit, &links.patient).header(header::USER_AGENT, ua))
@@ -201,22 +186,12 @@ async fn a_used_link_is_link_used_on_any_other_device() {
 async fn a_cancelled_visit_is_visit_cancelled() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     t.send(Req::post(&format!("/api/visits/{visit}/cancel")).key(&cast.scheduler.key))
         .await
         .expect(StatusCode::OK);
     let before = t.snapshot().await;
-    for code in [&links.patient, &links.clinician] {
-        t.redeem(code)
-            .await
-            .problem(StatusCode::GONE, "visit_cancelled");
-        t.start(&visit, code)
-            .await
-            .problem(StatusCode::GONE, "visit_cancelled");
-    }
+    both_codes_gone(&t, &visit, &links, "visit_cancelled").await;
     t.send(Req::post(&format!("/api/visits/{visit}/start-authenticated")).key(&cast.clinician.key))
         .await
         .problem(StatusCode::GONE, "visit_cancelled");
@@ -232,10 +207,7 @@ async fn a_cancelled_visit_is_visit_cancelled() {
 async fn an_ended_visit_is_visit_ended_for_links_and_grants() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let resp = t.start(&visit, &links.patient).await;
     let granted = resp.expect(StatusCode::OK);
     let cookie = resp.device_cookie().expect("cookie");
@@ -243,14 +215,7 @@ async fn an_ended_visit_is_visit_ended_for_links_and_grants() {
         .await
         .expect(StatusCode::OK);
     let before = t.snapshot().await;
-    for code in [&links.patient, &links.clinician] {
-        t.redeem(code)
-            .await
-            .problem(StatusCode::GONE, "visit_ended");
-        t.start(&visit, code)
-            .await
-            .problem(StatusCode::GONE, "visit_ended");
-    }
+    both_codes_gone(&t, &visit, &links, "visit_ended").await;
     // Not even the device that joined may come back.
     t.send(
         start_req(&visit, &links.patient)
@@ -269,10 +234,7 @@ async fn too_early_says_when_and_consumes_nothing() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
     let at = minutes_from_now(120);
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, at)
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, at).await;
     let scheduled: DateTime<Utc> = rfc3339(at).parse().expect("time");
     let opens = scheduled - Duration::minutes(15);
     let before = t.snapshot().await;
@@ -313,26 +275,12 @@ async fn too_early_says_when_and_consumes_nothing() {
 async fn the_window_opens_fifteen_minutes_early_by_default() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let soon = t
-        .visit_at(
-            &cast.scheduler.key,
-            &cast.clinician.id,
-            minutes_from_now(10),
-        )
-        .await;
-    let links = t.links(&cast.scheduler.key, &soon).await;
+    let (soon, links) = t.visit_with_links(&cast, minutes_from_now(10)).await;
     t.start(&soon, &links.patient).await.expect(StatusCode::OK);
     // And the window can be configured.
     let t = TestApp::with_config(|c| c.visits.join_before_minutes = 5).await;
     let cast = t.cast().await;
-    let soon = t
-        .visit_at(
-            &cast.scheduler.key,
-            &cast.clinician.id,
-            minutes_from_now(10),
-        )
-        .await;
-    let links = t.links(&cast.scheduler.key, &soon).await;
+    let (soon, links) = t.visit_with_links(&cast, minutes_from_now(10)).await;
     t.start(&soon, &links.patient)
         .await
         .problem(StatusCode::FORBIDDEN, "too_early");
@@ -342,10 +290,7 @@ async fn the_window_opens_fifteen_minutes_early_by_default() {
 async fn start_binds_the_device_with_a_strict_http_only_cookie() {
     let t = TestApp::new().await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let resp = t.start(&visit, &links.patient).await;
     resp.expect(StatusCode::OK);
     let set_cookie = resp.header("set-cookie").expect("Set-Cookie").to_owned();
@@ -382,10 +327,7 @@ async fn redeem_and_start_are_rate_limited_per_ip() {
     })
     .await;
     let cast = t.cast().await;
-    let visit = t
-        .visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
-        .await;
-    let links = t.links(&cast.scheduler.key, &visit).await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
     let redeem = |ip: &str| {
         Req::post("/api/token/redeem")
             .json(json!({"code": links.patient}))

@@ -213,6 +213,16 @@ impl TestApp {
         visit
     }
 
+    /// A visit at `at`, scheduled by `cast`'s scheduler for its clinician, with its links
+    /// issued: its id and the links.
+    pub async fn visit_with_links(&self, cast: &Cast, at: DateTime<Utc>) -> (String, Links) {
+        let visit = self
+            .visit_at(&cast.scheduler.key, &cast.clinician.id, at)
+            .await;
+        let links = self.links(&cast.scheduler.key, &visit).await;
+        (visit, links)
+    }
+
     /// Issues links for a visit; panics unless 201.
     pub async fn links(&self, key: &str, visit_id: &str) -> Links {
         let body = self
