@@ -27,7 +27,7 @@ use crate::model::{Channel, StaffRole};
 use crate::notify::smtp::SmtpTransport;
 use crate::notify::{LogTransport, Outlet, Transport, TransportError};
 use crate::ratelimit::Limiters;
-use crate::store::{self, Store, StoreError, Tx};
+use crate::store::{self, Db, Store, StoreError};
 use crate::tokens::{ApiKeySecret, Grants, LocalSigner, Signer, TokenError};
 
 /// Something other parts of the node — or of other nodes, see [`crate::cluster`] — must
@@ -263,14 +263,14 @@ impl App {
     }
 
     /// Appends an audit row inside `tx` and counts it.
-    pub async fn audit(&self, tx: &mut Tx, entry: NewEntry) -> ApiResult<Entry> {
+    pub async fn audit(&self, tx: &mut Db, entry: NewEntry) -> ApiResult<Entry> {
         let mut rows = self.audit_all(tx, vec![entry]).await?;
         rows.pop()
             .ok_or_else(|| ApiError::Internal("audit append returned no row".into()))
     }
 
     /// Appends several audit rows inside `tx` in order, reading the chain head once.
-    pub async fn audit_all(&self, tx: &mut Tx, entries: Vec<NewEntry>) -> ApiResult<Vec<Entry>> {
+    pub async fn audit_all(&self, tx: &mut Db, entries: Vec<NewEntry>) -> ApiResult<Vec<Entry>> {
         let rows = store::audit::append_all(tx, entries, store::ms(Utc::now())).await?;
         for row in &rows {
             self.metrics
@@ -343,7 +343,7 @@ impl App {
     /// Stores a new API key inside `tx` and audits it.
     pub async fn insert_api_key(
         &self,
-        tx: &mut Tx,
+        tx: &mut Db,
         tenant_id: &str,
         role: StaffRole,
         staff_id: Option<&str>,

@@ -22,7 +22,7 @@ pub use crate::media::{IceServer, Media};
 use crate::media::{Joined, MediaError};
 use crate::model::{ParticipantRole, StaffRole, VisitStatus, first_name};
 use crate::store::{
-    self, Tx, from_ms, links::DeviceBinding, links::LinkRow, links::LinkWithVisit, ms,
+    self, Db, from_ms, links::DeviceBinding, links::LinkRow, links::LinkWithVisit, ms,
     visits::VisitRow,
 };
 use crate::tokens::{
@@ -187,7 +187,7 @@ async fn join_media(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
 }
 
 /// Records the backend session of a visit inside `tx`, when the backend has one.
-async fn record_session(tx: &mut Tx, visit: &VisitRow, joined: &Joined) -> ApiResult<()> {
+async fn record_session(tx: &mut Db, visit: &VisitRow, joined: &Joined) -> ApiResult<()> {
     if let Some(session) = &joined.session_id {
         store::visits::set_media_session(tx, &visit.tenant_id, &visit.id, session).await?;
     }
@@ -396,7 +396,7 @@ async fn clinician_name(app: &App, visit: &VisitRow) -> ApiResult<String> {
 /// start, for the caller to append with its own. A visit already read as live is left alone
 /// (no statement): only `scheduled` can move, and the UPDATE re-checks that.
 async fn mark_started(
-    tx: &mut Tx,
+    tx: &mut Db,
     visit: &VisitRow,
     actor: &Actor,
     now: i64,

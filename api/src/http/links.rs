@@ -18,7 +18,7 @@ use crate::audit::{self, NewEntry};
 use crate::error::{ApiError, ApiResult, FieldError, Problem};
 use crate::model::{Channel, ParticipantRole, StaffRole, first_name};
 use crate::notify;
-use crate::store::{self, Tx, from_ms, ms, notifications::NotificationRow, visits::VisitRow};
+use crate::store::{self, Db, from_ms, ms, notifications::NotificationRow, visits::VisitRow};
 use crate::tokens::{random_base62, secret_hash};
 
 /// A link as shown once to whoever issued it.
@@ -44,7 +44,7 @@ pub struct IssuedLinks {
 /// Creates a link of `role` inside `tx`, killing earlier unredeemed links of that role.
 async fn issue_one(
     app: &App,
-    tx: &mut Tx,
+    tx: &mut Db,
     row: &VisitRow,
     role: ParticipantRole,
 ) -> ApiResult<IssuedLink> {

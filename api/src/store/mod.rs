@@ -45,9 +45,6 @@ macro_rules! on {
 }
 pub(crate) use on;
 
-/// A write transaction (kept as a name for the many call sites that only write).
-pub type Tx = Db;
-
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
