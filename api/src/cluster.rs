@@ -43,7 +43,7 @@ pub struct NodeView {
     pub media_addr: String,
     /// Whether it heartbeated within `cluster.node_timeout_ms`.
     pub live: bool,
-    /// Rooms placed on it (all tenants').
+    /// Rooms on it, every tenant's (on PostgreSQL as of its last heartbeat).
     pub rooms_total: i64,
     /// The caller's tenant's visits whose room is on it.
     pub rooms: Vec<String>,
@@ -146,13 +146,15 @@ impl Cluster {
     ) -> Result<Vec<NodeView>, sqlx::Error> {
         let now = store::ms(Utc::now());
         let Store::Postgres { pool } = store else {
-            let rooms = store::visits::open_rooms(&mut store.read().await?, tenant_id).await?;
+            let mut db = store.read().await?;
+            let rooms = store::visits::open_rooms(&mut db, tenant_id).await?;
+            let rooms_total = store::visits::open_rooms_of_every_tenant(&mut db).await?;
             return Ok(vec![NodeView {
                 id: self.node.id.clone(),
                 signaling_url: self.node.signaling_url.clone(),
                 media_addr: self.node.media_addr.clone(),
                 live: true,
-                rooms_total: i64::try_from(rooms.len()).unwrap_or(i64::MAX),
+                rooms_total,
                 rooms,
                 heartbeat_at: rfc3339(now),
                 this_node: true,

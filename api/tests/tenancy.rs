@@ -131,3 +131,44 @@ async fn a_query_without_its_tenant_filter_sees_only_its_tenant_on_postgres() {
         "nothing changed"
     );
 }
+
+#[tokio::test]
+async fn nodes_name_only_the_callers_rooms_and_count_everyones() {
+    let t = TestApp::new().await;
+    if t.engine != Engine::Sqlite {
+        eprintln!("on PostgreSQL nodes register by heartbeat: tests/cluster.rs covers that");
+        return;
+    }
+    let cast = t.cast().await;
+    let (mine, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
+    t.start(&mine, &links.patient).await.expect(StatusCode::OK);
+    let (_, other_admin) = t.new_tenant("other").await;
+    let other = t.staff_with(&other_admin, "clinician", "Other Doc").await;
+    let theirs = t
+        .visit_at(&other_admin, &other.id, minutes_from_now(0))
+        .await;
+    let code = t
+        .send(Req::post(&format!("/api/visits/{theirs}/links")).key(&other_admin))
+        .await
+        .expect(StatusCode::CREATED)["patient"]["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    t.start(&theirs, &code).await.expect(StatusCode::OK);
+    // A visit not yet started has no open room.
+    t.visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
+        .await;
+
+    let nodes = t
+        .send(Req::get("/api/nodes").key(&t.admin_key))
+        .await
+        .expect(StatusCode::OK);
+    let nodes = nodes["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "SQLite has one node");
+    assert_eq!(nodes[0]["rooms"], serde_json::json!([mine]));
+    assert_eq!(nodes[0]["rooms_total"], 2);
+    assert_eq!(nodes[0]["this_node"], true);
+    t.send(Req::get("/api/nodes").key(&cast.scheduler.key))
+        .await
+        .problem(StatusCode::FORBIDDEN, "forbidden");
+}

@@ -290,3 +290,14 @@ pub async fn open_rooms(db: &mut Db, tenant_id: &str) -> Result<Vec<String>, sql
     .fetch_all(c)
     .await)
 }
+
+/// How many visits of every tenant have an open room. SQLite only: it is the one node there,
+/// so every open room is its own; on PostgreSQL row-level security confines this to one
+/// tenant, and the placements count rooms instead.
+pub async fn open_rooms_of_every_tenant(db: &mut Db) -> Result<i64, sqlx::Error> {
+    on!(db, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM visits WHERE status IN ('waiting', 'in_progress')",
+    )
+    .fetch_one(c)
+    .await)
+}
