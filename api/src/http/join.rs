@@ -646,19 +646,19 @@ pub async fn refresh(
             .inc();
         token_error(err)
     })?;
-    let visit = store::visits::get(&mut app.store.read().await?, &claims.tenant, &claims.visit)
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
-    if !store::links::participant_exists(
-        &mut app.store.read().await?,
-        &claims.tenant,
-        &claims.visit,
-        &claims.sub,
-    )
-    .await?
-    {
-        return Err(ApiError::Unauthenticated);
-    }
+    // One read for both lookups, released before any media or audit call.
+    let visit = {
+        let mut db = app.store.read().await?;
+        let visit = store::visits::get(&mut db, &claims.tenant, &claims.visit)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        if !store::links::participant_exists(&mut db, &claims.tenant, &claims.visit, &claims.sub)
+            .await?
+        {
+            return Err(ApiError::Unauthenticated);
+        }
+        visit
+    };
     let actor = client.actor(format!("participant:{}", claims.sub));
     if let Err(err) = visit.refuse_final() {
         app.audit_alone(App::refusal(
