@@ -83,6 +83,12 @@ export async function capture(page, state) {
 }
 
 /** Waits until `selector` is a <video> with frames that keep advancing. */
+/** Waits until the preview's Join button exists and is enabled (the page renders it after
+ * its redeem answer arrives, so it may not be in the DOM yet when navigation ends). */
+export async function joinReady(page, timeout = 10000) {
+  await page.waitForFunction(() => document.querySelector('button.primary.big')?.disabled === false, null, { timeout });
+}
+
 export async function videoPlaying(page, selector, timeout = 15000) {
   await page.waitForFunction((sel) => {
     const v = document.querySelector(sel);

@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { startServer } from '../lib/server.js';
 import { startChimeFake } from '../lib/chime-fake.js';
 import { client } from '../lib/api.js';
-import { launch, open, capture, assertClean } from '../lib/browser.js';
+import { launch, open, capture, assertClean, joinReady } from '../lib/browser.js';
 
 const CHIME_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'web', 'chime');
 const BUNDLE = join(CHIME_DIR, 'dist', 'amazon-chime-sdk.js');
@@ -110,7 +110,7 @@ test('a Chime visit on a node without the Chime SDK bundle says so instead of ha
   const page = await open(browser);
   await page.route('**/assets/chime/**', (route) => route.fulfill({ status: 404, body: 'Not found' }));
   await page.goto(links.patient.url);
-  await page.waitForFunction(() => !document.querySelector('button.primary.big').disabled, null, { timeout: 10000 });
+  await joinReady(page);
   await page.getByRole('button', { name: 'Join' }).click();
   await page.getByRole('heading', { name: 'Video for this visit isn’t set up' }).waitFor();
   assert.ok(await page.getByRole('button', { name: 'Try again' }).isVisible());
@@ -133,7 +133,7 @@ test('a Chime visit: waiting room and admit on signaling, the meeting joined onl
 
   await t.test('the clinician joins and its page starts the meeting of the start answer', async () => {
     await doctor.goto(links.clinician.url);
-    await doctor.waitForFunction(() => !document.querySelector('button.primary.big').disabled, null, { timeout: 10000 });
+    await joinReady(doctor);
     await doctor.getByRole('button', { name: 'Join' }).click();
     await doctor.getByText('Your patient hasn’t joined yet.').waitFor();
     const [meeting] = [...fake.meetings.values()].filter((m) => m.ExternalMeetingId === visit.id);
@@ -151,7 +151,7 @@ test('a Chime visit: waiting room and admit on signaling, the meeting joined onl
 
   await t.test('the patient waits on signaling and does not join the meeting yet', async () => {
     await patient.goto(links.patient.url);
-    await patient.waitForFunction(() => !document.querySelector('button.primary.big').disabled, null, { timeout: 10000 });
+    await joinReady(patient);
     const started = patient.waitForResponse((r) => r.url().endsWith(`/api/visits/${visit.id}/start`));
     await patient.getByRole('button', { name: 'Join' }).click();
     // The start answer names the attendee but withholds its JoinToken while the patient waits.

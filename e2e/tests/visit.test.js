@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { startServer } from '../lib/server.js';
 import { client } from '../lib/api.js';
 import {
-  launch, open, capture, assertClean, videoPlaying, hearsAudio, armFirstFrame, firstFrameMs, PHONE,
+  launch, open, capture, assertClean, videoPlaying, hearsAudio, armFirstFrame, firstFrameMs, joinReady, PHONE,
 } from '../lib/browser.js';
 
 let server;
@@ -68,7 +68,7 @@ test('patient and clinician hold a visit through their links', async (t) => {
     await patient.goto(links.patient.url);
     const join = patient.getByRole('button', { name: 'Join' });
     await join.waitFor();
-    await patient.waitForFunction(() => !document.querySelector('button.primary.big').disabled, null, { timeout: 10000 });
+    await joinReady(patient);
     await videoPlaying(patient, '.self-preview video');
     const mirrored = await patient.$eval('.self-preview video', (v) => getComputedStyle(v).transform);
     assert.equal(mirrored, 'matrix(-1, 0, 0, 1, 0, 0)', 'the self-view is mirrored');
@@ -81,7 +81,7 @@ test('patient and clinician hold a visit through their links', async (t) => {
   await t.test('the clinician joins first and waits for the patient', async () => {
     await doctor.goto(links.clinician.url);
     await doctor.getByRole('heading', { name: 'Ready to see your patient?' }).waitFor();
-    await doctor.waitForFunction(() => !document.querySelector('button.primary.big').disabled, null, { timeout: 10000 });
+    await joinReady(doctor);
     await doctor.getByRole('button', { name: 'Join' }).click();
     await doctor.getByText('Your patient hasn’t joined yet.').waitFor();
     await capture(doctor, 'clinician-alone');
