@@ -125,37 +125,39 @@ impl NewEntry {
     }
 }
 
-/// A stored row, as the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct Entry {
-    /// Position in the log (global, increasing).
-    pub seq: i64,
-    /// Row id.
-    pub id: String,
-    /// Tenant.
-    pub tenant_id: String,
-    /// When, Unix milliseconds.
-    pub at: i64,
-    /// Who.
-    pub actor: String,
-    /// What.
-    pub event: String,
-    /// Visit concerned.
-    pub visit_id: Option<String>,
-    /// `success`, `refused` or `failure`.
-    pub outcome: String,
-    /// Why refused or failed.
-    pub reason: Option<String>,
-    /// Masked client IP.
-    pub ip_masked: Option<String>,
-    /// Truncated User-Agent hash.
-    pub ua_hash: Option<String>,
-    /// JSON text of non-PHI details.
-    pub details: String,
-    /// Hash of the tenant's previous row.
-    pub prev_hash: String,
-    /// This row's hash.
-    pub hash: String,
+crate::store::record! {
+    /// A stored row, as the API returns it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+    pub struct Entry {
+        /// Position in the log (global, increasing).
+        pub seq: i64,
+        /// Row id.
+        pub id: String,
+        /// Tenant.
+        pub tenant_id: String,
+        /// When, Unix milliseconds.
+        pub at: i64,
+        /// Who.
+        pub actor: String,
+        /// What.
+        pub event: String,
+        /// Visit concerned.
+        pub visit_id: Option<String>,
+        /// `success`, `refused` or `failure`.
+        pub outcome: String,
+        /// Why refused or failed.
+        pub reason: Option<String>,
+        /// Masked client IP.
+        pub ip_masked: Option<String>,
+        /// Truncated User-Agent hash.
+        pub ua_hash: Option<String>,
+        /// JSON text of non-PHI details.
+        pub details: String,
+        /// Hash of the tenant's previous row.
+        pub prev_hash: String,
+        /// This row's hash.
+        pub hash: String,
+    }
 }
 
 #[derive(Serialize)]

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use crate::app::{App, VisitEvent};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{self, Store, nodes::NodeRow};
+use crate::store::{self, DbError, Store, nodes::NodeRow};
 
 /// The PostgreSQL notification channel of visit events.
 const CHANNEL: &str = "bedside_visit_events";
@@ -112,7 +112,7 @@ impl Cluster {
         metrics: &Metrics,
         tenant_id: &str,
         visit_id: &str,
-    ) -> Result<String, sqlx::Error> {
+    ) -> Result<String, DbError> {
         let Store::Postgres { pool } = store else {
             return Ok(self.node.signaling_url.clone());
         };
@@ -139,11 +139,7 @@ impl Cluster {
     }
 
     /// Every node with its rooms; `rooms` lists only `tenant_id`'s visits.
-    pub async fn nodes(
-        &self,
-        store: &Store,
-        tenant_id: &str,
-    ) -> Result<Vec<NodeView>, sqlx::Error> {
+    pub async fn nodes(&self, store: &Store, tenant_id: &str) -> Result<Vec<NodeView>, DbError> {
         let now = store::ms(Utc::now());
         let Store::Postgres { pool } = store else {
             let mut db = store.read().await?;

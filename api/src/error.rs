@@ -218,14 +218,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::store::DbError> for ApiError {
+    fn from(err: crate::store::DbError) -> Self {
+        if err.is_unavailable() {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Internal(err.to_string())
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(err.to_string())
-            }
-            other => Self::Internal(other.to_string()),
-        }
+        crate::store::DbError::from(err).into()
     }
 }
 

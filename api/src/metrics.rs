@@ -13,7 +13,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP latency by route template.
     pub http_latency: HistogramVec,
-    /// Link lifecycle events: issued, redeemed (start), rejoined, refused_<code>.
+    /// Link lifecycle events: issued, redeemed (start), rejoined, `refused_<code>`.
     pub links: IntCounterVec,
     /// Session grants issued, by how (start, start_authenticated, refresh).
     pub grants: IntCounterVec,

@@ -2,16 +2,16 @@
 
 use std::collections::HashMap;
 
-use super::{Arg, Db, Engine, Sql, Store, bind_args, on};
+use super::{Db, DbError, Engine, Sql, Store, query, query_as, query_scalar};
 use crate::audit::{Entry, GENESIS, NewEntry};
 use futures::{Stream, StreamExt as _};
 
 /// Appends `entry` to its tenant's chain inside the caller's transaction.
-pub async fn append(conn: &mut Db, entry: NewEntry, now: i64) -> Result<Entry, sqlx::Error> {
+pub async fn append(conn: &mut Db, entry: NewEntry, now: i64) -> Result<Entry, DbError> {
     append_all(conn, vec![entry], now)
         .await?
         .pop()
-        .ok_or(sqlx::Error::RowNotFound)
+        .ok_or(DbError::RowNotFound)
 }
 
 /// Appends `entries` in order inside the caller's transaction, reading each tenant's chain
@@ -20,7 +20,7 @@ pub async fn append_all(
     conn: &mut Db,
     entries: Vec<NewEntry>,
     now: i64,
-) -> Result<Vec<Entry>, sqlx::Error> {
+) -> Result<Vec<Entry>, DbError> {
     let mut heads: HashMap<String, String> = HashMap::new();
     let mut rows = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -38,21 +38,19 @@ pub async fn append_all(
 /// The hash of a tenant's last row ([`GENESIS`] for an empty chain). On PostgreSQL the
 /// tenant's chain is first locked until the transaction ends: two nodes appending at once
 /// would otherwise both link to the same head and fork the chain (SQLite has one writer).
-async fn head(conn: &mut Db, tenant_id: &str) -> Result<String, sqlx::Error> {
+async fn head(conn: &mut Db, tenant_id: &str) -> Result<String, DbError> {
     conn.scope(tenant_id).await?;
     if conn.engine() == Engine::Postgres {
-        on!(conn, c => sqlx::query("SELECT pg_advisory_xact_lock(hashtext('bedside.audit:' || $1))")
+        query("SELECT pg_advisory_xact_lock(hashtext('bedside.audit:' || $1))")
             .bind(tenant_id)
-            .execute(c)
-            .await
-    .map(|r| r.rows_affected()))?;
+            .execute(conn)
+            .await?;
     }
-    let prev: Option<String> = on!(conn, c => sqlx::query_scalar(
-        "SELECT hash FROM audit WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(tenant_id)
-    .fetch_optional(c)
-    .await)?;
+    let prev: Option<String> =
+        query_scalar("SELECT hash FROM audit WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1")
+            .bind(tenant_id)
+            .fetch_optional(conn)
+            .await?;
     Ok(prev.unwrap_or_else(|| GENESIS.to_owned()))
 }
 
@@ -61,7 +59,7 @@ async fn insert(
     entry: NewEntry,
     prev_hash: String,
     now: i64,
-) -> Result<Entry, sqlx::Error> {
+) -> Result<Entry, DbError> {
     let mut row = Entry {
         seq: 0,
         id: super::new_id(),
@@ -80,7 +78,7 @@ async fn insert(
     };
     row.hash = row.expected_hash();
     conn.scope(&row.tenant_id).await?;
-    row.seq = on!(conn, c => sqlx::query_scalar(
+    row.seq = query_scalar(
         "INSERT INTO audit (id, tenant_id, at, actor, event, visit_id, outcome, reason, ip_masked, \
          ua_hash, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          RETURNING seq",
@@ -98,8 +96,8 @@ async fn insert(
     .bind(&row.details)
     .bind(&row.prev_hash)
     .bind(&row.hash)
-    .fetch_one(c)
-    .await)?;
+    .fetch_one(conn)
+    .await?;
     Ok(row)
 }
 
@@ -127,44 +125,40 @@ macro_rules! audit_columns {
     };
 }
 
-fn query(tenant_id: &str, f: &AuditFilter) -> Sql {
+fn select(tenant_id: &str, f: &AuditFilter) -> Sql {
     let mut q = Sql::new(concat!(
         "SELECT ",
         audit_columns!(),
         " FROM audit WHERE tenant_id = "
     ));
-    q.bind(Arg::Text(tenant_id.to_owned()));
+    q.bind(tenant_id.to_owned());
     if let Some(visit) = &f.visit_id {
-        q.push(" AND visit_id = ").bind(Arg::Text(visit.clone()));
+        q.push(" AND visit_id = ").bind(visit.clone());
     }
     if let Some(event) = &f.event {
-        q.push(" AND event = ").bind(Arg::Text(event.clone()));
+        q.push(" AND event = ").bind(event.clone());
     }
     if let Some(from) = f.from {
-        q.push(" AND at >= ").bind(Arg::Int(from));
+        q.push(" AND at >= ").bind(from);
     }
     if let Some(to) = f.to {
-        q.push(" AND at < ").bind(Arg::Int(to));
+        q.push(" AND at < ").bind(to);
     }
     if let Some(seq) = f.after_seq {
-        q.push(" AND seq > ").bind(Arg::Int(seq));
+        q.push(" AND seq > ").bind(seq);
     }
     q.push(" ORDER BY seq");
     if let Some(limit) = f.limit {
-        q.push(" LIMIT ").bind(Arg::Int(i64::from(limit) + 1));
+        q.push(" LIMIT ").bind(i64::from(limit) + 1);
     }
     q
 }
 
 /// A page of rows (one extra to tell whether more follow).
-pub async fn page(
-    db: &mut Db,
-    tenant_id: &str,
-    f: &AuditFilter,
-) -> Result<Vec<Entry>, sqlx::Error> {
-    let q = query(tenant_id, f);
+pub async fn page(db: &mut Db, tenant_id: &str, f: &AuditFilter) -> Result<Vec<Entry>, DbError> {
+    let q = select(tenant_id, f);
     db.scope(tenant_id).await?;
-    on!(db, c => bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(q.text.as_str())), &q.args).fetch_all(c).await)
+    query_as(&q).fetch_all(db).await
 }
 
 /// Every matching row, streamed in batches each read on its own connection (export,
@@ -173,7 +167,7 @@ pub fn stream(
     store: Store,
     tenant_id: String,
     f: AuditFilter,
-) -> impl Stream<Item = Result<Entry, sqlx::Error>> + Send + 'static {
+) -> impl Stream<Item = Result<Entry, DbError>> + Send + 'static {
     const BATCH: u32 = 500;
     let start = Some(f.after_seq);
     futures::stream::unfold(start, move |cursor| {
@@ -215,15 +209,15 @@ pub async fn count_events_since(
     visit_id: &str,
     event: &str,
     since: i64,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, DbError> {
     db.scope(tenant_id).await?;
-    on!(db, c => sqlx::query_scalar(
+    query_scalar(
         "SELECT COUNT(*) FROM audit WHERE tenant_id = $1 AND visit_id = $2 AND event = $3 AND at >= $4",
     )
     .bind(tenant_id)
     .bind(visit_id)
     .bind(event)
     .bind(since)
-    .fetch_one(c)
-    .await)
+    .fetch_one(db)
+    .await
 }

@@ -1,36 +1,36 @@
 //! One-time links (only a hash of each code is stored) and the participants they create.
 
-use super::{Db, on};
+use super::{Db, DbError, Definer, FromRecord, Record, query, query_as, query_scalar, record};
 use crate::model::ParticipantRole;
 
-/// A link with what deciding about it needs. Its id and tenant columns are read as
-/// `link_id` / `link_tenant_id` so a link and its visit come out of one JOIN.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LinkRow {
-    /// Link id.
-    #[sqlx(rename = "link_id")]
-    pub id: String,
-    /// Tenant.
-    #[sqlx(rename = "link_tenant_id")]
-    pub tenant_id: String,
-    /// Visit.
-    pub visit_id: String,
-    /// `patient` or `clinician`.
-    pub role: String,
-    /// Unix ms.
-    pub expires_at: i64,
-    /// Unix ms, when superseded or its visit ended.
-    pub revoked_at: Option<i64>,
-    /// Unix ms, when consumed by `start`.
-    pub redeemed_at: Option<i64>,
-    /// Participant created by the redemption.
-    pub participant_id: Option<String>,
-    /// Hash of the device secret it is bound to.
-    pub device_hash: Option<Vec<u8>>,
-    /// UA hash it is bound to.
-    pub ua_hash: Option<Vec<u8>>,
-    /// Network prefix it is bound to.
-    pub ip_prefix: Option<String>,
+record! {
+    /// A link with what deciding about it needs. Its id and tenant columns are read as
+    /// `link_id` / `link_tenant_id` so a link and its visit come out of one JOIN.
+    #[derive(Debug, Clone)]
+    pub struct LinkRow {
+        /// Link id.
+        pub id: String = "link_id",
+        /// Tenant.
+        pub tenant_id: String = "link_tenant_id",
+        /// Visit.
+        pub visit_id: String,
+        /// `patient` or `clinician`.
+        pub role: String,
+        /// Unix ms.
+        pub expires_at: i64,
+        /// Unix ms, when superseded or its visit ended.
+        pub revoked_at: Option<i64>,
+        /// Unix ms, when consumed by `start`.
+        pub redeemed_at: Option<i64>,
+        /// Participant created by the redemption.
+        pub participant_id: Option<String>,
+        /// Hash of the device secret it is bound to.
+        pub device_hash: Option<Vec<u8>>,
+        /// UA hash it is bound to.
+        pub ua_hash: Option<Vec<u8>>,
+        /// Network prefix it is bound to.
+        pub ip_prefix: Option<String>,
+    }
 }
 
 impl LinkRow {
@@ -51,9 +51,9 @@ pub async fn insert(
     code_hash: &[u8],
     expires_at: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
     db.scope(tenant_id).await?;
-    on!(db, c => sqlx::query(
+    query(
         "INSERT INTO links (id, tenant_id, visit_id, role, code_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
@@ -63,35 +63,39 @@ pub async fn insert(
     .bind(code_hash)
     .bind(now)
     .bind(expires_at)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// A link with its visit and the visit's clinician, as one row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LinkWithVisit {
     /// The link.
-    #[sqlx(flatten)]
     pub link: LinkRow,
     /// Its visit.
-    #[sqlx(flatten)]
     pub visit: super::visits::VisitRow,
     /// The visit's clinician's display name (None if the staff row is gone).
     pub clinician_display_name: Option<String>,
 }
 
+impl FromRecord for LinkWithVisit {
+    fn from_record(record: &Record<'_>) -> Result<Self, DbError> {
+        Ok(Self {
+            link: LinkRow::from_record(record)?,
+            visit: super::visits::VisitRow::from_record(record)?,
+            clinician_display_name: record.get("clinician_display_name")?,
+        })
+    }
+}
+
 /// The link whose code hashes to `code_hash` (in any tenant), its visit and clinician, in one
 /// statement: redeem and start are the hottest routes.
-pub async fn by_code_hash(
-    db: &mut Db,
-    code_hash: &[u8],
-) -> Result<Option<LinkWithVisit>, sqlx::Error> {
-    if !db.scope_by("bedside_tenant_of_link", code_hash).await? {
+pub async fn by_code_hash(db: &mut Db, code_hash: &[u8]) -> Result<Option<LinkWithVisit>, DbError> {
+    if !db.scope_by(Definer::LinkCodeHash, code_hash).await? {
         return Ok(None);
     }
-    on!(db, c => sqlx::query_as(
+    query_as(
         "SELECT l.*, v.*, s.display_name AS clinician_display_name FROM \
          (SELECT id AS link_id, tenant_id AS link_tenant_id, visit_id, role, expires_at, revoked_at, \
           redeemed_at, participant_id, device_hash, ua_hash, ip_prefix FROM links WHERE code_hash = $1) l \
@@ -99,8 +103,8 @@ pub async fn by_code_hash(
          LEFT JOIN staff s ON s.id = v.clinician_id AND s.tenant_id = v.tenant_id",
     )
     .bind(code_hash)
-    .fetch_optional(c)
-    .await)
+    .fetch_optional(db)
+    .await
 }
 
 /// Revokes a visit's unredeemed live links (of one role, or all when `role` is None).
@@ -110,9 +114,9 @@ pub async fn revoke_unredeemed(
     visit_id: &str,
     role: Option<ParticipantRole>,
     now: i64,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, DbError> {
     db.scope(tenant_id).await?;
-    let done = on!(db, c => sqlx::query(
+    let done = query(
         "UPDATE links SET revoked_at = $1 WHERE tenant_id = $2 AND visit_id = $3 \
          AND ($4 IS NULL OR role = $5) AND revoked_at IS NULL AND redeemed_at IS NULL",
     )
@@ -121,9 +125,8 @@ pub async fn revoke_unredeemed(
     .bind(visit_id)
     .bind(role.map(ParticipantRole::as_str))
     .bind(role.map(ParticipantRole::as_str))
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    .execute(db)
+    .await?;
     Ok(done)
 }
 
@@ -133,17 +136,16 @@ pub async fn revoke_all(
     tenant_id: &str,
     visit_id: &str,
     now: i64,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, DbError> {
     db.scope(tenant_id).await?;
-    let done = on!(db, c => sqlx::query(
+    let done = query(
         "UPDATE links SET revoked_at = $1 WHERE tenant_id = $2 AND visit_id = $3 AND revoked_at IS NULL",
     )
     .bind(now)
     .bind(tenant_id)
     .bind(visit_id)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    .execute(db)
+    .await?;
     Ok(done)
 }
 
@@ -153,17 +155,16 @@ pub async fn reset_expiry(
     tenant_id: &str,
     visit_id: &str,
     expires_at: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
     db.scope(tenant_id).await?;
-    on!(db, c => sqlx::query(
+    query(
         "UPDATE links SET expires_at = $1 WHERE tenant_id = $2 AND visit_id = $3 AND revoked_at IS NULL",
     )
     .bind(expires_at)
     .bind(tenant_id)
     .bind(visit_id)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -187,9 +188,9 @@ pub async fn consume(
     participant_id: &str,
     device: &DeviceBinding,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, DbError> {
     db.scope(tenant_id).await?;
-    let won: Option<String> = on!(db, c => sqlx::query_scalar(
+    let won: Option<String> = query_scalar(
         "UPDATE links SET redeemed_at = $1, participant_id = $2, device_hash = $3, ua_hash = $4, ip_prefix = $5 \
          WHERE tenant_id = $6 AND id = $7 AND redeemed_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
          RETURNING id",
@@ -201,8 +202,8 @@ pub async fn consume(
     .bind(&device.ip_prefix)
     .bind(tenant_id)
     .bind(link_id)
-    .fetch_optional(c)
-    .await)?;
+    .fetch_optional(db)
+    .await?;
     Ok(won.is_some())
 }
 
@@ -215,9 +216,9 @@ pub async fn insert_participant(
     role: ParticipantRole,
     staff_id: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
     db.scope(tenant_id).await?;
-    on!(db, c => sqlx::query(
+    query(
         "INSERT INTO participants (id, tenant_id, visit_id, role, staff_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
@@ -226,9 +227,8 @@ pub async fn insert_participant(
     .bind(role.as_str())
     .bind(staff_id)
     .bind(now)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -238,16 +238,16 @@ pub async fn staff_participant(
     tenant_id: &str,
     visit_id: &str,
     staff_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<String>, DbError> {
     db.scope(tenant_id).await?;
-    on!(db, c => sqlx::query_scalar(
+    query_scalar(
         "SELECT id FROM participants WHERE tenant_id = $1 AND visit_id = $2 AND staff_id = $3 ORDER BY created_at LIMIT 1",
     )
     .bind(tenant_id)
     .bind(visit_id)
     .bind(staff_id)
-    .fetch_optional(c)
-    .await)
+    .fetch_optional(db)
+    .await
 }
 
 /// Whether `participant_id` belongs to `visit_id` of `tenant_id`.
@@ -256,15 +256,15 @@ pub async fn participant_exists(
     tenant_id: &str,
     visit_id: &str,
     participant_id: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, DbError> {
     db.scope(tenant_id).await?;
-    let found: Option<String> = on!(db, c => sqlx::query_scalar(
+    let found: Option<String> = query_scalar(
         "SELECT id FROM participants WHERE tenant_id = $1 AND visit_id = $2 AND id = $3",
     )
     .bind(tenant_id)
     .bind(visit_id)
     .bind(participant_id)
-    .fetch_optional(c)
-    .await)?;
+    .fetch_optional(db)
+    .await?;
     Ok(found.is_some())
 }

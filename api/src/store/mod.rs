@@ -1,11 +1,12 @@
 //! Persistence on SQLite (WAL, the embedded default) or PostgreSQL (several nodes).
 //!
 //! Every query runs on a [`Db`]: a read connection or a write transaction of either engine.
-//! The queries are written once, with `$n` placeholders that both engines read, and the
-//! [`on!`] macro compiles each against both connection types.
+//! The queries are written once, with `$n` placeholders that both engines read (see `query`),
+//! and rows decode through one [`FromRecord`] per row type.
 //!
-//! SQLite: one writer connection — SQLite serialises writers anyway, and a single writer
-//! never meets `SQLITE_BUSY` on lock upgrade — and a pool of readers.
+//! SQLite ([`sqlite`]): rusqlite connections used on the calling thread — one writer
+//! connection, a pool of readers and a checkpointer thread. sqlx still applies the SQLite
+//! migrations, so a data directory keeps the same migration ledger.
 //!
 //! PostgreSQL: every [`Db`] is a transaction of a role that does not own the tables, so
 //! row-level security applies; a query function scopes the transaction to the tenant it was
@@ -18,6 +19,8 @@ pub mod audit;
 pub mod links;
 pub mod nodes;
 pub mod notifications;
+mod query;
+pub mod sqlite;
 pub mod staff;
 pub mod tenants;
 pub mod visits;
@@ -26,31 +29,19 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions as _, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{ConnectOptions as _, Connection as _, PgPool, Postgres, Transaction};
 
-/// Runs `$body` with `$c` bound to the connection of `$db` (a `&mut Db`), compiled once per
-/// engine so one query text serves both.
-macro_rules! on {
-    ($db:expr, $c:ident => $body:expr) => {
-        match $db.conn() {
-            $crate::store::Conn::Sqlite($c) => $body,
-            $crate::store::Conn::Pg($c) => $body,
-        }
-    };
-}
-pub(crate) use on;
+pub(crate) use query::{Bind, Sql, query, query_as, query_scalar, record};
+pub use query::{FromRecord, Record};
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Connecting or querying failed.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DbError),
     /// Applying migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -59,16 +50,73 @@ pub enum StoreError {
     Url(String),
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Database(DbError::Postgres(err))
+    }
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite refused or failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL (or its connection) refused or failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// No connection became free in time.
+    #[error("no database connection became free in time")]
+    Timeout,
+    /// The store was closed.
+    #[error("the database is closed")]
+    Closed,
+    /// A statement expected a row and got none.
+    #[error("no row")]
+    RowNotFound,
+    /// A placeholder of a statement had no value (a bug in the statement, not in input).
+    #[error("placeholder {index} of the statement has no value ({bound} bound)")]
+    Placeholder {
+        /// SQLite's index of the placeholder.
+        index: usize,
+        /// How many values were bound.
+        bound: usize,
+    },
+    /// A PostgreSQL statement was run on SQLite (a bug, not input).
+    #[error("a PostgreSQL-only statement ran on SQLite")]
+    Engine,
+    /// A thread of the store could not start.
+    #[error("starting a database thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl DbError {
+    /// Whether the database is unavailable for now (busy, closed, unreachable) rather than
+    /// refusing the statement.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Closed => true,
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DiskFull
+            ),
+            Self::Postgres(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => true,
+            _ => false,
+        }
+    }
+}
+
 /// The database of this deployment.
 #[derive(Debug, Clone)]
 pub enum Store {
-    /// Embedded SQLite: one writer, several readers.
-    Sqlite {
-        /// The single writer connection.
-        write: SqlitePool,
-        /// Read-only connections.
-        read: SqlitePool,
-    },
+    /// Embedded SQLite: one writer, several readers, used on the calling thread.
+    Sqlite(sqlite::Sqlite),
     /// Shared PostgreSQL.
     Postgres {
         /// Connections of the application role.
@@ -105,21 +153,19 @@ impl Store {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.clone())
+        // sqlx applies the migrations (and keeps its ledger of them, as before); the store
+        // itself then works through rusqlite (see `sqlite`).
+        let mut migrator = options.connect().await?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&mut migrator)
             .await?;
-        sqlx::migrate!("../migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(Self::Sqlite { write, read })
+        migrator.close().await?;
+        Ok(Self::Sqlite(sqlite::Sqlite::open(
+            options.get_filename(),
+            connections,
+        )?))
     }
 
     async fn open_postgres(
@@ -150,51 +196,48 @@ impl Store {
     /// Which engine this is.
     pub fn engine(&self) -> Engine {
         match self {
-            Self::Sqlite { .. } => Engine::Sqlite,
+            Self::Sqlite(_) => Engine::Sqlite,
             Self::Postgres { .. } => Engine::Postgres,
         }
     }
 
     /// Starts a write transaction.
-    pub async fn begin(&self) -> Result<Db, sqlx::Error> {
+    pub async fn begin(&self) -> Result<Db, DbError> {
         Ok(Db::new(match self {
-            Self::Sqlite { write, .. } => Inner::SqliteTx(write.begin().await?),
+            Self::Sqlite(db) => Inner::SqliteTx(db.begin().await?),
             Self::Postgres { pool } => Inner::Pg(pool.begin().await?),
         }))
     }
 
     /// A connection for reads (a read-only transaction on PostgreSQL, so that the tenant
     /// scope lives exactly as long as it).
-    pub async fn read(&self) -> Result<Db, sqlx::Error> {
+    pub async fn read(&self) -> Result<Db, DbError> {
         Ok(Db::new(match self {
-            Self::Sqlite { read, .. } => Inner::SqliteRead(read.acquire().await?),
+            Self::Sqlite(db) => Inner::SqliteRead(db.read().await?),
             Self::Postgres { pool } => Inner::Pg(pool.begin_with("BEGIN READ ONLY").await?),
         }))
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
-        match self {
-            Self::Sqlite { read, .. } => sqlx::query("SELECT 1").execute(read).await.is_ok(),
-            Self::Postgres { pool } => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+        match self.read().await {
+            Ok(mut db) => query("SELECT 1").execute(&mut db).await.is_ok(),
+            Err(_) => false,
         }
     }
 
     /// Closes every connection.
     pub async fn close(&self) {
         match self {
-            Self::Sqlite { write, read } => {
-                read.close().await;
-                write.close().await;
-            }
+            Self::Sqlite(db) => db.close().await,
             Self::Postgres { pool } => pool.close().await,
         }
     }
 }
 
 enum Inner {
-    SqliteRead(PoolConnection<Sqlite>),
-    SqliteTx(Transaction<'static, Sqlite>),
+    SqliteRead(sqlite::ReadConn),
+    SqliteTx(sqlite::WriteTx),
     Pg(Transaction<'static, Postgres>),
 }
 
@@ -217,25 +260,25 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// The connection of a [`Db`], by engine (see [`on!`]).
-pub(crate) enum Conn<'a> {
-    /// SQLite.
-    Sqlite(&'a mut SqliteConnection),
-    /// PostgreSQL.
-    Pg(&'a mut PgConnection),
-}
-
 impl Db {
     fn new(inner: Inner) -> Self {
         Self { inner, scope: None }
     }
 
-    /// The underlying connection.
-    pub(crate) fn conn(&mut self) -> Conn<'_> {
+    /// The SQLite connection, when this is SQLite.
+    pub(crate) fn sqlite(&self) -> Result<Option<&rusqlite::Connection>, DbError> {
+        match &self.inner {
+            Inner::SqliteRead(c) => c.conn().map(Some).ok_or(DbError::Closed),
+            Inner::SqliteTx(c) => Ok(Some(c.conn())),
+            Inner::Pg(_) => Ok(None),
+        }
+    }
+
+    /// The PostgreSQL connection (an error on SQLite, which callers ask [`Db::sqlite`] first).
+    pub(crate) fn pg(&mut self) -> Result<&mut PgConnection, DbError> {
         match &mut self.inner {
-            Inner::SqliteRead(c) => Conn::Sqlite(c),
-            Inner::SqliteTx(c) => Conn::Sqlite(c),
-            Inner::Pg(c) => Conn::Pg(c),
+            Inner::Pg(tx) => Ok(tx),
+            Inner::SqliteRead(_) | Inner::SqliteTx(_) => Err(DbError::Engine),
         }
     }
 
@@ -249,35 +292,33 @@ impl Db {
 
     /// Scopes the rest of this transaction to `tenant_id` (PostgreSQL row-level security;
     /// nothing to do on SQLite, which has no roles).
-    pub async fn scope(&mut self, tenant_id: &str) -> Result<(), sqlx::Error> {
-        if self.scope.as_deref() == Some(tenant_id) {
+    pub async fn scope(&mut self, tenant_id: &str) -> Result<(), DbError> {
+        if self.scope.as_deref() == Some(tenant_id) || self.engine() == Engine::Sqlite {
             return Ok(());
         }
-        if let Inner::Pg(tx) = &mut self.inner {
-            sqlx::query("SELECT set_config('bedside.tenant_id', $1, true)")
-                .bind(tenant_id)
-                .execute(&mut **tx)
-                .await?;
-            self.scope = Some(tenant_id.to_owned());
-        }
+        query("SELECT set_config('bedside.tenant_id', $1, true)")
+            .bind(tenant_id)
+            .execute(self)
+            .await?;
+        self.scope = Some(tenant_id.to_owned());
         Ok(())
     }
 
     /// On PostgreSQL, scopes the transaction to the tenant that `definer` (a `SECURITY
     /// DEFINER` function of one argument, see migrations/postgres) finds for `arg`, and
     /// answers whether it found one. On SQLite there is nothing to scope: always true.
-    pub(crate) async fn scope_by<T>(&mut self, definer: &str, arg: T) -> Result<bool, sqlx::Error>
-    where
-        T: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
-    {
-        let Inner::Pg(tx) = &mut self.inner else {
+    pub(crate) async fn scope_by<'a>(
+        &mut self,
+        definer: Definer,
+        arg: impl Bind<'a>,
+    ) -> Result<bool, DbError> {
+        if self.engine() == Engine::Sqlite {
             return Ok(true);
-        };
-        let tenant: Option<String> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {definer}($1)")))
-                .bind(arg)
-                .fetch_one(&mut **tx)
-                .await?;
+        }
+        let tenant: Option<String> = query_scalar(definer.call())
+            .bind(arg)
+            .fetch_one(self)
+            .await?;
         match tenant {
             Some(tenant) => self.scope(&tenant).await.map(|()| true),
             None => Ok(false),
@@ -285,78 +326,44 @@ impl Db {
     }
 
     /// Rolls a write transaction back (dropping it would too, later).
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+    pub async fn rollback(self) -> Result<(), DbError> {
         match self.inner {
             Inner::SqliteRead(_) => Ok(()),
-            Inner::SqliteTx(tx) => tx.rollback().await,
-            Inner::Pg(tx) => tx.rollback().await,
+            Inner::SqliteTx(tx) => tx.rollback(),
+            Inner::Pg(tx) => Ok(tx.rollback().await?),
         }
     }
 
     /// Commits a write transaction (a read connection just goes back to its pool).
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    pub async fn commit(self) -> Result<(), DbError> {
         match self.inner {
             Inner::SqliteRead(_) => Ok(()),
-            Inner::SqliteTx(tx) => tx.commit().await,
-            Inner::Pg(tx) => tx.commit().await,
+            Inner::SqliteTx(tx) => tx.commit(),
+            Inner::Pg(tx) => Ok(tx.commit().await?),
         }
     }
 }
 
-/// A value bound to a [`Sql`] text.
-#[derive(Debug, Clone)]
-pub(crate) enum Arg {
-    /// TEXT.
-    Text(String),
-    /// BIGINT / INTEGER.
-    Int(i64),
+/// The `SECURITY DEFINER` functions that find the tenant of a secret on PostgreSQL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Definer {
+    /// By API key hash.
+    KeyHash,
+    /// By API key id.
+    KeyId,
+    /// By link code hash.
+    LinkCodeHash,
 }
 
-/// A query text built piece by piece with `$n` placeholders, and the values they stand for
-/// (filters that are present or not; one text for both engines).
-#[derive(Debug, Clone)]
-pub(crate) struct Sql {
-    pub(crate) text: String,
-    pub(crate) args: Vec<Arg>,
-}
-
-impl Sql {
-    pub(crate) fn new(text: &str) -> Self {
-        Self {
-            text: text.to_owned(),
-            args: Vec::new(),
+impl Definer {
+    fn call(self) -> &'static str {
+        match self {
+            Self::KeyHash => "SELECT bedside_tenant_of_key($1)",
+            Self::KeyId => "SELECT bedside_tenant_of_api_key($1)",
+            Self::LinkCodeHash => "SELECT bedside_tenant_of_link($1)",
         }
     }
-
-    /// Appends literal SQL.
-    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    /// Appends a placeholder for `arg`.
-    pub(crate) fn bind(&mut self, arg: Arg) -> &mut Self {
-        self.args.push(arg);
-        self.text.push('$');
-        self.text.push_str(&self.args.len().to_string());
-        self
-    }
 }
-
-/// Binds a [`Sql`]'s values to a query of either engine.
-macro_rules! bind_args {
-    ($q:expr, $args:expr) => {{
-        let mut q = $q;
-        for arg in $args {
-            q = match arg {
-                $crate::store::Arg::Text(s) => q.bind(s.clone()),
-                $crate::store::Arg::Int(i) => q.bind(*i),
-            };
-        }
-        q
-    }};
-}
-pub(crate) use bind_args;
 
 /// Unix milliseconds of `at`.
 pub fn ms(at: DateTime<Utc>) -> i64 {

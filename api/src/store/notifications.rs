@@ -1,39 +1,41 @@
 //! The notification outbox: rows are queued in the transaction that decides to notify and
 //! delivered afterwards by the outbox worker, with retries.
 
-use super::{Db, Engine, on};
+use super::{Db, DbError, Engine, query, query_as, record};
 
-/// An outbox row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct NotificationRow {
-    /// Notification id.
-    pub id: String,
-    /// Tenant.
-    pub tenant_id: String,
-    /// Visit.
-    pub visit_id: String,
-    /// `sms` or `email`.
-    pub channel: String,
-    /// Transport that delivers it (`log`, …).
-    pub transport: String,
-    /// Ciphertext of the recipient address.
-    pub recipient_ct: Vec<u8>,
-    /// Masked recipient, safe to show and log.
-    pub recipient_masked: String,
-    /// Ciphertext of the message (it carries a join link).
-    pub body_ct: Vec<u8>,
-    /// `queued`, `sent` or `failed`.
-    pub status: String,
-    /// Delivery attempts so far.
-    pub attempts: i64,
-    /// Unix ms of the next attempt.
-    pub next_attempt_at: i64,
-    /// Last provider error (never PHI).
-    pub last_error: Option<String>,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub sent_at: Option<i64>,
+record! {
+    /// An outbox row.
+    #[derive(Debug, Clone)]
+    pub struct NotificationRow {
+        /// Notification id.
+        pub id: String,
+        /// Tenant.
+        pub tenant_id: String,
+        /// Visit.
+        pub visit_id: String,
+        /// `sms` or `email`.
+        pub channel: String,
+        /// Transport that delivers it (`log`, …).
+        pub transport: String,
+        /// Ciphertext of the recipient address.
+        pub recipient_ct: Vec<u8>,
+        /// Masked recipient, safe to show and log.
+        pub recipient_masked: String,
+        /// Ciphertext of the message (it carries a join link).
+        pub body_ct: Vec<u8>,
+        /// `queued`, `sent` or `failed`.
+        pub status: String,
+        /// Delivery attempts so far.
+        pub attempts: i64,
+        /// Unix ms of the next attempt.
+        pub next_attempt_at: i64,
+        /// Last provider error (never PHI).
+        pub last_error: Option<String>,
+        /// Unix ms.
+        pub created_at: i64,
+        /// Unix ms.
+        pub sent_at: Option<i64>,
+    }
 }
 
 macro_rules! notification_columns {
@@ -44,9 +46,9 @@ macro_rules! notification_columns {
 }
 
 /// Queues a notification.
-pub async fn insert(db: &mut Db, n: &NotificationRow) -> Result<(), sqlx::Error> {
+pub async fn insert(db: &mut Db, n: &NotificationRow) -> Result<(), DbError> {
     db.scope(&n.tenant_id).await?;
-    on!(db, c => sqlx::query(concat!(
+    query(concat!(
         "INSERT INTO notifications (",
         notification_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -65,9 +67,8 @@ pub async fn insert(db: &mut Db, n: &NotificationRow) -> Result<(), sqlx::Error>
     .bind(&n.last_error)
     .bind(n.created_at)
     .bind(n.sent_at)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -80,7 +81,7 @@ pub async fn claim_due(
     now: i64,
     lease_until: i64,
     limit: i64,
-) -> Result<Vec<NotificationRow>, sqlx::Error> {
+) -> Result<Vec<NotificationRow>, DbError> {
     let sql = match db.engine() {
         Engine::Sqlite => {
             "SELECT tenant_id, id FROM notifications WHERE status = 'queued' AND next_attempt_at <= $1 \
@@ -88,12 +89,11 @@ pub async fn claim_due(
         }
         Engine::Postgres => "SELECT tenant_id, id FROM bedside_due_notifications($1, $2)",
     };
-    let due: Vec<(String, String)> =
-        on!(db, c => sqlx::query_as(sql).bind(now).bind(limit).fetch_all(c).await)?;
+    let due: Vec<(String, String)> = query_as(sql).bind(now).bind(limit).fetch_all(db).await?;
     let mut claimed = Vec::with_capacity(due.len());
     for (tenant_id, id) in due {
         db.scope(&tenant_id).await?;
-        let row: Option<NotificationRow> = on!(db, c => sqlx::query_as(concat!(
+        let row: Option<NotificationRow> = query_as(concat!(
             "UPDATE notifications SET next_attempt_at = $1 WHERE tenant_id = $2 AND id = $3 \
              AND status = 'queued' AND next_attempt_at <= $4 RETURNING ",
             notification_columns!()
@@ -102,8 +102,8 @@ pub async fn claim_due(
         .bind(&tenant_id)
         .bind(&id)
         .bind(now)
-        .fetch_optional(c)
-        .await)?;
+        .fetch_optional(db)
+        .await?;
         claimed.extend(row);
     }
     Ok(claimed)
@@ -114,17 +114,17 @@ pub async fn for_visit(
     db: &mut Db,
     tenant_id: &str,
     visit_id: &str,
-) -> Result<Vec<NotificationRow>, sqlx::Error> {
+) -> Result<Vec<NotificationRow>, DbError> {
     db.scope(tenant_id).await?;
-    on!(db, c => sqlx::query_as(concat!(
+    query_as(concat!(
         "SELECT ",
         notification_columns!(),
         " FROM notifications WHERE tenant_id = $1 AND visit_id = $2 ORDER BY created_at, id"
     ))
     .bind(tenant_id)
     .bind(visit_id)
-    .fetch_all(c)
-    .await)
+    .fetch_all(db)
+    .await
 }
 
 /// Records a delivery attempt's result.
@@ -136,9 +136,9 @@ pub async fn record_attempt(
     next_attempt_at: i64,
     last_error: Option<&str>,
     sent_at: Option<i64>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
     db.scope(tenant_id).await?;
-    on!(db, c => sqlx::query(
+    query(
         "UPDATE notifications SET status = $1, attempts = attempts + 1, next_attempt_at = $2, \
          last_error = $3, sent_at = $4 WHERE tenant_id = $5 AND id = $6",
     )
@@ -148,9 +148,8 @@ pub async fn record_attempt(
     .bind(sent_at)
     .bind(tenant_id)
     .bind(id)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -162,9 +161,9 @@ pub async fn defer(
     id: &str,
     next_attempt_at: i64,
     why: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
     db.scope(tenant_id).await?;
-    on!(db, c => sqlx::query(
+    query(
         "UPDATE notifications SET next_attempt_at = $1, last_error = $2 \
          WHERE tenant_id = $3 AND id = $4 AND status = 'queued'",
     )
@@ -172,8 +171,7 @@ pub async fn defer(
     .bind(why)
     .bind(tenant_id)
     .bind(id)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    .execute(db)
+    .await?;
     Ok(())
 }

@@ -340,14 +340,48 @@ impl TestApp {
 
     /// Every audit row of `tenant_id` in chain order, straight from the database.
     pub async fn audit_of(&self, tenant_id: &str) -> Vec<Entry> {
-        sqlx::query_as(
+        type Columns = (
+            i64,
+            String,
+            String,
+            i64,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            String,
+        );
+        let rows: Vec<Columns> = sqlx::query_as(
             "SELECT seq, id, tenant_id, at, actor, event, visit_id, outcome, reason, ip_masked, \
              ua_hash, details, prev_hash, hash FROM audit WHERE tenant_id = $1 ORDER BY seq",
         )
         .bind(tenant_id)
         .fetch_all(&self.db)
         .await
-        .expect("audit rows")
+        .expect("audit rows");
+        rows.into_iter()
+            .map(|r| Entry {
+                seq: r.0,
+                id: r.1,
+                tenant_id: r.2,
+                at: r.3,
+                actor: r.4,
+                event: r.5,
+                visit_id: r.6,
+                outcome: r.7,
+                reason: r.8,
+                ip_masked: r.9,
+                ua_hash: r.10,
+                details: r.11,
+                prev_hash: r.12,
+                hash: r.13,
+            })
+            .collect()
     }
 
     /// Audit rows of this app's tenant with `event`.
