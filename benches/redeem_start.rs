@@ -224,6 +224,8 @@ async fn main() {
         .build()
         .expect("client");
     let next = Arc::new(AtomicUsize::new(0));
+    // A profiler attached to the server (docs/performance.md) starts on this line.
+    eprintln!("prepared {pairs} pairs; measuring");
     let cpu_before = cpu_seconds(server.child.id());
     let pg_before = if postgres {
         postgres_cpu_seconds()
