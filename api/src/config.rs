@@ -705,6 +705,14 @@ impl Config {
                 "must be a sqlite:// or postgres:// URL",
             ));
         }
+        // Every connection of the store is its own: an in-memory database would be a
+        // different, empty one on each.
+        if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+            return Err(ConfigError::new(
+                "database.url",
+                "an in-memory SQLite database is not supported: name a file (sqlite://path/bedside.db)",
+            ));
+        }
         let migrate_url = &self.database.migrate_url;
         let migrate_ok = migrate_url.is_empty() || (postgres(url) && postgres(migrate_url));
         if !migrate_ok {
@@ -931,6 +939,14 @@ mod tests {
             )
             .unwrap_err();
             assert_eq!(err.key, "media.backend");
+            for memory in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
+                let err = Config::load(
+                    None,
+                    Figment::from(Serialized::default("database.url", memory)),
+                )
+                .unwrap_err();
+                assert_eq!(err.key, "database.url", "{memory}");
+            }
             Ok(())
         });
     }
