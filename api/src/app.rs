@@ -153,6 +153,10 @@ impl App {
             config.database.max_connections,
         )
         .await?;
+        let metrics = Metrics::new();
+        store
+            .register_metrics(metrics.registry())
+            .map_err(StoreError::from)?;
         let email: Box<dyn Transport> = match config.notify.email {
             EmailTransport::Log => Box::new(LogTransport),
             EmailTransport::Ses => Box::new(SesTransport::new(
@@ -199,7 +203,7 @@ impl App {
                 provider,
                 Duration::from_secs(config.crypto.data_key_cache_seconds),
             ),
-            metrics: Metrics::new(),
+            metrics,
             limits: Limiters::new(&config.limits),
             outbox: Notify::new(),
             events: broadcast::channel(256).0,

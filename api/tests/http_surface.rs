@@ -4,6 +4,7 @@
 
 mod support;
 
+use api::store::Engine;
 use axum::http::{Method, StatusCode, header};
 use serde_json::json;
 use support::{Req, TestApp, minutes_from_now};
@@ -92,6 +93,11 @@ async fn health_readiness_and_metrics() {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
     assert!(!text.contains(&visit), "no ids in metric labels");
+    assert_eq!(
+        text.contains("bedside_sqlite_wal_frames"),
+        t.engine == Engine::Sqlite,
+        "the SQLite checkpointer's gauge, on SQLite only"
+    );
 
     // Readiness follows the database.
     t.app.store.close().await;

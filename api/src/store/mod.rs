@@ -85,6 +85,9 @@ pub enum DbError {
     /// A PostgreSQL statement was run on SQLite (a bug, not input).
     #[error("a PostgreSQL-only statement ran on SQLite")]
     Engine,
+    /// The store's metrics could not be made (a bug in their names).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// A thread of the store could not start.
     #[error("starting a database thread: {0}")]
     Thread(std::io::Error),
@@ -191,6 +194,15 @@ impl Store {
             sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         }
         Ok(Self::Postgres { pool })
+    }
+
+    /// Registers the engine's own metrics in `registry` (SQLite's checkpointer; PostgreSQL
+    /// has none of its own here).
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> Result<(), DbError> {
+        match self {
+            Self::Sqlite(db) => Ok(db.register_metrics(registry)?),
+            Self::Postgres { .. } => Ok(()),
+        }
     }
 
     /// Which engine this is.

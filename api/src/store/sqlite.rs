@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
@@ -49,6 +50,7 @@ impl std::fmt::Debug for Sqlite {
 
 struct Shared {
     path: PathBuf,
+    metrics: CheckpointMetrics,
     writer: Arc<tokio::sync::Mutex<Connection>>,
     readers: Mutex<Vec<Connection>>,
     reader_slots: Arc<Semaphore>,
@@ -61,10 +63,35 @@ struct Checkpointer {
     thread: std::thread::JoinHandle<()>,
 }
 
+/// What the checkpointer reports, for an operator to see the WAL grow or checkpoints fail.
+#[derive(Clone)]
+struct CheckpointMetrics {
+    /// Checkpoints by mode (passive, restart) and outcome (complete, partial, failed).
+    runs: IntCounterVec,
+    /// Frames in the WAL at the last checkpoint.
+    wal_frames: IntGauge,
+}
+
+impl CheckpointMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            runs: IntCounterVec::new(
+                Opts::new("sqlite_checkpoints_total", "SQLite WAL checkpoints"),
+                &["mode", "outcome"],
+            )?,
+            wal_frames: IntGauge::new(
+                "sqlite_wal_frames",
+                "Frames in the SQLite WAL at the last checkpoint",
+            )?,
+        })
+    }
+}
+
 impl Sqlite {
     /// Opens the (already migrated) database file at `path` with up to `readers` read
     /// connections.
     pub fn open(path: &Path, readers: u32) -> Result<Self, DbError> {
+        let metrics = CheckpointMetrics::new()?;
         let writer = connect(path, false)?;
         // Checkpoints run on the checkpointer thread, never inside a request's commit.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -75,13 +102,14 @@ impl Sqlite {
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn({
-                let writer = Arc::clone(&writer);
-                move || checkpoint_loop(&checkpointer, &writer, &asleep)
+                let (writer, metrics) = (Arc::clone(&writer), metrics.clone());
+                move || checkpoint_loop(&checkpointer, &writer, &asleep, &metrics)
             })
             .map_err(DbError::Thread)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
+                metrics,
                 writer,
                 readers: Mutex::new(Vec::new()),
                 reader_slots: Arc::new(Semaphore::new(readers.max(1) as usize)),
@@ -89,6 +117,14 @@ impl Sqlite {
                 checkpoint: Mutex::new(Some(Checkpointer { wake, thread })),
             }),
         })
+    }
+
+    /// Registers the checkpointer's metrics (`bedside_sqlite_checkpoints_total`,
+    /// `bedside_sqlite_wal_frames`) in `registry`.
+    pub fn register_metrics(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        let metrics = &self.shared.metrics;
+        registry.register(Box::new(metrics.runs.clone()))?;
+        registry.register(Box::new(metrics.wal_frames.clone()))
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`), waiting for the writer.
@@ -183,13 +219,14 @@ fn checkpoint_loop(
     conn: &Connection,
     writer: &tokio::sync::Mutex<Connection>,
     wake: &mpsc::Receiver<()>,
+    metrics: &CheckpointMetrics,
 ) {
     loop {
         let closing = wake.recv().is_err();
-        checkpoint(conn, "PRAGMA wal_checkpoint(PASSIVE)");
+        checkpoint(conn, Mode::Passive, metrics);
         {
             let _no_writes = writer.blocking_lock();
-            checkpoint(conn, "PRAGMA wal_checkpoint(RESTART)");
+            checkpoint(conn, Mode::Restart, metrics);
         }
         if closing {
             return;
@@ -197,11 +234,42 @@ fn checkpoint_loop(
     }
 }
 
-/// Runs one `PRAGMA wal_checkpoint(…)`.
-fn checkpoint(conn: &Connection, pragma: &'static str) {
-    if let Err(err) = conn.query_row(pragma, [], |_| Ok(())) {
-        tracing::warn!(error = %err, pragma, "sqlite checkpoint failed");
-    }
+/// The checkpoint modes the checkpointer uses.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Passive,
+    Restart,
+}
+
+/// Runs one checkpoint and records how it went.
+fn checkpoint(conn: &Connection, mode: Mode, metrics: &CheckpointMetrics) {
+    let (pragma, label) = match mode {
+        Mode::Passive => ("PRAGMA wal_checkpoint(PASSIVE)", "passive"),
+        Mode::Restart => ("PRAGMA wal_checkpoint(RESTART)", "restart"),
+    };
+    // busy, frames in the WAL, frames copied into the database file
+    let done = conn.query_row(pragma, [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    });
+    let outcome = match done {
+        Ok((busy, frames, copied)) => {
+            metrics.wal_frames.set(frames);
+            if busy == 0 && frames == copied {
+                "complete"
+            } else {
+                "partial"
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, mode = label, "sqlite checkpoint failed");
+            "failed"
+        }
+    };
+    metrics.runs.with_label_values(&[label, outcome]).inc();
 }
 
 /// The write transaction: the writer connection, held until commit or drop.
@@ -372,6 +440,11 @@ mod tests {
         );
         assert_eq!(count(&db).await, CHECKPOINT_EVERY as i64);
         db.close().await;
+        let runs = &db.shared.metrics.runs;
+        let complete = |mode| runs.with_label_values(&[mode, "complete"]).get();
+        // The wake's pair and the closing pair: the restarts copy everything.
+        assert_eq!(complete("restart"), 2);
+        assert!(db.shared.metrics.wal_frames.get() > 0, "the WAL had frames");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
