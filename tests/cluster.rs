@@ -131,12 +131,7 @@ async fn rooms_are_placed_on_one_node_and_follow_the_live_nodes() -> TestResult 
 
     // Ended through node A: node B's signaling disconnects both within a second.
     let ended = Instant::now();
-    a.post(
-        Some(&key),
-        &format!("/api/visits/{}/end", visit.id),
-        json!({}),
-    )
-    .await?;
+    a.end_visit(&key, &visit.id).await?;
     call.finished(Duration::from_secs(1)).await?;
     let took = ended.elapsed();
     eprintln!("end through node A → both participants disconnected from node B in {took:?}");

@@ -209,12 +209,6 @@ async fn a_call_survives_garbage_datagrams_and_bad_signaling_frames() -> TestRes
         "{errors} error frames counted"
     );
 
-    server
-        .post(
-            Some(&visit.clinician_key),
-            &format!("/api/visits/{}/end", visit.id),
-            json!({}),
-        )
-        .await?;
+    server.end_visit(&visit.clinician_key, &visit.id).await?;
     call.finished(Duration::from_secs(5)).await
 }

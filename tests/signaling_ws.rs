@@ -35,6 +35,13 @@ impl Client {
         Ok(Client { ws })
     }
 
+    /// A new socket that has sent `join` with `grant`.
+    async fn join(server: &Server, grant: &Value) -> TestResult<Client> {
+        let mut client = Self::connect(server).await?;
+        client.send(json!({"type": "join", "grant": grant})).await?;
+        Ok(client)
+    }
+
     async fn send(&mut self, value: Value) -> TestResult {
         self.send_raw(Message::Text(value.to_string().into())).await
     }
@@ -101,10 +108,7 @@ async fn silence_forged_grants_and_non_join_first_frames_close_the_socket() -> T
     let mut silent = Client::connect(&server).await?;
     assert_eq!(silent.closed().await?, 4401, "no join within the deadline");
 
-    let mut forged = Client::connect(&server).await?;
-    forged
-        .send(json!({"type": "join", "grant": "eyJhbGciOiJub25lIn0.e30."}))
-        .await?;
+    let mut forged = Client::join(&server, &json!("eyJhbGciOiJub25lIn0.e30.")).await?;
     assert_eq!(forged.expect("error").await?["code"], "unauthorized");
     assert_eq!(forged.closed().await?, 4401);
 
@@ -119,10 +123,7 @@ async fn silence_forged_grants_and_non_join_first_frames_close_the_socket() -> T
 async fn bad_frames_get_error_frames_and_the_seat_survives() -> TestResult {
     let server = Server::start(quick_limits()).await?;
     let visit = server.visit().await?;
-    let mut patient = Client::connect(&server).await?;
-    patient
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
+    let mut patient = Client::join(&server, &visit.patient["grant"]).await?;
     let joined = patient.expect("joined").await?;
     assert_eq!(joined["waiting"], json!(true));
     assert_eq!(joined["role"], "patient");
@@ -196,8 +197,7 @@ async fn a_dropped_socket_resumes_its_seat_with_its_token() -> TestResult {
     let server = Server::start(quick_limits()).await?;
     let visit = server.visit().await?;
     let grant = visit.patient["grant"].clone();
-    let mut first = Client::connect(&server).await?;
-    first.send(json!({"type": "join", "grant": grant})).await?;
+    let mut first = Client::join(&server, &grant).await?;
     let joined = first.expect("joined").await?;
     let token = text(&joined["session"])?;
     let offer = first.expect("offer").await?;
@@ -245,15 +245,9 @@ async fn a_dropped_socket_resumes_its_seat_with_its_token() -> TestResult {
 async fn the_clinician_removes_the_patient_for_good() -> TestResult {
     let server = Server::start(quick_limits()).await?;
     let visit = server.visit().await?;
-    let mut clinician = Client::connect(&server).await?;
-    clinician
-        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
-        .await?;
+    let mut clinician = Client::join(&server, &visit.clinician["grant"]).await?;
     assert_eq!(clinician.expect("joined").await?["waiting"], json!(false));
-    let mut patient = Client::connect(&server).await?;
-    patient
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
+    let mut patient = Client::join(&server, &visit.patient["grant"]).await?;
     let me = text(&patient.expect("joined").await?["participant"])?;
     let waiting = clinician.expect("participant_waiting").await?;
     assert_eq!(waiting["participant"], json!(me));
@@ -286,15 +280,9 @@ async fn the_clinician_removes_the_patient_for_good() -> TestResult {
 async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
     let server = Server::start(quick_limits()).await?;
     let visit = server.visit().await?;
-    let mut clinician = Client::connect(&server).await?;
-    clinician
-        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
-        .await?;
+    let mut clinician = Client::join(&server, &visit.clinician["grant"]).await?;
     clinician.expect("joined").await?;
-    let mut patient = Client::connect(&server).await?;
-    patient
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
+    let mut patient = Client::join(&server, &visit.patient["grant"]).await?;
     patient.expect("joined").await?;
 
     assert_eq!(
@@ -324,7 +312,6 @@ async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
     Ok(())
 }
 
-/// The visit's status once it is `wanted`, or what it was after 3 s.
 /// The patient, removed for good, cannot rejoin with its grant (`forbidden`, 4403); then the
 /// visit ends over REST and the clinician is told and disconnected (4410).
 async fn removed_for_good_then_ended(
@@ -332,19 +319,10 @@ async fn removed_for_good_then_ended(
     visit: &common::Visit,
     clinician: &mut Client,
 ) -> TestResult {
-    let mut again = Client::connect(server).await?;
-    again
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
+    let mut again = Client::join(server, &visit.patient["grant"]).await?;
     assert_eq!(again.expect("error").await?["code"], "forbidden");
     assert_eq!(again.closed().await?, 4403);
-    server
-        .post(
-            Some(&visit.clinician_key),
-            &format!("/api/visits/{}/end", visit.id),
-            json!({}),
-        )
-        .await?;
+    server.end_visit(&visit.clinician_key, &visit.id).await?;
     clinician.expect("visit_ended").await?;
     assert_eq!(clinician.closed().await?, 4410);
     Ok(())
@@ -375,6 +353,7 @@ async fn chime_scene() -> TestResult<Option<(common::chime::ChimeFake, Server, c
     Ok(Some((chime, server, visit)))
 }
 
+/// The visit's status once it is `wanted`, or what it was after 3 s.
 async fn status_becomes(server: &Server, visit: &str, wanted: &str) -> TestResult<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
@@ -443,17 +422,11 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
     assert_eq!(offering.expect("error").await?["code"], "invalid_message");
     assert_eq!(offering.closed().await?, 4400);
 
-    let mut clinician = Client::connect(&server).await?;
-    clinician
-        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
-        .await?;
+    let mut clinician = Client::join(&server, &visit.clinician["grant"]).await?;
     assert_eq!(clinician.expect("joined").await?["waiting"], json!(false));
     nothing_pending(&mut clinician).await?;
 
-    let mut patient = Client::connect(&server).await?;
-    patient
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
+    let mut patient = Client::join(&server, &visit.patient["grant"]).await?;
     let joined = patient.expect("joined").await?;
     assert_eq!(joined["waiting"], json!(true));
     assert_eq!(joined["participants"][0]["role"], "clinician");
@@ -518,10 +491,7 @@ async fn a_chime_visit_has_the_waiting_room_status_and_audit_without_sdp() -> Te
 
     // A reload of the admitted patient: in at once, and its `joined` carries the attendee
     // that its start (or rejoin) answer left without a token.
-    let mut reloaded = Client::connect(&server).await?;
-    reloaded
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
+    let mut reloaded = Client::join(&server, &visit.patient["grant"]).await?;
     let rejoined = reloaded.expect("joined").await?;
     assert_eq!(rejoined["waiting"], json!(false));
     assert_eq!(rejoined["attendee"]["JoinToken"], json!(join_token));
@@ -570,15 +540,9 @@ async fn a_chime_visit_resumes_removes_for_good_and_ends_over_rest() -> TestResu
     let Some((chime, server, visit)) = chime_scene().await? else {
         return Ok(());
     };
-    let mut clinician = Client::connect(&server).await?;
-    clinician
-        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
-        .await?;
+    let mut clinician = Client::join(&server, &visit.clinician["grant"]).await?;
     let token = text(&clinician.expect("joined").await?["session"])?;
-    let mut patient = Client::connect(&server).await?;
-    patient
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
+    let mut patient = Client::join(&server, &visit.patient["grant"]).await?;
     let me = text(&patient.expect("joined").await?["participant"])?;
     clinician.expect("participant_waiting").await?;
 
@@ -627,15 +591,9 @@ async fn a_chime_admission_waits_for_the_attendee_and_an_expired_seat_loses_it()
     let Some((chime, server, visit)) = chime_scene().await? else {
         return Ok(());
     };
-    let mut clinician = Client::connect(&server).await?;
-    clinician
-        .send(json!({"type": "join", "grant": visit.clinician["grant"]}))
-        .await?;
+    let mut clinician = Client::join(&server, &visit.clinician["grant"]).await?;
     clinician.expect("joined").await?;
-    let mut patient = Client::connect(&server).await?;
-    patient
-        .send(json!({"type": "join", "grant": visit.patient["grant"]}))
-        .await?;
+    let mut patient = Client::join(&server, &visit.patient["grant"]).await?;
     let me = text(&patient.expect("joined").await?["participant"])?;
     clinician.expect("participant_waiting").await?;
 

@@ -61,13 +61,7 @@ async fn two_webrtc_rs_peers_hold_a_visit_through_bedside() -> TestResult {
     }
 
     // Ending the visit over the API disconnects everyone.
-    server
-        .post(
-            Some(&clinician_key),
-            &format!("/api/visits/{visit_id}/end"),
-            json!({}),
-        )
-        .await?;
+    server.end_visit(&clinician_key, &visit_id).await?;
     let (patient, clinician) = (call.patient.clone(), call.clinician.clone());
     call.finished(Duration::from_secs(5)).await?;
     for seen in [&patient, &clinician] {

@@ -153,6 +153,12 @@ impl Server {
         Ok(body)
     }
 
+    /// Ends `visit_id` over the API with `key` (`POST /api/visits/{id}/end`).
+    pub async fn end_visit(&self, key: &str, visit_id: &str) -> TestResult<Value> {
+        self.post(Some(key), &format!("/api/visits/{visit_id}/end"), json!({}))
+            .await
+    }
+
     /// GETs `path` with `key`; the JSON answer of a 2xx, else an error.
     pub async fn get(&self, key: &str, path: &str) -> TestResult<Value> {
         let response = self
