@@ -181,6 +181,19 @@ impl Room {
             .collect()
     }
 
+    /// Marks `target` removed for good (its grants no longer seat it); answers the visit's
+    /// tenant and id, for the audit row.
+    fn remove_for_good(
+        &mut self,
+        target: ParticipantId,
+    ) -> Result<(String, String), ServerMessage> {
+        let seat = self.seats.get_mut(&target).ok_or_else(not_in_visit)?;
+        seat.leave_reason = LeftReason::Removed;
+        self.removed.insert(target);
+        self.admitted.remove(&target);
+        Ok((self.tenant.clone(), self.visit.clone()))
+    }
+
     /// Whether a clinician and a patient are both admitted with media connected.
     fn call_running(&self) -> bool {
         let live = |role| {
@@ -247,6 +260,23 @@ fn kind(kind: MediaKind) -> TrackKind {
     } else {
         TrackKind::Video
     }
+}
+
+/// The participant a request names, or the error frame for a malformed id.
+fn target(text: &str) -> Result<ParticipantId, ServerMessage> {
+    uuid_id(text)
+        .map(ParticipantId)
+        .ok_or_else(|| ServerMessage::error(ErrorCode::UnknownParticipant, "not a participant id"))
+}
+
+/// The error frame for a participant who is not in the visit.
+fn not_in_visit() -> ServerMessage {
+    ServerMessage::error(ErrorCode::UnknownParticipant, "not in this visit")
+}
+
+/// The error frame for admitting a participant who is not waiting.
+fn not_waiting() -> ServerMessage {
+    ServerMessage::error(ErrorCode::NotWaiting, "that participant is not waiting")
 }
 
 fn actor(participant: ParticipantId) -> Actor {
@@ -336,6 +366,21 @@ impl Hub {
 
     fn worker(&self, room: RoomId) -> &Handle {
         &self.workers[worker_for(room, self.workers.len())]
+    }
+
+    /// Audits that `me` admitted or removed (`event`) `participant` of `visit`.
+    fn audit_act(
+        &self,
+        tenant: &str,
+        visit: &str,
+        me: ParticipantId,
+        event: &'static str,
+        participant: &str,
+    ) {
+        self.audit(
+            NewEntry::success(tenant, &actor(me), event, Some(visit))
+                .with_details(json!({"participant_id": participant})),
+        );
     }
 
     fn audit(&self, entry: NewEntry) {
@@ -826,11 +871,6 @@ impl Hub {
             return self.request_chime(room, me, request).await;
         }
         let worker = self.worker(room).clone();
-        let target = |text: &str| {
-            uuid_id(text).map(ParticipantId).ok_or_else(|| {
-                ServerMessage::error(ErrorCode::UnknownParticipant, "not a participant id")
-            })
-        };
         match request {
             Request::Offer { sdp } => {
                 let offer = SdpOffer::from_sdp_string(&sdp)
@@ -860,14 +900,9 @@ impl Hub {
                 let (tenant, visit, in_sfu) = {
                     let mut state = self.state();
                     let room_state = state.rooms.get_mut(&room).ok_or_else(stale)?;
-                    let seat = room_state.seats.get(&target).ok_or_else(|| {
-                        ServerMessage::error(ErrorCode::UnknownParticipant, "not in this visit")
-                    })?;
+                    let seat = room_state.seats.get(&target).ok_or_else(not_in_visit)?;
                     if !seat.waiting || seat.admit_pending {
-                        return Err(ServerMessage::error(
-                            ErrorCode::NotWaiting,
-                            "that participant is not waiting",
-                        ));
+                        return Err(not_waiting());
                     }
                     let in_sfu = seat.in_sfu;
                     if let Some(seat) = room_state.seats.get_mut(&target)
@@ -886,10 +921,7 @@ impl Hub {
                         .await
                         .map_err(command_error)?;
                 }
-                self.audit(
-                    NewEntry::success(&tenant, &actor(me), "participant.admitted", Some(&visit))
-                        .with_details(json!({"participant_id": participant})),
-                );
+                self.audit_act(&tenant, &visit, me, "participant.admitted", &participant);
                 Ok(())
             }
             Request::Remove { participant } => {
@@ -897,13 +929,7 @@ impl Hub {
                 let (tenant, visit) = {
                     let mut state = self.state();
                     let room_state = state.rooms.get_mut(&room).ok_or_else(stale)?;
-                    let seat = room_state.seats.get_mut(&target).ok_or_else(|| {
-                        ServerMessage::error(ErrorCode::UnknownParticipant, "not in this visit")
-                    })?;
-                    seat.leave_reason = LeftReason::Removed;
-                    room_state.removed.insert(target);
-                    room_state.admitted.remove(&target);
-                    (room_state.tenant.clone(), room_state.visit.clone())
+                    room_state.remove_for_good(target)?
                 };
                 worker
                     .command(Command::Remove {
@@ -911,10 +937,7 @@ impl Hub {
                     })
                     .await
                     .map_err(command_error)?;
-                self.audit(
-                    NewEntry::success(&tenant, &actor(me), "participant.removed", Some(&visit))
-                        .with_details(json!({"participant_id": participant})),
-                );
+                self.audit_act(&tenant, &visit, me, "participant.removed", &participant);
                 Ok(())
             }
             Request::Mute { track, muted } => {
@@ -956,12 +979,6 @@ impl Hub {
         request: Request,
     ) -> Result<(), ServerMessage> {
         let gone = || ServerMessage::error(ErrorCode::VisitUnavailable, "the visit is over");
-        let unknown = || ServerMessage::error(ErrorCode::UnknownParticipant, "not in this visit");
-        let target = |text: &str| {
-            uuid_id(text).map(ParticipantId).ok_or_else(|| {
-                ServerMessage::error(ErrorCode::UnknownParticipant, "not a participant id")
-            })
-        };
         match request {
             Request::Offer { .. } | Request::Answer { .. } | Request::Mute { .. } => {
                 Err(ServerMessage::error(
@@ -971,13 +988,10 @@ impl Hub {
             }
             Request::Admit { participant } => {
                 let target = target(&participant)?;
-                let not_waiting = || {
-                    ServerMessage::error(ErrorCode::NotWaiting, "that participant is not waiting")
-                };
                 let visit = {
                     let mut state = self.state();
                     let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
-                    let seat = room_state.seats.get_mut(&target).ok_or_else(unknown)?;
+                    let seat = room_state.seats.get_mut(&target).ok_or_else(not_in_visit)?;
                     if !seat.waiting || seat.admit_pending {
                         return Err(not_waiting());
                     }
@@ -990,7 +1004,7 @@ impl Hub {
                 let fetched = self.chime_attendee(&visit, &wire_id(target)).await;
                 let mut state = self.state();
                 let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
-                let seat = room_state.seats.get_mut(&target).ok_or_else(unknown)?;
+                let seat = room_state.seats.get_mut(&target).ok_or_else(not_in_visit)?;
                 seat.admit_pending = false;
                 let attendee = fetched.map_err(|why| {
                     tracing::warn!(error = %why, "fetching a Chime attendee to admit failed");
@@ -1020,10 +1034,7 @@ impl Hub {
                 self.check_running(room_state);
                 let tenant = room_state.tenant.clone();
                 drop(state);
-                self.audit(
-                    NewEntry::success(&tenant, &actor(me), "participant.admitted", Some(&visit))
-                        .with_details(json!({"participant_id": participant})),
-                );
+                self.audit_act(&tenant, &visit, me, "participant.admitted", &participant);
                 Ok(())
             }
             Request::Remove { participant } => {
@@ -1031,19 +1042,12 @@ impl Hub {
                 let (tenant, visit) = {
                     let mut state = self.state();
                     let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
-                    let seat = room_state.seats.get_mut(&target).ok_or_else(unknown)?;
-                    seat.leave_reason = LeftReason::Removed;
-                    room_state.removed.insert(target);
-                    room_state.admitted.remove(&target);
-                    let names = (room_state.tenant.clone(), room_state.visit.clone());
+                    let names = room_state.remove_for_good(target)?;
                     self.remove_attendee(room_state, target, actor(me), LeftReason::Removed);
                     self.depart(&mut state, room, target, LeaveReason::Removed);
                     names
                 };
-                self.audit(
-                    NewEntry::success(&tenant, &actor(me), "participant.removed", Some(&visit))
-                        .with_details(json!({"participant_id": participant})),
-                );
+                self.audit_act(&tenant, &visit, me, "participant.removed", &participant);
                 Ok(())
             }
             Request::Leave => {
