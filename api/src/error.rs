@@ -228,11 +228,5 @@ impl From<crate::store::DbError> for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(err: sqlx::Error) -> Self {
-        crate::store::DbError::from(err).into()
-    }
-}
-
 /// Result alias for route handlers and the store.
 pub type ApiResult<T> = Result<T, ApiError>;

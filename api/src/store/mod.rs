@@ -156,7 +156,7 @@ impl Store {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(sqlite::WAIT)
             .foreign_keys(true);
         // sqlx applies the migrations (and keeps its ledger of them, as before); the store
         // itself then works through rusqlite (see `sqlite`).

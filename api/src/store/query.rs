@@ -314,10 +314,7 @@ impl<'a, O> Query<'a, O> {
     /// Runs the statement; answers how many rows it changed.
     pub(crate) async fn execute(self, db: &mut Db) -> Result<u64, DbError> {
         if let Some(conn) = db.sqlite()? {
-            let mut stmt = prepare(conn, self.text, &self.args)?;
-            let mut rows = stmt.raw_query();
-            while rows.next()?.is_some() {}
-            drop(rows);
+            run_sqlite(conn, self.text, &self.args, |_| Ok(()))?;
             return Ok(conn.changes());
         }
         Ok(pg_query(self.text, &self.args)
@@ -331,12 +328,11 @@ impl<O: Output> Query<'_, O> {
     /// Every row.
     pub(crate) async fn fetch_all(self, db: &mut Db) -> Result<Vec<O::Item>, DbError> {
         if let Some(conn) = db.sqlite()? {
-            let mut stmt = prepare(conn, self.text, &self.args)?;
-            let mut rows = stmt.raw_query();
             let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
+            run_sqlite(conn, self.text, &self.args, |row| {
                 out.push(O::decode(&Record::Sqlite(row))?);
-            }
+                Ok(())
+            })?;
             return Ok(out);
         }
         pg_query(self.text, &self.args)
@@ -350,14 +346,13 @@ impl<O: Output> Query<'_, O> {
     /// The first row, if there is one (a statement that changes rows runs to its end).
     pub(crate) async fn fetch_optional(self, db: &mut Db) -> Result<Option<O::Item>, DbError> {
         if let Some(conn) = db.sqlite()? {
-            let mut stmt = prepare(conn, self.text, &self.args)?;
-            let mut rows = stmt.raw_query();
             let mut first = None;
-            while let Some(row) = rows.next()? {
+            run_sqlite(conn, self.text, &self.args, |row| {
                 if first.is_none() {
                     first = Some(O::decode(&Record::Sqlite(row))?);
                 }
-            }
+                Ok(())
+            })?;
             return Ok(first);
         }
         pg_query(self.text, &self.args)
@@ -371,6 +366,21 @@ impl<O: Output> Query<'_, O> {
     pub(crate) async fn fetch_one(self, db: &mut Db) -> Result<O::Item, DbError> {
         self.fetch_optional(db).await?.ok_or(DbError::RowNotFound)
     }
+}
+
+/// Runs `text` on SQLite to its end, handing each row to `each`.
+fn run_sqlite(
+    conn: &rusqlite::Connection,
+    text: &str,
+    args: &[Value<'_>],
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> Result<(), DbError>,
+) -> Result<(), DbError> {
+    let mut stmt = prepare(conn, text, args)?;
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        each(row)?;
+    }
+    Ok(())
 }
 
 /// The statement `text` from the connection's cache, with `args` bound by placeholder name

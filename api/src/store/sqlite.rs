@@ -22,7 +22,7 @@ use super::DbError;
 
 /// How long to wait for a connection, or for SQLite's own locks (another process such as the
 /// CLI writing at the same time).
-const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 /// Commits between two checkpoints of the WAL into the database file.
 const CHECKPOINT_EVERY: u64 = 256;
