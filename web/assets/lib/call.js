@@ -392,11 +392,7 @@ export class Call {
     if (!on) {
       own.muted = true;
       this.sendMute(own);
-      if (own.track) {
-        own.track.stop();
-        this.stream.removeTrack(own.track);
-      }
-      own.track = null;
+      this.replaceLocalTrack(own, null);
       await own.transceiver.sender.replaceTrack(null);
     } else {
       const track = await openTrack('video', deviceId);
@@ -416,13 +412,18 @@ export class Call {
     const track = await openTrack(kind, deviceId);
     if (kind === 'audio') track.enabled = !own.muted;
     await own.transceiver.sender.replaceTrack(track);
+    this.replaceLocalTrack(own, track);
+    this.emit('local', this.stream);
+  }
+
+  /** Puts `track` (or none) where `own`'s local track was: the old one stops and leaves the preview stream. */
+  replaceLocalTrack(own, track) {
     if (own.track) {
       own.track.stop();
       this.stream.removeTrack(own.track);
     }
     own.track = track;
-    this.stream.addTrack(track);
-    this.emit('local', this.stream);
+    if (track) this.stream.addTrack(track);
   }
 
   /** Shares a screen or window as a second video; resolves false if the person cancelled. */

@@ -233,11 +233,7 @@ export class ChimeCall extends Call {
         this.av.stopLocalVideoTile();
         await this.av.stopVideoInput();
       }
-      if (own.track) {
-        own.track.stop();
-        this.stream.removeTrack(own.track);
-      }
-      own.track = null;
+      this.replaceLocalTrack(own, null);
     } else {
       const track = await openTrack('video', deviceId);
       own.track = track;
@@ -259,12 +255,7 @@ export class ChimeCall extends Call {
       if (kind === 'audio') await this.av.startAudioInput(new MediaStream([track]));
       else await this.av.startVideoInput(new MediaStream([track]));
     }
-    if (own.track) {
-      own.track.stop();
-      this.stream.removeTrack(own.track);
-    }
-    own.track = track;
-    this.stream.addTrack(track);
+    this.replaceLocalTrack(own, track);
     this.emit('local', this.stream);
   }
 
