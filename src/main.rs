@@ -2,7 +2,6 @@
 
 mod cli;
 mod serve;
-mod web;
 
 use std::process::ExitCode;
 use std::sync::Arc;

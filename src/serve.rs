@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use api::config::{Config, LogFormat};
-use tokio::sync::watch;
+use bedside::node::Node;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(config: &Config) {
@@ -53,27 +53,23 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("binding http.addr {}", config.http.addr))?;
     listener.set_nonblocking(true)?;
     config.http.addr = listener.local_addr()?;
-    let app = api::App::open(config.clone(), data_dir)
+    let node = Node::start(config.clone(), data_dir, signaling::Limits::default())
         .await
-        .with_context(|| format!("opening {}", data_dir.display()))?;
-    if let Some((tenant_id, key)) = app.bootstrap().await? {
+        .with_context(|| format!("starting the node on {}", data_dir.display()))?;
+    if let Some((tenant_id, key)) = &node.created {
         // Printed, never logged: the one time this key is shown.
         println!(
             "Created the default tenant {tenant_id}.\nIts admin API key (shown once, keep it safe): {}",
             key.expose()
         );
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let cluster = tokio::spawn(api::cluster::run(app.clone(), stop_rx.clone()));
-    let background = tokio::spawn(app.clone().run_background(stop_rx));
-    let media = signaling::node::start(&app, signaling::Limits::default()).await?;
     tracing::info!(
-        udp = ?media.udp,
-        announce_ip = %media.announce_ip,
+        udp = ?node.udp,
+        announce_ip = %node.announce_ip,
         "SFU listening"
     );
-    let router = signaling::node::router(app.clone(), media.hub.clone())
-        .merge(crate::web::router())
+    let router = node
+        .router()
         .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
@@ -99,11 +95,7 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
             tokio::join!(server.serve(router), listening).0
         }
     };
-    let _ = stop_tx.send(true);
-    let _ = background.await;
-    // Deregisters this node, so its rooms are placed elsewhere at once, not after a timeout.
-    let _ = cluster.await;
-    app.store.close().await;
+    node.stop().await;
     served.with_context(|| format!("serving on {addr}"))
 }
 

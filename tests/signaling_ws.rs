@@ -276,6 +276,101 @@ async fn the_clinician_removes_the_patient_for_good() -> TestResult {
     Ok(())
 }
 
+/// The clinician admits and removes the patient of a visit on `server`; the patient's socket
+/// closes with 4403. Answers the patient's participant id and the clinician's socket.
+async fn admit_then_remove(server: &Server, visit: &common::Visit) -> TestResult<(String, Client)> {
+    let mut clinician = Client::join(server, &visit.clinician["grant"]).await?;
+    clinician.expect("joined").await?;
+    let mut patient = Client::join(server, &visit.patient["grant"]).await?;
+    let joined = patient.expect("joined").await?;
+    let me = text(&joined["participant"])?;
+    if joined["waiting"] == json!(true) {
+        clinician.expect("participant_waiting").await?;
+        clinician
+            .send(json!({"type": "admit", "participant": me}))
+            .await?;
+        patient.expect("participant_admitted").await?;
+    }
+    clinician
+        .send(json!({"type": "remove", "participant": me}))
+        .await?;
+    assert_eq!(
+        clinician.expect("participant_left").await?["reason"],
+        "removed"
+    );
+    assert_eq!(patient.closed().await?, 4403);
+    Ok((me, clinician))
+}
+
+/// The removed patient gets no seat, no fresh grant and no rejoin through its link.
+async fn stays_out(server: &Server, visit: &common::Visit) -> TestResult {
+    let mut again = Client::join(server, &visit.patient["grant"]).await?;
+    assert_eq!(again.expect("error").await?["code"], "forbidden");
+    assert_eq!(again.closed().await?, 4403);
+    let (status, problem) = server
+        .post_any(
+            None,
+            "/api/grants/refresh",
+            json!({"grant": visit.patient["grant"]}),
+        )
+        .await?;
+    assert_eq!((status, &problem["code"]), (403, &json!("forbidden")));
+    // The same device (cookie, UA, address) that redeemed the link.
+    let (status, problem) = server
+        .post_any(
+            None,
+            &format!("/api/visits/{}/start", visit.id),
+            json!({"code": visit.patient_code}),
+        )
+        .await?;
+    assert_eq!((status, &problem["code"]), (403, &json!("forbidden")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_holds_after_the_room_empties() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    // Without a waiting room a returning patient would go straight into the call.
+    let visit = server.visit_with(json!({"waiting_room": false})).await?;
+    let (_, mut clinician) = admit_then_remove(&server, &visit).await?;
+    clinician.send(json!({"type": "leave"})).await?;
+    assert_eq!(clinician.closed().await?, 1000);
+    stays_out(&server, &visit).await?;
+    // The clinician is not affected.
+    let mut back = Client::join(&server, &visit.clinician["grant"]).await?;
+    back.expect("joined").await?;
+    let events = server
+        .audit_events_with(&visit.id, &["participant.removed", "link.refused"])
+        .await?;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "participant.removed")
+            .count(),
+        1,
+        "{events:?}"
+    );
+    for refused in ["grant.refresh_refused", "link.refused"] {
+        assert!(
+            events.iter().any(|e| e == refused),
+            "no {refused} in {events:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_holds_across_a_restart() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    let visit = server.visit().await?;
+    admit_then_remove(&server, &visit).await?;
+    let server = server.restart(quick_limits()).await?;
+    stays_out(&server, &visit).await?;
+    let mut clinician = Client::join(&server, &visit.clinician["grant"]).await?;
+    assert_eq!(clinician.expect("joined").await?["waiting"], json!(false));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
     let server = Server::start(quick_limits()).await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::audit::{Actor, ChainBreak, ChainVerifier, Entry, NewEntry, Outcome};
 use crate::aws::chime::ChimeMedia;
@@ -21,28 +21,15 @@ use crate::config::{
 };
 use crate::crypto::{CryptoError, DataKey, KeyProvider, Keyring, LocalKeyProvider};
 use crate::error::{ApiError, ApiResult};
-use crate::media::{MediaService, SfuMedia};
+use crate::events::{EventBus, VisitEvent};
+use crate::media::{MediaError, MediaService, SfuMedia};
 use crate::metrics::Metrics;
 use crate::model::{Channel, StaffRole};
 use crate::notify::smtp::SmtpTransport;
 use crate::notify::{LogTransport, Outlet, Transport, TransportError};
 use crate::ratelimit::Limiters;
-use crate::store::{self, Db, Store, StoreError};
+use crate::store::{self, Db, DbError, Store, StoreError};
 use crate::tokens::{ApiKeySecret, Grants, LocalSigner, Signer, TokenError};
-
-/// Something other parts of the node — or of other nodes, see [`crate::cluster`] — must
-/// react to (signaling disconnects ended visits).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum VisitEvent {
-    /// The visit ended or was cancelled: disconnect everyone in its room.
-    Closed {
-        /// Tenant of the visit.
-        tenant_id: String,
-        /// The visit.
-        visit_id: String,
-    },
-}
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +72,7 @@ pub struct App {
     /// Wakes the outbox worker when a notification is queued.
     pub outbox: Notify,
     /// Visit events for this node's signaling (publish through [`App::publish`]).
-    pub events: broadcast::Sender<VisitEvent>,
+    pub events: EventBus,
     /// This node among the nodes sharing the database.
     pub cluster: Cluster,
     email: Outlet,
@@ -206,7 +193,7 @@ impl App {
             metrics,
             limits: Limiters::new(&config.limits),
             outbox: Notify::new(),
-            events: broadcast::channel(256).0,
+            events: EventBus::default(),
             cluster,
             store,
             config,
@@ -219,7 +206,9 @@ impl App {
 
     /// Publishes a visit event to this node's signaling and to every other node.
     pub async fn publish(&self, event: VisitEvent) {
-        self.cluster.publish(self, event).await;
+        self.cluster
+            .publish(&self.store, &self.metrics, &self.events, event)
+            .await;
     }
 
     /// The transport of a channel.
@@ -235,12 +224,14 @@ impl App {
         }
     }
 
-    /// The media backend of a visit, or `unavailable` when this node has Chime disabled.
-    pub fn media(&self, backend: MediaBackend) -> ApiResult<&dyn MediaService> {
+    /// The media backend of a visit, or `Unavailable` when this node has Chime disabled.
+    pub fn media(&self, backend: MediaBackend) -> Result<&dyn MediaService, MediaError> {
         match backend {
             MediaBackend::Sfu => Ok(self.sfu.as_ref()),
             MediaBackend::Chime => self.chime.as_deref().ok_or_else(|| {
-                ApiError::Unavailable("the chime media backend is not enabled on this node".into())
+                MediaError::Unavailable(
+                    "the chime media backend is not enabled on this node".into(),
+                )
             }),
         }
     }
@@ -267,14 +258,17 @@ impl App {
     }
 
     /// Appends an audit row inside `tx` and counts it.
-    pub async fn audit(&self, tx: &mut Db, entry: NewEntry) -> ApiResult<Entry> {
+    pub async fn audit(&self, tx: &mut Db, entry: NewEntry) -> Result<Entry, DbError> {
         let mut rows = self.audit_all(tx, vec![entry]).await?;
-        rows.pop()
-            .ok_or_else(|| ApiError::Internal("audit append returned no row".into()))
+        rows.pop().ok_or(DbError::RowNotFound)
     }
 
     /// Appends several audit rows inside `tx` in order, reading the chain head once.
-    pub async fn audit_all(&self, tx: &mut Db, entries: Vec<NewEntry>) -> ApiResult<Vec<Entry>> {
+    pub async fn audit_all(
+        &self,
+        tx: &mut Db,
+        entries: Vec<NewEntry>,
+    ) -> Result<Vec<Entry>, DbError> {
         let rows = store::audit::append_all(tx, entries, store::ms(Utc::now())).await?;
         for row in &rows {
             self.metrics
@@ -287,7 +281,7 @@ impl App {
 
     /// Writes one audit row in its own transaction (refusals, whose request changes nothing
     /// else).
-    pub async fn audit_alone(&self, entry: NewEntry) -> ApiResult<()> {
+    pub async fn audit_alone(&self, entry: NewEntry) -> Result<(), DbError> {
         let mut tx = self.store.begin().await?;
         self.audit(&mut tx, entry).await?;
         tx.commit().await?;

@@ -7,7 +7,6 @@
 //! On SQLite there is exactly one node, this one: every room is here and nothing is shared.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,8 +15,8 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
-use crate::app::{App, VisitEvent};
 use crate::config::Config;
+use crate::events::{EventBus, VisitEvent};
 use crate::metrics::Metrics;
 use crate::store::{self, DbError, Store, nodes::NodeRow};
 
@@ -181,10 +180,15 @@ impl Cluster {
     /// Hands a visit event to this node's signaling and, on PostgreSQL, to every other node
     /// (an ended visit's placement is dropped first). A failure to reach the others is
     /// logged: the visit's state is already committed, only the disconnect is late.
-    pub async fn publish(&self, app: &App, event: VisitEvent) {
-        // Nobody listening (no signaling in this process) is not an error.
-        let _ = app.events.send(event.clone());
-        let Store::Postgres { pool } = &app.store else {
+    pub async fn publish(
+        &self,
+        store: &Store,
+        metrics: &Metrics,
+        bus: &EventBus,
+        event: VisitEvent,
+    ) {
+        bus.send(event.clone());
+        let Store::Postgres { pool } = store else {
             return;
         };
         let VisitEvent::Closed { visit_id, .. } = &event;
@@ -211,27 +215,40 @@ impl Cluster {
                 "failed"
             }
         };
-        app.metrics
-            .cluster
-            .with_label_values(&["event", outcome])
-            .inc();
+        metrics.cluster.with_label_values(&["event", outcome]).inc();
     }
 }
 
 /// Registers this node and keeps it registered until `shutdown` flips (then removes it),
-/// reaps dead nodes, and relays other nodes' visit events to this node's signaling. Returns
-/// at once on SQLite.
-pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let Store::Postgres { pool } = app.store.clone() else {
+/// reaps dead nodes, and relays other nodes' visit events to `bus`. Returns at once on
+/// SQLite.
+pub async fn run(
+    cluster: Cluster,
+    store: Store,
+    metrics: Metrics,
+    bus: EventBus,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Store::Postgres { pool } = store else {
         return;
     };
-    let me = app.cluster.clone();
-    me.serve(app, pool, &mut shutdown).await;
+    cluster.serve(pool, metrics, bus, &mut shutdown).await;
 }
 
 impl Cluster {
-    async fn serve(self, app: Arc<App>, pool: sqlx::PgPool, shutdown: &mut watch::Receiver<bool>) {
-        let relay = tokio::spawn(relay(app.clone(), pool.clone(), self.node.id.clone()));
+    async fn serve(
+        self,
+        pool: sqlx::PgPool,
+        metrics: Metrics,
+        bus: EventBus,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let relay = tokio::spawn(relay(
+            pool.clone(),
+            metrics.clone(),
+            bus,
+            self.node.id.clone(),
+        ));
         let mut tick = tokio::time::interval(self.heartbeat);
         loop {
             tokio::select! {
@@ -239,7 +256,7 @@ impl Cluster {
                 _ = tick.tick() => {}
             }
             let now = store::ms(Utc::now());
-            let cluster = &app.metrics.cluster;
+            let cluster = &metrics.cluster;
             if let Err(error) = store::nodes::heartbeat(&pool, &self.node, now).await {
                 tracing::warn!(%error, node = %self.node.id, "node heartbeat failed");
                 cluster.with_label_values(&["heartbeat", "failed"]).inc();
@@ -247,7 +264,7 @@ impl Cluster {
             }
             cluster.with_label_values(&["heartbeat", "ok"]).inc();
             if let Ok(live) = store::nodes::live_count(&pool, now - self.timeout_ms).await {
-                app.metrics.cluster_nodes.set(live);
+                metrics.cluster_nodes.set(live);
             }
             match store::nodes::reap(&pool, now - self.timeout_ms).await {
                 Ok(0) => {}
@@ -264,7 +281,7 @@ impl Cluster {
 
 /// Relays visit events other nodes publish to this node's signaling. The listener reconnects
 /// by itself after a lost connection; events published meanwhile are missed (logged).
-async fn relay(app: Arc<App>, pool: sqlx::PgPool, me: String) {
+async fn relay(pool: sqlx::PgPool, metrics: Metrics, bus: EventBus, me: String) {
     let mut listener = loop {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(CHANNEL).await {
@@ -279,11 +296,11 @@ async fn relay(app: Arc<App>, pool: sqlx::PgPool, me: String) {
         match listener.try_recv().await {
             Ok(Some(note)) => match serde_json::from_str::<Envelope>(note.payload()) {
                 Ok(envelope) if envelope.origin != me => {
-                    app.metrics
+                    metrics
                         .cluster
                         .with_label_values(&["event", "relayed"])
                         .inc();
-                    let _ = app.events.send(envelope.event);
+                    bus.send(envelope.event);
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "ignoring an unreadable visit event"),

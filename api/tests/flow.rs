@@ -572,7 +572,7 @@ async fn join_flow_redeem_start_rejoin_refresh_and_end() {
     assert!(ended["ended_at"].is_string());
     assert_eq!(
         events.try_recv().expect("signaling is told"),
-        api::app::VisitEvent::Closed {
+        api::events::VisitEvent::Closed {
             tenant_id: t.tenant_id.clone(),
             visit_id: visit.clone()
         }

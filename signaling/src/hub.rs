@@ -35,10 +35,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use api::App;
-use api::app::VisitEvent;
 use api::audit::{Actor, NewEntry};
 use api::config::MediaBackend;
-use api::model::VisitStatus;
+use api::events::VisitEvent;
+use api::visit::lifecycle::{self, Closing};
+use api::visit::{self, Via, VisitError};
 use serde_json::json;
 use sfu::core::{Command, CoreError, Event, LeaveReason, ParticipantId, RoomId, TrackId};
 use sfu::driver::{Driver, DriverError, Handle, worker_for};
@@ -181,17 +182,14 @@ impl Room {
             .collect()
     }
 
-    /// Marks `target` removed for good (its grants no longer seat it); answers the visit's
-    /// tenant and id, for the audit row.
-    fn remove_for_good(
-        &mut self,
-        target: ParticipantId,
-    ) -> Result<(String, String), ServerMessage> {
+    /// Marks `target` removed for good in this room (the database already holds it, see
+    /// [`Hub::persist_removal`]).
+    fn remove_for_good(&mut self, target: ParticipantId) -> Result<(), ServerMessage> {
         let seat = self.seats.get_mut(&target).ok_or_else(not_in_visit)?;
         seat.leave_reason = LeftReason::Removed;
         self.removed.insert(target);
         self.admitted.remove(&target);
-        Ok((self.tenant.clone(), self.visit.clone()))
+        Ok(())
     }
 
     /// Whether a clinician and a patient are both admitted with media connected.
@@ -418,29 +416,30 @@ impl Hub {
         offer: Option<String>,
     ) -> Result<Identity, Refusal> {
         let (claims, participant, room) = self.verify(grant)?;
-        let read = async {
-            let mut db = self.app.store.read().await?;
-            api::store::visits::get(&mut db, &claims.tenant, &claims.visit).await
-        };
-        let visit = read
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "reading a visit for signaling failed");
-                Refusal::new(
-                    ErrorCode::MediaUnavailable,
-                    "the visit could not be read; try again",
-                    CloseCode::Unavailable,
-                )
-            })?
-            .filter(|visit| !visit.status().is_final())
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::VisitUnavailable,
-                    "the visit is over",
-                    CloseCode::VisitOver,
-                )
-            })?;
-        let chime = visit.media_backend == MediaBackend::Chime.as_str();
+        let admission =
+            visit::participants::admission(&self.app, &claims.tenant, &claims.visit, &claims.sub)
+                .await
+                .map_err(|error| match error {
+                    VisitError::Removed => Refusal::new(
+                        ErrorCode::Forbidden,
+                        "the clinician removed you from this visit",
+                        CloseCode::Removed,
+                    ),
+                    VisitError::Store(error) => {
+                        tracing::error!(%error, "reading a visit for signaling failed");
+                        Refusal::new(
+                            ErrorCode::MediaUnavailable,
+                            "the visit could not be read; try again",
+                            CloseCode::Unavailable,
+                        )
+                    }
+                    _ => Refusal::new(
+                        ErrorCode::VisitUnavailable,
+                        "the visit is over",
+                        CloseCode::VisitOver,
+                    ),
+                })?;
+        let chime = admission.backend == MediaBackend::Chime;
         if chime && offer.is_some() {
             return Err(Refusal::new(
                 ErrorCode::InvalidMessage,
@@ -461,14 +460,13 @@ impl Hub {
         let role = Role::from(claims.role);
         // An admitted patient of a Chime visit with a waiting room coming back (a reload) is
         // in at once, but its start answer had no JoinToken: fetch its attendee first.
-        let attendee = if chime && visit.waiting_room && role == Role::Patient && {
+        let attendee = if chime && admission.waiting_room && role == Role::Patient && {
             let state = self.state();
             state.rooms.get(&room).is_some_and(|r| {
                 r.admitted.contains(&participant) && !r.removed.contains(&participant)
             })
         } {
-            let attendee = self
-                .chime_attendee(&claims.visit, &claims.sub)
+            let attendee = visit::media::chime_attendee(&self.app, &claims.visit, &claims.sub)
                 .await
                 .map_err(|why| {
                     tracing::warn!(error = %why, "fetching a Chime attendee for a rejoin failed");
@@ -532,12 +530,12 @@ impl Hub {
             let room_state = state.rooms.entry(room).or_insert_with(|| Room {
                 tenant: claims.tenant.clone(),
                 visit: claims.visit.clone(),
-                waiting_room: visit.waiting_room,
+                waiting_room: admission.waiting_room,
                 seats: HashMap::new(),
                 admitted: HashSet::new(),
                 removed: HashSet::new(),
                 kinds: HashMap::new(),
-                in_progress: visit.status() == VisitStatus::InProgress,
+                in_progress: admission.in_progress,
                 chime,
                 replaced: HashMap::new(),
             });
@@ -926,19 +924,18 @@ impl Hub {
             }
             Request::Remove { participant } => {
                 let target = target(&participant)?;
-                let (tenant, visit) = {
+                self.persist_removal(room, me, target).await?;
+                {
                     let mut state = self.state();
                     let room_state = state.rooms.get_mut(&room).ok_or_else(stale)?;
-                    room_state.remove_for_good(target)?
-                };
+                    room_state.remove_for_good(target)?;
+                }
                 worker
                     .command(Command::Remove {
                         participant: target,
                     })
                     .await
-                    .map_err(command_error)?;
-                self.audit_act(&tenant, &visit, me, "participant.removed", &participant);
-                Ok(())
+                    .map_err(command_error)
             }
             Request::Mute { track, muted } => {
                 let track = parse_track(&track)
@@ -1001,7 +998,8 @@ impl Hub {
                 // Only a waiting patient's start answer lacks the JoinToken: fetch its
                 // attendee again (the same one: ExternalUserId is CreateAttendee's
                 // idempotency token) and hand it over with the admission.
-                let fetched = self.chime_attendee(&visit, &wire_id(target)).await;
+                let fetched =
+                    visit::media::chime_attendee(&self.app, &visit, &wire_id(target)).await;
                 let mut state = self.state();
                 let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
                 let seat = room_state.seats.get_mut(&target).ok_or_else(not_in_visit)?;
@@ -1039,15 +1037,12 @@ impl Hub {
             }
             Request::Remove { participant } => {
                 let target = target(&participant)?;
-                let (tenant, visit) = {
-                    let mut state = self.state();
-                    let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
-                    let names = room_state.remove_for_good(target)?;
-                    self.remove_attendee(room_state, target, actor(me), LeftReason::Removed);
-                    self.depart(&mut state, room, target, LeaveReason::Removed);
-                    names
-                };
-                self.audit_act(&tenant, &visit, me, "participant.removed", &participant);
+                self.persist_removal(room, me, target).await?;
+                let mut state = self.state();
+                let room_state = state.rooms.get_mut(&room).ok_or_else(gone)?;
+                room_state.remove_for_good(target)?;
+                self.remove_attendee(room_state, target, actor(me), LeftReason::Removed);
+                self.depart(&mut state, room, target, LeaveReason::Removed);
                 Ok(())
             }
             Request::Leave => {
@@ -1074,33 +1069,6 @@ impl Hub {
         }
     }
 
-    /// `participant`'s Chime attendee with its `JoinToken`, from the idempotent
-    /// [`MediaService::join`](api::media::MediaService::join) (the meeting and attendee its
-    /// start created). `Err` says why, for the log.
-    async fn chime_attendee(
-        &self,
-        visit: &str,
-        participant: &str,
-    ) -> Result<serde_json::Value, String> {
-        let media = self
-            .app
-            .media(MediaBackend::Chime)
-            .map_err(|e| e.to_string())?;
-        match media.join(visit, participant).await {
-            Ok(api::media::Joined {
-                media: api::media::Media::Chime { attendee, .. },
-                ..
-            }) if attendee
-                .get("JoinToken")
-                .is_some_and(serde_json::Value::is_string) =>
-            {
-                Ok(attendee)
-            }
-            Ok(_) => Err("chime:CreateAttendee: no JoinToken".to_owned()),
-            Err(error) => Err(error.to_string()),
-        }
-    }
-
     /// Deletes the Chime attendee of `participant`, who leaves the Chime room `room` for good
     /// (`reason`: removed, left or dropped), so that its JoinToken stops working, and audits
     /// `media.attendee_removed` (actor `by`; a failure too, with outcome `failure`). Runs in
@@ -1116,26 +1084,9 @@ impl Hub {
         let tenant = room.tenant.clone();
         let visit = room.visit.clone();
         let participant = wire_id(participant);
-        let reason = serde_json::to_value(reason).unwrap_or_default();
+        let reason = reason.as_str();
         tokio::spawn(async move {
-            let Some(session) = chime_session(&app, &tenant, &visit).await else {
-                return;
-            };
-            let removed = match app.media(MediaBackend::Chime) {
-                Ok(media) => media
-                    .remove(&session, &participant)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            let entry = NewEntry::success(&tenant, &by, "media.attendee_removed", Some(&visit))
-                .with_details(json!({
-                    "backend": "chime",
-                    "participant_id": participant,
-                    "reason": reason,
-                    "via": "signaling",
-                }));
-            audit_chime_call(&app, entry, removed, "deleting a Chime attendee failed").await;
+            visit::media::remove_attendee(&app, &tenant, &visit, &participant, &by, reason).await;
         });
     }
 
@@ -1146,22 +1097,18 @@ impl Hub {
     fn close_meeting(&self, tenant: String, visit: String, by: ParticipantId) {
         let app = Arc::clone(&self.app);
         tokio::spawn(async move {
-            let Some(session) = chime_session(&app, &tenant, &visit).await else {
-                return;
-            };
-            let closed = match app.media(MediaBackend::Chime) {
-                Ok(media) => media.close(&session).await.map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            let entry = NewEntry::success(&tenant, &actor(by), "media.closed", Some(&visit))
-                .with_details(json!({"backend": "chime", "via": "signaling"}));
-            audit_chime_call(
+            let closed = visit::media::close_session(
                 &app,
-                entry,
-                closed,
-                "deleting a visit's Chime meeting failed",
+                &tenant,
+                &visit,
+                MediaBackend::Chime,
+                &actor(by),
+                Via::Signaling,
             )
             .await;
+            if let Err(error) = closed {
+                tracing::error!(%error, "writing a signaling audit row failed");
+            }
         });
     }
 
@@ -1175,53 +1122,64 @@ impl Hub {
         visit: &str,
         by: ParticipantId,
     ) -> Result<(), ServerMessage> {
-        let unavailable = |error: &dyn std::fmt::Display| {
-            tracing::error!(%error, "ending a visit from signaling failed");
-            ServerMessage::error(
-                ErrorCode::MediaUnavailable,
-                "the visit could not be ended; try again",
-            )
-        };
-        let now = api::store::ms(chrono::Utc::now());
-        let mut tx = self.app.store.begin().await.map_err(|e| unavailable(&e))?;
-        let ended = api::store::visits::transition(
-            &mut tx,
+        let closed = lifecycle::close(
+            &self.app,
             tenant,
             visit,
-            &[
-                VisitStatus::Scheduled,
-                VisitStatus::Waiting,
-                VisitStatus::InProgress,
-            ],
-            VisitStatus::Ended,
-            now,
+            &actor(by),
+            Closing::End,
+            Via::Signaling,
         )
-        .await
-        .map_err(|e| unavailable(&e))?;
-        if !ended {
-            return Err(ServerMessage::error(
+        .await;
+        match closed {
+            Ok(()) => Ok(()),
+            Err(VisitError::Conflict(_)) => Err(ServerMessage::error(
                 ErrorCode::VisitUnavailable,
                 "the visit is already over",
-            ));
+            )),
+            Err(error) => {
+                tracing::error!(%error, "ending a visit from signaling failed");
+                Err(ServerMessage::error(
+                    ErrorCode::MediaUnavailable,
+                    "the visit could not be ended; try again",
+                ))
+            }
         }
-        let revoked = api::store::links::revoke_all(&mut tx, tenant, visit, now)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let entry = NewEntry::success(tenant, &actor(by), "visit.ended", Some(visit))
-            .with_details(json!({"links_revoked": revoked, "via": "signaling"}));
-        self.app
-            .audit(&mut tx, entry)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        tx.commit().await.map_err(|e| unavailable(&e))?;
-        self.app.metrics.visits.with_label_values(&["ended"]).inc();
-        self.app
-            .publish(VisitEvent::Closed {
-                tenant_id: tenant.to_owned(),
-                visit_id: visit.to_owned(),
-            })
-            .await;
-        Ok(())
+    }
+
+    /// Stores and audits that `me` removed `target` from the visit of `room` for good, before
+    /// the room lets it go: the removal then holds wherever and whenever its grant comes back.
+    /// A target not seated here is refused without writing anything.
+    async fn persist_removal(
+        &self,
+        room: RoomId,
+        me: ParticipantId,
+        target: ParticipantId,
+    ) -> Result<(), ServerMessage> {
+        let (tenant, visit) = {
+            let state = self.state();
+            let room_state = state
+                .rooms
+                .get(&room)
+                .filter(|r| r.seats.contains_key(&target))
+                .ok_or_else(not_in_visit)?;
+            (room_state.tenant.clone(), room_state.visit.clone())
+        };
+        visit::participants::remove_for_good(
+            &self.app,
+            &tenant,
+            &visit,
+            &wire_id(target),
+            &actor(me),
+        )
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "recording a removal failed");
+            ServerMessage::error(
+                ErrorCode::MediaUnavailable,
+                "the removal could not be recorded; try again",
+            )
+        })
     }
 
     fn with_seat(&self, room: RoomId, participant: ParticipantId, f: impl FnOnce(&mut Seat)) {
@@ -1453,7 +1411,7 @@ impl Hub {
         );
         // The remover already audited `participant.removed`.
         if reason != LeftReason::Removed {
-            let reason_name = serde_json::to_value(reason).unwrap_or_default();
+            let reason_name = reason.as_str();
             self.audit(
                 NewEntry::success(
                     &room.tenant,
@@ -1476,35 +1434,7 @@ impl Hub {
     fn mark_in_progress(&self, tenant: String, visit: String) {
         let app = Arc::clone(&self.app);
         tokio::spawn(async move {
-            let result: Result<(), api::error::ApiError> = async {
-                let now = api::store::ms(chrono::Utc::now());
-                let mut tx = app.store.begin().await?;
-                let moved = api::store::visits::transition(
-                    &mut tx,
-                    &tenant,
-                    &visit,
-                    &[VisitStatus::Scheduled, VisitStatus::Waiting],
-                    VisitStatus::InProgress,
-                    now,
-                )
-                .await?;
-                if moved {
-                    app.audit(
-                        &mut tx,
-                        NewEntry::success(
-                            &tenant,
-                            &Actor::local("system:signaling"),
-                            "visit.in_progress",
-                            Some(&visit),
-                        ),
-                    )
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-            .await;
-            if let Err(error) = result {
+            if let Err(error) = lifecycle::mark_in_progress(&app, &tenant, &visit).await {
                 tracing::error!(%error, "marking a visit in progress failed");
             }
         });
@@ -1569,38 +1499,6 @@ impl Hub {
                 *last = now;
             }
         }
-    }
-}
-
-/// The Chime meeting recorded for a visit, if any (a failed read is logged: there is then
-/// nothing the caller can close).
-async fn chime_session(app: &App, tenant: &str, visit: &str) -> Option<String> {
-    let read = async {
-        let mut db = app.store.read().await?;
-        api::store::visits::media_session(&mut db, tenant, visit).await
-    };
-    read.await.unwrap_or_else(|error| {
-        tracing::error!(%error, "reading a visit's Chime meeting failed");
-        None
-    })
-}
-
-/// Audits a Chime call made for signaling: `entry` as is when it succeeded, as a failure
-/// with the provider's reason (and a warning saying `failed`) when not.
-async fn audit_chime_call(app: &App, entry: NewEntry, result: Result<(), String>, failed: &str) {
-    let entry = match result {
-        Ok(()) => entry,
-        Err(why) => {
-            tracing::warn!(error = %why, "{failed}");
-            NewEntry {
-                outcome: api::audit::Outcome::Failure,
-                reason: Some(why),
-                ..entry
-            }
-        }
-    };
-    if let Err(error) = app.audit_alone(entry).await {
-        tracing::error!(%error, "writing a signaling audit row failed");
     }
 }
 

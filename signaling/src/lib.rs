@@ -10,14 +10,15 @@
 //!   bridge to the SFU workers (commands in, events out).
 //! - [`ws`]: the axum handler at `/ws` that connects a socket to a session and the hub.
 //! - [`metrics`]: Prometheus metrics of signaling and the SFU.
-//! - [`node`]: starts the SFU workers and the hub from the api's configuration and builds the
-//!   router that serves the api and `/ws` together; `bedside serve` and the tests use it.
+//!
+//! Signaling uses the api's visit domain (`api::visit`), tokens, audit model and events —
+//! never its store or HTTP layer. The node that wires it to the api and the SFU workers is
+//! the `bedside` package's `node`.
 
 #![warn(missing_docs)]
 
 pub mod hub;
 pub mod metrics;
-pub mod node;
 pub mod protocol;
 pub mod session;
 pub mod ws;

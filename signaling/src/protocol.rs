@@ -155,6 +155,19 @@ pub enum LeftReason {
     VisitEnded,
 }
 
+impl LeftReason {
+    /// The wire name, as in `participant_left` (audit details use it too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeftReason::Left => "left",
+            LeftReason::Removed => "removed",
+            LeftReason::Dropped => "dropped",
+            LeftReason::Failed => "failed",
+            LeftReason::VisitEnded => "visit_ended",
+        }
+    }
+}
+
 /// Machine-readable error codes of `error` frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

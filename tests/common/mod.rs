@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A node serving the api and `/ws` on 127.0.0.1 (HTTP port 0), with its SFU workers on
-/// UDP port 0 announcing 127.0.0.1 — wired by `signaling::node` exactly as `bedside serve`.
+/// UDP port 0 announcing 127.0.0.1 — wired by `bedside::node` exactly as `bedside serve`.
 pub struct Server {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
@@ -27,8 +27,8 @@ pub struct Server {
     /// The node's data directory.
     pub data: tempfile::TempDir,
     http: reqwest::Client,
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    node: bedside::node::Node,
+    serving: tokio::task::JoinHandle<()>,
 }
 
 /// A scheduled visit and the grants its two participants got from `start`.
@@ -37,6 +37,8 @@ pub struct Visit {
     pub id: String,
     /// The clinician's API key.
     pub clinician_key: String,
+    /// The patient's link code.
+    pub patient_code: String,
     /// The patient's `start` answer (via its link code).
     pub patient: Value,
     /// The clinician's `start-authenticated` answer.
@@ -85,22 +87,18 @@ impl Server {
         config.http.addr = listener.local_addr()?;
         adjust(&mut config);
         config.validate()?;
-        let app = api::App::open(config, data.path()).await?;
-        let admin_key = match app.bootstrap().await? {
+        let node = bedside::node::Node::start(config, data.path(), limits).await?;
+        let admin_key = match &node.created {
             Some((_, key)) => key.expose().to_owned(),
             None => String::new(),
         };
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let cluster = tokio::spawn(api::cluster::run(app.clone(), stopped));
-        let media = signaling::node::start(&app, limits).await?;
         assert!(
-            media
-                .udp
+            node.udp
                 .iter()
                 .all(|a| a.ip().is_loopback() && a.port() != 0)
         );
-        let udp = media.udp.clone();
-        let router = signaling::node::router(app.clone(), media.hub.clone());
+        let udp = node.udp.clone();
+        let router = node.router();
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let base = format!("http://{}", listener.local_addr()?);
         let http = tokio::spawn(async move {
@@ -113,24 +111,33 @@ impl Server {
             udp,
             data,
             http: reqwest::Client::builder().cookie_store(true).build()?,
-            stop,
-            tasks: vec![cluster, http],
+            node,
+            serving: http,
         })
     }
 
     /// Stops the node the way a crash would: no more heartbeats or HTTP, no deregistration.
     pub fn crash(&self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.node.abort();
+        self.serving.abort();
     }
 
     /// Stops the node cleanly: it deregisters from the cluster.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        let cluster = self.tasks.remove(0);
-        let _ = cluster.await;
-        self.crash();
+    pub async fn stop(self) {
+        self.serving.abort();
+        self.node.stop().await;
+    }
+
+    /// Stops the node cleanly and starts a new one on the same data directory (same database
+    /// and signing key, new ports), with `limits`. The HTTP client (and its cookies: the same
+    /// device) carries over.
+    pub async fn restart(self, limits: signaling::Limits) -> TestResult<Server> {
+        self.serving.abort();
+        self.node.stop().await;
+        let mut next = Server::start_in(limits, self.data, |_| {}).await?;
+        next.admin_key = self.admin_key;
+        next.http = self.http;
+        Ok(next)
     }
 
     /// The `/ws` URL.
@@ -151,6 +158,23 @@ impl Server {
             return Err(format!("POST {path}: {status} {body}").into());
         }
         Ok(body)
+    }
+
+    /// POSTs `body` to `path` (with `key` as bearer when given); the status and the JSON
+    /// answer, whatever the status.
+    pub async fn post_any(
+        &self,
+        key: Option<&str>,
+        path: &str,
+        body: Value,
+    ) -> TestResult<(u16, Value)> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
     }
 
     /// Ends `visit_id` over the API with `key` (`POST /api/visits/{id}/end`).
@@ -203,8 +227,9 @@ impl Server {
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
+        let waiting_room = body["waiting_room"].as_bool().unwrap_or(true);
         let visit = self.post(Some(admin), "/api/visits", body).await?;
-        assert_eq!(visit["waiting_room"], json!(true));
+        assert_eq!(visit["waiting_room"], json!(waiting_room));
         let id = text(&visit["id"])?;
         let links = self
             .post(Some(admin), &format!("/api/visits/{id}/links"), json!({}))
@@ -226,6 +251,7 @@ impl Server {
         Ok(Visit {
             id,
             clinician_key,
+            patient_code: text(&links["patient"]["code"])?,
             patient,
             clinician,
         })

@@ -16,18 +16,17 @@ use super::extract::{ApiJson, ClientInfo, Staff, body_rejection, parse_json};
 use super::visits::visible;
 use crate::App;
 use crate::audit::{Actor, NewEntry};
-use crate::config::MediaBackend;
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::media::Joined;
 pub use crate::media::{IceServer, Media};
-use crate::media::{Joined, MediaError};
 use crate::model::{ParticipantRole, StaffRole, VisitStatus, first_name};
 use crate::store::{
-    self, Db, from_ms, links::DeviceBinding, links::LinkRow, links::LinkWithVisit, ms,
-    visits::VisitRow,
+    self, from_ms, links::DeviceBinding, links::LinkRow, links::LinkWithVisit, ms, visits::VisitRow,
 };
-use crate::tokens::{
-    GRANT_AUDIENCE, GrantClaims, TokenError, is_plausible_code, random_base62, secret_hash,
-};
+use crate::tokens::{TokenError, is_plausible_code, random_base62, secret_hash};
+use crate::visit::participants::{self, Seat};
+use crate::visit::rules::{self, Usable};
+use crate::visit::{VisitError, lifecycle, media};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 
@@ -131,103 +130,22 @@ fn check_display_name(name: Option<&str>) -> ApiResult<Option<String>> {
     }
 }
 
-struct Seat<'a> {
-    visit: &'a VisitRow,
-    participant_id: String,
-    role: ParticipantRole,
-    name: String,
-}
-
-/// Seats the participant in the visit's media backend. Called before anything is
-/// committed, so a backend that is down (503) leaves the link unconsumed.
-async fn join_media(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
-    let backend = if seat.visit.media_backend == MediaBackend::Chime.as_str() {
-        MediaBackend::Chime
-    } else {
-        MediaBackend::Sfu
-    };
-    let mut joined = app
-        .media(backend)?
-        .join(&seat.visit.id, &seat.participant_id)
-        .await
-        .map_err(|MediaError::Unavailable(why)| ApiError::Unavailable(why));
-    if let Ok(Joined {
-        media: Media::Sfu { signaling_url, .. } | Media::Chime { signaling_url, .. },
-        ..
-    }) = &mut joined
-    {
-        // The room (a Chime visit's too: its waiting room) lives on one node; every
-        // participant is sent there.
-        *signaling_url = app
-            .cluster
-            .place(
-                &app.store,
-                &app.metrics,
-                &seat.visit.tenant_id,
-                &seat.visit.id,
-            )
-            .await?;
-    }
-    if let Ok(joined) = &mut joined
-        && seat.visit.waiting_room
-        && seat.role == ParticipantRole::Patient
-    {
-        // This start, rejoin or refresh must not let the patient into the Chime meeting
-        // before it is admitted: the room's node hands the JoinToken over on admission.
-        joined.media.withhold_join_token();
-    }
-    app.metrics
-        .media_joins
-        .with_label_values(&[
-            backend.as_str(),
-            if joined.is_ok() { "ok" } else { "unavailable" },
-        ])
-        .inc();
-    joined
-}
-
-/// Records the backend session of a visit inside `tx`, when the backend has one.
-async fn record_session(tx: &mut Db, visit: &VisitRow, joined: &Joined) -> ApiResult<()> {
-    if let Some(session) = &joined.session_id {
-        store::visits::set_media_session(tx, &visit.tenant_id, &visit.id, session).await?;
-    }
-    Ok(())
-}
-
-/// Joins the media backend and records its session in a transaction of its own (rejoins
-/// and refreshes, which commit nothing else).
-async fn join_media_alone(app: &App, seat: &Seat<'_>) -> ApiResult<Joined> {
-    let joined = join_media(app, seat).await?;
-    if joined.session_id.is_some() {
-        let mut tx = app.store.begin().await?;
-        record_session(&mut tx, seat.visit, &joined).await?;
-        tx.commit().await?;
-    }
-    Ok(joined)
-}
-
 async fn grant(app: &App, seat: &Seat<'_>, joined: Joined, via: &str) -> ApiResult<GrantResponse> {
     let now = Utc::now().timestamp().max(0).unsigned_abs();
-    let exp = now + app.config.tokens.grant_ttl_seconds;
-    let claims = GrantClaims {
-        iss: app.grants.issuer().to_owned(),
-        aud: GRANT_AUDIENCE.to_owned(),
-        sub: seat.participant_id.clone(),
-        visit: seat.visit.id.clone(),
-        room: seat.visit.id.clone(),
-        tenant: seat.visit.tenant_id.clone(),
-        role: seat.role,
-        name: seat.name.clone(),
-        jti: random_base62(22),
-        iat: now,
-        nbf: now,
-        exp,
-    };
+    let claims = seat.claims(
+        app.grants.issuer(),
+        app.config.tokens.grant_ttl_seconds,
+        now,
+    );
     let grant = app.grants.issue(&claims).await.map_err(token_error)?;
     app.metrics.grants.with_label_values(&[via]).inc();
     Ok(GrantResponse {
         grant,
-        grant_expires_at: from_ms(i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000)),
+        grant_expires_at: from_ms(
+            i64::try_from(claims.exp)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000),
+        ),
         participant_id: seat.participant_id.clone(),
         role: seat.role,
         media: joined.media,
@@ -243,50 +161,6 @@ async fn lookup(app: &App, code: &str) -> ApiResult<LinkWithVisit> {
     store::links::by_code_hash(&mut app.store.read().await?, &secret_hash(code))
         .await?
         .ok_or(ApiError::LinkInvalid)
-}
-
-/// Whether a link may be used now: fresh, a rejoin by the device it is bound to, or why not.
-enum Usable {
-    Fresh,
-    Rejoin(String),
-}
-
-fn available_at(app: &App, visit: &VisitRow) -> i64 {
-    visit.scheduled_at - app.config.visits.join_before_minutes * 60_000
-}
-
-fn usable(
-    app: &App,
-    link: &LinkRow,
-    visit: &VisitRow,
-    device: &DeviceBinding,
-    known_device: bool,
-    now: i64,
-) -> ApiResult<Usable> {
-    visit.refuse_final()?;
-    if now >= link.expires_at {
-        return Err(ApiError::LinkExpired);
-    }
-    if link.redeemed_at.is_some() {
-        let bound = known_device
-            && link.device_hash.as_deref() == Some(device.device_hash.as_slice())
-            && link.ua_hash.as_deref() == Some(device.ua_hash.as_slice())
-            && link.ip_prefix.as_deref() == Some(device.ip_prefix.as_str());
-        return match (&link.participant_id, bound) {
-            (Some(participant), true) => Ok(Usable::Rejoin(participant.clone())),
-            _ => Err(ApiError::LinkUsed),
-        };
-    }
-    if link.revoked_at.is_some() {
-        return Err(ApiError::LinkExpired);
-    }
-    let opens = available_at(app, visit);
-    if now < opens {
-        return Err(ApiError::TooEarly {
-            available_at: from_ms(opens),
-        });
-    }
-    Ok(Usable::Fresh)
 }
 
 fn device_binding(client: &ClientInfo, jar: &CookieJar) -> (DeviceBinding, String, bool) {
@@ -323,7 +197,7 @@ async fn refuse(app: &App, link: &LinkRow, actor: &Actor, err: ApiError) -> ApiE
         .with_details(json!({"link_id": link.id, "role": link.role}));
     match app.audit_alone(entry).await {
         Ok(()) => err,
-        Err(audit_err) => audit_err,
+        Err(audit_err) => audit_err.into(),
     }
 }
 
@@ -350,12 +224,14 @@ pub async fn redeem(
     })?;
     let (device, _, known) = device_binding(&client, &jar);
     let now = ms(Utc::now());
-    usable(&app, &link, &visit, &device, known, now).inspect_err(|err| {
-        app.metrics
-            .links
-            .with_label_values(&[&format!("refused_{}", err.code())])
-            .inc();
-    })?;
+    rules::usable(&app.config.visits, &link, &visit, &device, known, now)
+        .map_err(ApiError::from)
+        .inspect_err(|err| {
+            app.metrics
+                .links
+                .with_label_values(&[&format!("refused_{}", err.code())])
+                .inc();
+        })?;
     let clinician = clinician_display_name
         .as_deref()
         .map(|name| first_name(name).to_owned())
@@ -390,30 +266,6 @@ async fn clinician_name(app: &App, visit: &VisitRow) -> ApiResult<String> {
     )
     .await?
     .map_or_else(|| "Clinician".to_owned(), |s| s.display_name))
-}
-
-/// Marks the visit live (scheduled → waiting) inside `tx`; the audit entry of the first
-/// start, for the caller to append with its own. A visit already read as live is left alone
-/// (no statement): only `scheduled` can move, and the UPDATE re-checks that.
-async fn mark_started(
-    tx: &mut Db,
-    visit: &VisitRow,
-    actor: &Actor,
-    now: i64,
-) -> ApiResult<Option<NewEntry>> {
-    if visit.status() != VisitStatus::Scheduled {
-        return Ok(None);
-    }
-    let moved = store::visits::transition(
-        tx,
-        &visit.tenant_id,
-        &visit.id,
-        &[VisitStatus::Scheduled],
-        VisitStatus::Waiting,
-        now,
-    )
-    .await?;
-    Ok(moved.then(|| NewEntry::success(&visit.tenant_id, actor, "visit.started", Some(&visit.id))))
 }
 
 #[utoipa::path(post, path = "/api/visits/{id}/start", tag = "join", params(("id" = String, Path)),
@@ -460,16 +312,23 @@ pub async fn start(
         }
     };
     let staff_id = (role == ParticipantRole::Clinician).then_some(visit.clinician_id.as_str());
-    let response = match usable(&app, &link, &visit, &device, known, now) {
-        Err(err) => return Err(refuse(&app, &link, &actor, err).await),
+    let response = match rules::usable(&app.config.visits, &link, &visit, &device, known, now) {
+        Err(err) => return Err(refuse(&app, &link, &actor, err.into()).await),
         Ok(Usable::Rejoin(participant_id)) => {
+            // Removed for good: the device that was bound to the link cannot come back.
+            if let Err(err) =
+                participants::ensure_not_removed(&app, &link.tenant_id, &visit.id, &participant_id)
+                    .await
+            {
+                return Err(refuse(&app, &link, &actor, err.into()).await);
+            }
             let seat = Seat {
                 visit: &visit,
                 participant_id,
                 role,
                 name,
             };
-            let joined = join_media_alone(&app, &seat).await?;
+            let joined = media::join_alone(&app, &seat).await?;
             let response = grant(&app, &seat, joined, "rejoin").await?;
             let entry =
                 NewEntry::success(&link.tenant_id, &actor, "link.rejoined", Some(&visit.id))
@@ -489,7 +348,7 @@ pub async fn start(
             };
             // Media first, outside the transaction: if the backend is down nothing has
             // been written and the link stays usable.
-            let joined = join_media(&app, &seat).await?;
+            let joined = media::join(&app, &seat).await?;
             let participant_id = seat.participant_id.clone();
             let mut tx = app.store.begin().await?;
             store::links::insert_participant(
@@ -515,12 +374,12 @@ pub async fn start(
                 tx.rollback().await?;
                 return Err(refuse(&app, &link, &actor, ApiError::LinkUsed).await);
             }
-            let started = mark_started(&mut tx, &visit, &actor, now).await?;
+            let started = lifecycle::mark_started(&mut tx, &visit, &actor, now).await?;
             let entry = NewEntry::success(&link.tenant_id, &actor, "link.redeemed", Some(&visit.id))
                 .with_details(json!({"link_id": link.id, "participant_id": participant_id, "role": role.as_str()}));
             app.audit_all(&mut tx, started.into_iter().chain([entry]).collect())
                 .await?;
-            record_session(&mut tx, &visit, &joined).await?;
+            media::record_session(&mut tx, &visit, &joined).await?;
             // Signed before commit: if the signer is down, the link stays unconsumed.
             let response = grant(&app, &seat, joined, "start").await?;
             tx.commit().await?;
@@ -554,18 +413,9 @@ pub async fn start_authenticated(
     let display_name = check_display_name(body.display_name.as_deref())?;
     let visit = visible(&app, &staff, &visit_id).await?;
     let now = ms(Utc::now());
-    let refusal = visit.refuse_final().err().or_else(|| {
-        let opens = available_at(&app, &visit);
-        if now < opens {
-            Some(ApiError::TooEarly {
-                available_at: from_ms(opens),
-            })
-        } else if now >= super::visits::link_expiry(&app, &visit) {
-            Some(ApiError::Conflict("the visit's join window has passed"))
-        } else {
-            None
-        }
-    });
+    let refusal = rules::clinician_may_start(&app.config.visits, &visit, now)
+        .err()
+        .map(ApiError::from);
     if let Some(err) = refusal {
         app.audit_alone(App::refusal(
             &staff.tenant_id,
@@ -595,7 +445,7 @@ pub async fn start_authenticated(
         role: ParticipantRole::Clinician,
         name,
     };
-    let joined = join_media(&app, &seat).await?;
+    let joined = media::join(&app, &seat).await?;
     let mut tx = app.store.begin().await?;
     let participant_id = match existing {
         Some(id) => id,
@@ -614,7 +464,7 @@ pub async fn start_authenticated(
             id
         }
     };
-    let started = mark_started(&mut tx, &visit, &staff.actor, now).await?;
+    let started = lifecycle::mark_started(&mut tx, &visit, &staff.actor, now).await?;
     let entry = NewEntry::success(
         &staff.tenant_id,
         &staff.actor,
@@ -624,7 +474,7 @@ pub async fn start_authenticated(
     .with_details(json!({"participant_id": participant_id, "role": "clinician"}));
     app.audit_all(&mut tx, started.into_iter().chain([entry]).collect())
         .await?;
-    record_session(&mut tx, &visit, &joined).await?;
+    media::record_session(&mut tx, &visit, &joined).await?;
     let response = grant(&app, &seat, joined, "start_authenticated").await?;
     tx.commit().await?;
     Ok(Json(response))
@@ -647,20 +497,26 @@ pub async fn refresh(
         token_error(err)
     })?;
     // One read for both lookups, released before any media or audit call.
-    let visit = {
+    let (visit, removed) = {
         let mut db = app.store.read().await?;
         let visit = store::visits::get(&mut db, &claims.tenant, &claims.visit)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-        if !store::links::participant_exists(&mut db, &claims.tenant, &claims.visit, &claims.sub)
-            .await?
-        {
-            return Err(ApiError::Unauthenticated);
-        }
-        visit
+        let removed =
+            store::links::participant_removed(&mut db, &claims.tenant, &claims.visit, &claims.sub)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?;
+        (visit, removed)
     };
     let actor = client.actor(format!("participant:{}", claims.sub));
-    if let Err(err) = visit.refuse_final() {
+    // A participant removed for good gets no grant into the visit again.
+    let refusal = rules::ensure_live(visit.status())
+        .and_then(|()| match removed {
+            true => Err(VisitError::Removed),
+            false => Ok(()),
+        })
+        .map_err(ApiError::from);
+    if let Err(err) = refusal {
         app.audit_alone(App::refusal(
             &claims.tenant,
             &actor,
@@ -677,7 +533,7 @@ pub async fn refresh(
         role: claims.role,
         name: claims.name.clone(),
     };
-    let joined = join_media_alone(&app, &seat).await?;
+    let joined = media::join_alone(&app, &seat).await?;
     let response = grant(&app, &seat, joined, "refresh").await?;
     app.audit_alone(
         NewEntry::success(&claims.tenant, &actor, "grant.refreshed", Some(&visit.id))

@@ -12,7 +12,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery, Staff};
-use super::visits::{link_expiry, visible};
+use super::visits::visible;
 use crate::App;
 use crate::audit::{self, NewEntry};
 use crate::error::{ApiError, ApiResult, FieldError, Problem};
@@ -20,6 +20,7 @@ use crate::model::{Channel, ParticipantRole, StaffRole, first_name};
 use crate::notify;
 use crate::store::{self, Db, from_ms, ms, notifications::NotificationRow, visits::VisitRow};
 use crate::tokens::{random_base62, secret_hash};
+use crate::visit::rules;
 
 /// A link as shown once to whoever issued it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -51,7 +52,7 @@ async fn issue_one(
     let now = ms(Utc::now());
     store::links::revoke_unredeemed(tx, &row.tenant_id, &row.id, Some(role), now).await?;
     let code = random_base62(app.config.tokens.link_code_length);
-    let expires_at = link_expiry(app, row);
+    let expires_at = rules::link_expiry(&app.config.visits, row);
     store::links::insert(
         tx,
         &store::new_id(),
@@ -82,7 +83,7 @@ pub async fn issue(
 ) -> ApiResult<(StatusCode, Json<IssuedLinks>)> {
     staff.require(&[StaffRole::Admin, StaffRole::Scheduler])?;
     let row = visible(&app, &staff, &id).await?;
-    row.refuse_final()?;
+    rules::ensure_live(row.status())?;
     let mut tx = app.store.begin().await?;
     let patient = issue_one(&app, &mut tx, &row, ParticipantRole::Patient).await?;
     let clinician = issue_one(&app, &mut tx, &row, ParticipantRole::Clinician).await?;
@@ -268,7 +269,7 @@ pub async fn notify(
 ) -> ApiResult<(StatusCode, Json<NotifyResponse>)> {
     staff.require(&[StaffRole::Admin, StaffRole::Scheduler])?;
     let row = visible(&app, &staff, &id).await?;
-    row.refuse_final()?;
+    rules::ensure_live(row.status())?;
     let (_, notifications) =
         send_link(&app, &staff, &row, &body.channels, "notification.queued").await?;
     Ok((StatusCode::ACCEPTED, Json(NotifyResponse { notifications })))
@@ -287,7 +288,7 @@ pub async fn resend(
 ) -> ApiResult<(StatusCode, Json<ResendResponse>)> {
     staff.require(&[StaffRole::Admin, StaffRole::Scheduler])?;
     let row = visible(&app, &staff, &id).await?;
-    row.refuse_final()?;
+    rules::ensure_live(row.status())?;
     let hour_ago = ms(Utc::now()) - 3_600_000;
     let recent = store::audit::count_events_since(
         &mut app.store.read().await?,

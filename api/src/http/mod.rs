@@ -7,6 +7,7 @@ pub mod join;
 pub mod links;
 pub mod nodes;
 pub mod openapi;
+mod problem;
 pub mod staff;
 pub mod visits;
 

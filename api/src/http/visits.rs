@@ -14,13 +14,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery, Staff};
 use crate::App;
-use crate::app::VisitEvent;
 use crate::audit::NewEntry;
 use crate::config::MediaBackend;
 use crate::crypto::DataKey;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::model::{CreateVisit, PatchVisit, Patient, StaffRole, Visit, VisitStatus};
 use crate::store::{self, from_ms, ms, visits::VisitFilter, visits::VisitRow};
+use crate::visit::lifecycle::{self, Closing};
+use crate::visit::{Via, media, rules};
 
 fn crypto(err: crate::crypto::CryptoError) -> ApiError {
     crate::app::crypto_error(err)
@@ -109,11 +110,6 @@ async fn check_clinician(app: &App, tenant_id: &str, clinician_id: &str) -> ApiR
             "no clinician with this id",
         )),
     }
-}
-
-/// Expiry of a visit's links: the end of its join window.
-pub fn link_expiry(app: &App, row: &VisitRow) -> i64 {
-    row.scheduled_end() + app.config.visits.join_after_minutes * 60_000
 }
 
 #[utoipa::path(post, path = "/api/visits", tag = "visits", request_body = CreateVisit,
@@ -392,7 +388,13 @@ pub async fn patch(
         return Err(ApiError::Conflict("only a scheduled visit can be edited"));
     }
     store::visits::update(&mut tx, &row).await?;
-    store::links::reset_expiry(&mut tx, &staff.tenant_id, &id, link_expiry(&app, &row)).await?;
+    store::links::reset_expiry(
+        &mut tx,
+        &staff.tenant_id,
+        &id,
+        rules::link_expiry(&app.config.visits, &row),
+    )
+    .await?;
     let entry = NewEntry::success(&staff.tenant_id, &staff.actor, "visit.updated", Some(&id))
         .with_details(json!({"fields": changed}));
     app.audit(&mut tx, entry).await?;
@@ -401,74 +403,24 @@ pub async fn patch(
     Ok(Json(render(&key, &row, true)?))
 }
 
-async fn close(
-    app: &App,
-    staff: &Staff,
-    id: &str,
-    from: &[VisitStatus],
-    to: VisitStatus,
-    event: &'static str,
-) -> ApiResult<Json<Visit>> {
-    let now = ms(Utc::now());
-    let mut tx = app.store.begin().await?;
-    if !store::visits::transition(&mut tx, &staff.tenant_id, id, from, to, now).await? {
-        return Err(ApiError::Conflict(match to {
-            VisitStatus::Cancelled => "only a visit that has not begun can be cancelled",
-            _ => "the visit is already over",
-        }));
-    }
-    let revoked = store::links::revoke_all(&mut tx, &staff.tenant_id, id, now).await?;
-    let entry = NewEntry::success(&staff.tenant_id, &staff.actor, event, Some(id))
-        .with_details(json!({"links_revoked": revoked}));
-    app.audit(&mut tx, entry).await?;
-    tx.commit().await?;
-    app.metrics
-        .visits
-        .with_label_values(&[event.trim_start_matches("visit.")])
-        .inc();
-    app.publish(VisitEvent::Closed {
-        tenant_id: staff.tenant_id.clone(),
-        visit_id: id.to_owned(),
-    })
-    .await;
+/// Closes the visit through the domain (status, links, audit, event), then its media
+/// session, and answers the closed visit.
+async fn close(app: &App, staff: &Staff, id: &str, closing: Closing) -> ApiResult<Json<Visit>> {
+    lifecycle::close(app, &staff.tenant_id, id, &staff.actor, closing, Via::Api).await?;
     let row = store::visits::get(&mut app.store.read().await?, &staff.tenant_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    close_media(app, staff, &row).await?;
+    media::close_session(
+        app,
+        &row.tenant_id,
+        &row.id,
+        media::backend_of(&row),
+        &staff.actor,
+        Via::Api,
+    )
+    .await?;
     let key = app.tenant_key(&staff.tenant_id).await?;
     Ok(Json(render(&key, &row, true)?))
-}
-
-/// Closes the media session of a closed visit (DeleteMeeting for Chime). The visit is
-/// already over whatever happens here, so a backend failure is audited and logged rather
-/// than failing the request; Chime also ends a meeting by itself once everyone has left.
-async fn close_media(app: &App, staff: &Staff, row: &VisitRow) -> ApiResult<()> {
-    if row.media_backend != MediaBackend::Chime.as_str() {
-        return Ok(());
-    }
-    let Some(session) =
-        store::visits::media_session(&mut app.store.read().await?, &row.tenant_id, &row.id).await?
-    else {
-        return Ok(());
-    };
-    let closed = match app.media(MediaBackend::Chime) {
-        Ok(media) => media.close(&session).await.map_err(|err| err.to_string()),
-        Err(err) => Err(err.to_string()),
-    };
-    let entry = NewEntry::success(&row.tenant_id, &staff.actor, "media.closed", Some(&row.id))
-        .with_details(json!({"backend": row.media_backend}));
-    let entry = match closed {
-        Ok(()) => entry,
-        Err(why) => {
-            tracing::warn!(error = %why, "closing the visit's media session failed");
-            NewEntry {
-                outcome: crate::audit::Outcome::Failure,
-                reason: Some(why),
-                ..entry
-            }
-        }
-    };
-    app.audit_alone(entry).await
 }
 
 #[utoipa::path(post, path = "/api/visits/{id}/cancel", tag = "visits", params(("id" = String, Path)),
@@ -481,15 +433,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Visit>> {
     visible(&app, &staff, &id).await?;
-    close(
-        &app,
-        &staff,
-        &id,
-        &[VisitStatus::Scheduled, VisitStatus::Waiting],
-        VisitStatus::Cancelled,
-        "visit.cancelled",
-    )
-    .await
+    close(&app, &staff, &id, Closing::Cancel).await
 }
 
 #[utoipa::path(post, path = "/api/visits/{id}/end", tag = "visits", params(("id" = String, Path)),
@@ -505,17 +449,5 @@ pub async fn end(
     if !(staff.role == StaffRole::Admin || staff.is_clinician(&row.clinician_id)) {
         return Err(ApiError::Forbidden);
     }
-    close(
-        &app,
-        &staff,
-        &id,
-        &[
-            VisitStatus::Scheduled,
-            VisitStatus::Waiting,
-            VisitStatus::InProgress,
-        ],
-        VisitStatus::Ended,
-        "visit.ended",
-    )
-    .await
+    close(&app, &staff, &id, Closing::End).await
 }

@@ -250,21 +250,44 @@ pub async fn staff_participant(
     .await
 }
 
-/// Whether `participant_id` belongs to `visit_id` of `tenant_id`.
-pub async fn participant_exists(
+/// Whether `participant_id` of `visit_id` was removed for good: `None` when the visit of
+/// `tenant_id` has no such participant.
+pub async fn participant_removed(
     db: &mut Db,
     tenant_id: &str,
     visit_id: &str,
     participant_id: &str,
-) -> Result<bool, DbError> {
+) -> Result<Option<bool>, DbError> {
     db.scope(tenant_id).await?;
-    let found: Option<String> = query_scalar(
-        "SELECT id FROM participants WHERE tenant_id = $1 AND visit_id = $2 AND id = $3",
+    let removed_at: Option<Option<i64>> = query_scalar(
+        "SELECT removed_at FROM participants WHERE tenant_id = $1 AND visit_id = $2 AND id = $3",
     )
     .bind(tenant_id)
     .bind(visit_id)
     .bind(participant_id)
     .fetch_optional(db)
     .await?;
-    Ok(found.is_some())
+    Ok(removed_at.map(|at| at.is_some()))
+}
+
+/// Marks `participant_id` of `visit_id` removed for good at `now`; `false` when it already
+/// was, or the visit of `tenant_id` has no such participant.
+pub async fn remove_participant(
+    db: &mut Db,
+    tenant_id: &str,
+    visit_id: &str,
+    participant_id: &str,
+    now: i64,
+) -> Result<bool, DbError> {
+    db.scope(tenant_id).await?;
+    let removed: Option<String> = query_scalar(
+        "UPDATE participants SET removed_at = $4 WHERE tenant_id = $1 AND visit_id = $2 AND id = $3 AND removed_at IS NULL RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(visit_id)
+    .bind(participant_id)
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    Ok(removed.is_some())
 }

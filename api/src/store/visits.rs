@@ -50,16 +50,6 @@ impl VisitRow {
         VisitStatus::parse(&self.status).unwrap_or(VisitStatus::Scheduled)
     }
 
-    /// `visit_cancelled` / `visit_ended` when the visit is over for good: nothing may join
-    /// it, issue links for it or refresh grants into it.
-    pub fn refuse_final(&self) -> Result<(), crate::error::ApiError> {
-        match self.status() {
-            VisitStatus::Cancelled => Err(crate::error::ApiError::VisitCancelled),
-            VisitStatus::Ended => Err(crate::error::ApiError::VisitEnded),
-            _ => Ok(()),
-        }
-    }
-
     /// End of the scheduled slot, Unix ms.
     pub fn scheduled_end(&self) -> i64 {
         self.scheduled_at + self.duration_minutes * 60_000

@@ -1,0 +1,152 @@
+//! One node, wired: the app (`api`), its cluster membership and outbox worker, the SFU workers
+//! on `sfu.udp` with the signaling hub over them, and the router that serves the API, `/ws`
+//! and the pages. `bedside serve` and the integration tests start nodes only through
+//! [`Node::start`], so what the tests run is what the binary runs.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+
+use api::App;
+use api::config::Config;
+use api::error::ApiError;
+use api::tokens::ApiKeySecret;
+use axum::Router;
+use sfu::driver::Workers;
+use signaling::Hub;
+use signaling::Limits;
+use signaling::metrics::MetricsError;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory, keys or database could not be opened.
+    #[error(transparent)]
+    App(#[from] api::app::StartError),
+    /// The first start could not create the default tenant.
+    #[error("creating the default tenant: {0}")]
+    Bootstrap(#[from] ApiError),
+    /// A UDP port could not be bound.
+    #[error("binding the SFU's UDP ports from {addr} (sfu.udp)")]
+    Bind {
+        /// The configured base address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The signaling metrics clashed with others in the registry.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+/// A running node. Dropping it leaves its tasks running; [`Node::stop`] ends them.
+#[derive(Debug)]
+pub struct Node {
+    /// The app: configuration, store, keys, metrics.
+    pub app: Arc<App>,
+    /// The rooms of this node.
+    pub hub: Arc<Hub>,
+    /// The UDP address each SFU worker is bound to, worker `i` at index `i`.
+    pub udp: Vec<SocketAddr>,
+    /// The address announced in ICE candidates.
+    pub announce_ip: IpAddr,
+    /// The default tenant and its admin API key, when this start created them (the first
+    /// start on an empty database): shown once.
+    pub created: Option<(String, ApiKeySecret)>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The address to announce when `sfu.announce_ip` is unset: the IPv4 address of the interface
+/// that routes to the Internet, or 127.0.0.1 when there is none. Connecting a UDP socket sends
+/// nothing; it only asks the kernel for a route.
+pub fn default_announce_ip() -> IpAddr {
+    let routed = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|socket| {
+        // 192.0.2.1 is TEST-NET-1: never answered, only routed.
+        socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
+        socket.local_addr()
+    });
+    match routed.map(|addr| addr.ip()) {
+        Ok(ip) if !ip.is_loopback() && !ip.is_unspecified() => ip,
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+impl Node {
+    /// Opens `data_dir` with `config` (creating the default tenant on the first start), starts
+    /// the cluster membership and the outbox worker, binds the SFU workers — `sfu.workers`
+    /// sockets (0 = one per core) on consecutive ports from `sfu.udp`, or ephemeral ports
+    /// when its port is 0 — and starts the hub over them with `limits`.
+    pub async fn start(
+        config: Config,
+        data_dir: &Path,
+        limits: Limits,
+    ) -> Result<Node, StartError> {
+        let app = App::open(config, data_dir).await?;
+        let created = app.bootstrap().await?;
+        let (stop, stopped) = watch::channel(false);
+        let cluster = tokio::spawn(api::cluster::run(
+            app.cluster.clone(),
+            app.store.clone(),
+            app.metrics.clone(),
+            app.events.clone(),
+            stopped.clone(),
+        ));
+        let background = tokio::spawn(Arc::clone(&app).run_background(stopped));
+        let sfu = &app.config.sfu;
+        let count = match sfu.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let announce_ip = sfu.announce_ip.unwrap_or_else(default_announce_ip);
+        let mut core = sfu::core::Config::new(SocketAddr::new(announce_ip, 0));
+        core.max_participants_per_room = limits.max_participants;
+        let workers = Workers::bind(count, sfu.udp, announce_ip, core)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: sfu.udp,
+                source,
+            })?;
+        let drivers = workers.into_drivers();
+        let udp = drivers.iter().map(|d| d.handle.local_addr()).collect();
+        let hub = Hub::start(Arc::clone(&app), drivers, limits)?;
+        Ok(Node {
+            app,
+            hub,
+            udp,
+            announce_ip,
+            created,
+            stop,
+            tasks: vec![cluster, background],
+        })
+    }
+
+    /// Everything this node serves over HTTP: the API, `/ws` and the pages.
+    pub fn router(&self) -> Router {
+        api::http::router(Arc::clone(&self.app))
+            .merge(signaling::ws::router(Arc::clone(&self.hub)))
+            .merge(crate::web::router())
+    }
+
+    /// Stops the node's background tasks the way a crash would: no more heartbeats, no
+    /// deregistration, no outbox delivery.
+    pub fn abort(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Stops the outbox worker (after the delivery pass in flight) and the cluster membership
+    /// (deregistering this node, so its rooms are placed elsewhere at once), then closes the
+    /// store.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.app.store.close().await;
+    }
+}
