@@ -1,7 +1,8 @@
 //! Bedside's visit domain and REST API (DESIGN.md §3–6).
 //!
 //! # Layout
-//! - [`config`]: `bedside.toml` + `BEDSIDE_*` environment, validated.
+//! - [`config`]: `bedside.toml` + `BEDSIDE_*` environment, validated; one file a section, each
+//!   owning its defaults and checks.
 //! - [`model`]: roles, statuses, the visit, request bodies and their rules.
 //! - [`tokens`]: link codes, API keys, device secrets (hashed), ES256 session grants.
 //! - [`crypto`]: PHI envelope encryption (per-tenant data keys under a key provider).
