@@ -1,7 +1,8 @@
 //! Bedside's visit domain and REST API (DESIGN.md §3–6).
 //!
 //! # Layout
-//! - [`config`]: `bedside.toml` + `BEDSIDE_*` environment, validated.
+//! - [`config`]: `bedside.toml` + `BEDSIDE_*` environment, validated; one file a section, each
+//!   owning its defaults and checks.
 //! - [`model`]: roles, statuses, the visit, request bodies and their rules.
 //! - [`visit`]: the visit domain — every rule of a visit's life once (lifecycle, link rules,
 //!   seating and removal, media placement), called by [`http`] and by signaling alike.
