@@ -5,7 +5,10 @@
 //! - [`core`]: the sans-IO router. It owns one [`str0m::Rtc`] per participant and the room
 //!   graph, and it never reads a clock, blocks or touches a socket: every input carries the
 //!   current time, every output is queued until the caller drains it. Tests drive whole rooms
-//!   in virtual time with it.
+//!   in virtual time with it. Within it, `core/forwarder.rs` holds the per-packet forwarding
+//!   decision for one track to one subscriber (drop, or which payload type, sequence number,
+//!   timestamp and marker to write) as a pure function of plain values, unit-tested on its
+//!   own; `core/routing.rs` looks up the track and its legs and writes what it decides.
 //! - [`driver`]: the tokio driver that feeds a core from a UDP socket, a timer and a command
 //!   channel, and [`driver::Workers`], one driver per CPU core with rooms pinned to one.
 //!

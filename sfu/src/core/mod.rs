@@ -19,17 +19,20 @@
 //! packets from a new address by the local ICE ufrag in its USERNAME; the participant's session
 //! then authenticates it (`Rtc::accepts`) before the new address is remembered.
 //!
-//! Every RTP packet a publisher sends on a track is written, with its sequence number rebased
-//! and its payload type mapped, to a send-only m-line of every other admitted participant of
-//! the room; str0m then
-//! does RTCP, NACK/RTX and TWCC per leg. Keyframe requests from subscribers travel back to the
-//! publisher, at most one per [`Config::keyframe_interval`] per track.
+//! Every RTP packet a publisher sends on a track is written to a send-only m-line (a leg) of
+//! every other admitted participant of the room; str0m then does RTCP, NACK/RTX and TWCC per
+//! leg. Whether a packet goes to a leg, and with which payload type and (rebased) sequence
+//! number, is decided per packet by the leg's forwarder (`forwarder.rs`) from plain values the
+//! routing code (`routing.rs`) reads once per packet; no session, clock or socket is involved
+//! in the decision. Keyframe requests from subscribers
+//! travel back to the publisher, at most one per [`Config::keyframe_interval`] per track.
 
 mod command;
 mod config;
 mod demux;
 mod error;
 mod event;
+mod forwarder;
 mod ids;
 mod negotiate;
 mod outputs;

@@ -8,6 +8,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use super::Core;
 use super::error::CoreError;
 use super::event::Event;
+use super::forwarder::{Incoming, LegState};
 use super::ids::{ParticipantId, RoomId, TrackId};
 use super::timers::Timer;
 use super::track::{Gate, Track};
@@ -126,25 +127,35 @@ impl Core {
             .unwrap_or_default()
     }
 
-    /// Writes one publisher packet to every ready leg of its track.
+    /// Writes one publisher packet to every leg of its track whose [`Forwarder`] forwards it.
+    ///
+    /// [`Forwarder`]: super::forwarder::Forwarder
     pub(super) fn forward(&mut self, id: TrackId, packet: &RtpPacket) {
         let Some(track) = self.tracks.get_mut(&id) else {
             return;
         };
-        if track.muted || track.legs.is_empty() {
+        if track.legs.is_empty() {
             return;
         }
         let Some(publisher) = self.participants.get(&id.participant) else {
             return;
         };
-        if publisher.waiting {
+        let incoming = Incoming {
+            pt: packet.header.payload_type,
+            seq_no: packet.seq_no,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            muted: track.muted,
+            waiting: publisher.waiting,
+        };
+        // Every leg would drop it for the same reason: skip them and their subscribers.
+        if incoming.check().is_err() {
             return;
         }
-        let incoming_pt = packet.header.payload_type;
         let Some(params) = publisher
             .rtc
             .codec_config()
-            .find(|p| p.pt() == incoming_pt)
+            .find(|p| p.pt() == incoming.pt)
             .copied()
         else {
             return;
@@ -157,23 +168,21 @@ impl Core {
             ..ExtensionValues::default()
         };
         for (subscriber_id, leg) in &mut track.legs {
-            if !leg.ready {
-                continue;
-            }
             let Some(subscriber) = self.participants.get_mut(subscriber_id) else {
                 continue;
             };
-            if !subscriber.rtc.is_connected() {
-                continue;
-            }
+            let state = LegState {
+                ready: leg.ready,
+                connected: subscriber.rtc.is_connected(),
+            };
             let mid = leg.mid;
             let rtc = &subscriber.rtc;
-            let outgoing_pt = leg.map_pt(incoming_pt, || {
+            let decision = leg.forwarder.forward(&incoming, state, || {
                 let remote_pts = rtc.media(mid)?.remote_pts();
                 let matched = rtc.codec_config().match_params(params)?.pt();
                 remote_pts.contains(&matched).then_some(matched)
             });
-            let (Some(pt), Some(seq_no)) = (outgoing_pt, leg.rebase(packet.seq_no)) else {
+            let Ok(out) = decision else {
                 continue;
             };
             let mut direct = subscriber.rtc.direct_api();
@@ -182,13 +191,13 @@ impl Core {
             };
             stream.write_rtp(
                 RtpWrite::new(
-                    pt,
-                    seq_no,
-                    packet.header.timestamp,
+                    out.pt,
+                    out.seq_no,
+                    out.timestamp,
                     packet.timestamp,
                     packet.payload.clone(),
                 )
-                .marker(packet.header.marker)
+                .marker(out.marker)
                 .nackable(nackable)
                 .ext_vals(ext_vals.clone()),
             );

@@ -1,9 +1,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::rtp::SeqNo;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 
+use super::forwarder::Forwarder;
 use super::ids::ParticipantId;
 
 /// A published track and everyone it is forwarded to.
@@ -29,43 +29,23 @@ impl Track {
 /// The path of one track to one subscriber: a send-only m-line in the subscriber's session.
 #[derive(Debug)]
 pub(crate) struct Leg {
+    /// The m-line in the subscriber's session that carries the track.
     pub(crate) mid: Mid,
     /// Set once the subscriber answered the offer that created the m-line; before that str0m
     /// has no send stream for it.
     pub(crate) ready: bool,
-    seq_base: Option<u64>,
-    pts: Vec<(Pt, Option<Pt>)>,
+    /// Decides, per packet, what the subscriber gets on this leg.
+    pub(crate) forwarder: Forwarder,
 }
 
 impl Leg {
+    /// A leg on the subscriber's new m-line `mid`, not ready until the subscriber answers.
     pub(crate) fn new(mid: Mid) -> Self {
         Leg {
             mid,
             ready: false,
-            seq_base: None,
-            pts: Vec::new(),
+            forwarder: Forwarder::default(),
         }
-    }
-
-    /// The publisher's extended sequence number rebased for this subscriber.
-    ///
-    /// A subscriber that joins a long-running track would otherwise see a first packet with a
-    /// rollover count above zero, which SRTP cannot decrypt without out-of-band signaling. Only
-    /// whole rollovers are subtracted, so the low 16 bits (and thus NACKs) are unchanged.
-    pub(crate) fn rebase(&mut self, seq: SeqNo) -> Option<SeqNo> {
-        let base = *self.seq_base.get_or_insert(seq.roc() << 16);
-        (*seq).checked_sub(base).map(SeqNo::from)
-    }
-
-    /// The subscriber's payload type for the publisher's `pt`, memoized per leg because the
-    /// codec match is too slow for every packet.
-    pub(crate) fn map_pt(&mut self, pt: Pt, resolve: impl FnOnce() -> Option<Pt>) -> Option<Pt> {
-        if let Some((_, out)) = self.pts.iter().find(|(incoming, _)| *incoming == pt) {
-            return *out;
-        }
-        let out = resolve();
-        self.pts.push((pt, out));
-        out
     }
 }
 
@@ -161,31 +141,5 @@ mod tests {
         );
         assert_eq!(gate.take_deferred(at + INTERVAL), Some(pli));
         assert_eq!(gate.request(at + 2 * INTERVAL, pli, INTERVAL), Gate::Send);
-    }
-
-    #[test]
-    fn rebasing_removes_whole_rollovers_only() {
-        let mut leg = Leg::new(Mid::from("a"));
-        let first = SeqNo::from(3 * 65_536 + 100);
-        assert_eq!(*leg.rebase(first).unwrap(), 100);
-        assert_eq!(
-            *leg.rebase(SeqNo::from(4 * 65_536 + 5)).unwrap(),
-            65_536 + 5
-        );
-        assert_eq!(leg.rebase(SeqNo::from(65_535)), None);
-    }
-
-    #[test]
-    fn payload_types_are_resolved_once() {
-        let mut leg = Leg::new(Mid::from("a"));
-        let mut calls = 0;
-        for _ in 0..3 {
-            let out = leg.map_pt(Pt::from(96), || {
-                calls += 1;
-                Some(Pt::from(100))
-            });
-            assert_eq!(out, Some(Pt::from(100)));
-        }
-        assert_eq!(calls, 1);
     }
 }
