@@ -16,6 +16,9 @@ use figment::providers::Serialized;
 
 use cli::{ApikeyCommand, AuditCommand, Cli, Command, ConfigCommand, RoleArg, TenantCommand};
 
+/// How long the runtime may take to stop its blocking threads once `run` returned.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Exit status for a configuration error (API.md: "a bad value fails at start naming the key").
 const EXIT_CONFIG: u8 = 2;
 
@@ -51,13 +54,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, config)) {
+    let code = match runtime.block_on(run(cli, config)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("bedside: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Everything was drained within its bound already; a blocking task still running (a
+    // stuck DNS lookup, say) must not hold the exit.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
 
 /// The runtime for HTTP, signaling, the database and the CLI, with `http.worker_threads`

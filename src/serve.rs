@@ -1,5 +1,8 @@
-//! `bedside serve`: logging, the app, background workers, the SFU and signaling, HTTP(S) with
-//! graceful shutdown.
+//! `bedside serve`: logging, the node (`bedside::node`), HTTP(S), and the one shutdown: on
+//! SIGINT/SIGTERM signaling drains (no new joins, clients told, departures audited, SFU
+//! workers stopped), the HTTP server stops gracefully, the outbox finishes the delivery in
+//! flight and the node leaves the cluster — all within `shutdown.drain_seconds` — and the
+//! process exits 0.
 //!
 //! The HTTP listener is bound before the app opens, so that with `http.addr` on port 0 (tests)
 //! the signaling URL in start answers names the port actually served. The SFU binds
@@ -7,11 +10,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use api::config::{Config, LogFormat};
 use bedside::node::Node;
+use signaling::Hub;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(config: &Config) {
@@ -72,12 +79,13 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
-    let shutdown_handle = handle.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        shutdown_handle.graceful_shutdown(Some(Duration::from_secs(10)));
-    });
+    let (drained_tx, drained_rx) = oneshot::channel();
+    tokio::spawn(drain_on_signal(
+        node.hub.clone(),
+        handle.clone(),
+        Duration::from_secs(config.shutdown.drain_seconds),
+        drained_tx,
+    ));
     let addr = config.http.addr;
     let scheme = if config.http.tls() { "https" } else { "http" };
     let served = match (&config.http.tls_cert, &config.http.tls_key) {
@@ -95,8 +103,42 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
             tokio::join!(server.serve(router), listening).0
         }
     };
-    node.stop().await;
+    // Without a signal (the server failed), the outbox and cluster still get the full bound.
+    let deadline = match drained_rx.await {
+        Ok(deadline) => deadline,
+        Err(_) => Instant::now() + Duration::from_secs(config.shutdown.drain_seconds),
+    };
+    if tokio::time::timeout_at(deadline, node.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the outbox and cluster did not stop within shutdown.drain_seconds");
+    }
     served.with_context(|| format!("serving on {addr}"))
+}
+
+/// On SIGINT/SIGTERM: drains signaling (no new joins, every client told, every departure
+/// audited, the SFU workers stopped), then stops the HTTP server gracefully, all before one
+/// deadline `bound` away, which it hands on through `drained` for the rest of the shutdown.
+async fn drain_on_signal(
+    hub: Arc<Hub>,
+    http: axum_server::Handle,
+    bound: Duration,
+    drained: oneshot::Sender<Instant>,
+) {
+    shutdown_signal().await;
+    let started = Instant::now();
+    let deadline = started + bound;
+    tracing::info!(drain_seconds = bound.as_secs(), "shutting down");
+    let signaling = hub.shutdown(deadline).await;
+    tracing::info!(
+        seats = signaling.seats,
+        complete = signaling.complete,
+        elapsed_ms = started.elapsed().as_millis(),
+        "signaling drained"
+    );
+    http.graceful_shutdown(Some(deadline.saturating_duration_since(Instant::now())));
+    let _ = drained.send(deadline);
 }
 
 async fn announce(handle: axum_server::Handle, scheme: &str) {

@@ -106,7 +106,7 @@ async fn a_call_survives_garbage_datagrams_and_bad_signaling_frames() -> TestRes
     let visit = server.visit().await?;
     let mut call = Call::start(&visit, true).await?;
 
-    let room = RoomId(signaling::hub::uuid_id(&visit.id).ok_or("visit id is not a UUID")?);
+    let room = RoomId(signaling::wire::uuid_id(&visit.id).ok_or("visit id is not a UUID")?);
     let target = server.udp[sfu::driver::worker_for(room, server.udp.len())];
     let sprayer = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let mut rng = StdRng::seed_from_u64(0x0bed_51de);

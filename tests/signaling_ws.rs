@@ -372,6 +372,29 @@ async fn a_removal_holds_across_a_restart() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_tells_its_clients_and_refuses_new_joins() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    let visit = server.visit().await?;
+    let mut clinician = Client::join(&server, &visit.clinician["grant"]).await?;
+    clinician.expect("joined").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let drained = server.hub().shutdown(deadline).await;
+    assert_eq!((drained.seats, drained.complete), (1, true));
+    let told = clinician.expect("server_shutdown").await?;
+    assert!(told["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0));
+    assert_eq!(clinician.closed().await?, 4503);
+    let mut late = Client::join(&server, &visit.patient["grant"]).await?;
+    assert_eq!(late.expect("error").await?["code"], "media_unavailable");
+    assert_eq!(late.closed().await?, 4503);
+    audited(
+        &server,
+        &visit.id,
+        &["participant.joined", "participant.left"],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
     let server = Server::start(quick_limits()).await?;
     let visit = server.visit().await?;

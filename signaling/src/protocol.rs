@@ -153,6 +153,9 @@ pub enum LeftReason {
     Failed,
     /// The visit ended.
     VisitEnded,
+    /// The server shut down (each departure is audited with this reason; nobody is told,
+    /// since everyone's socket closes).
+    ServerShutdown,
 }
 
 impl LeftReason {
@@ -164,6 +167,7 @@ impl LeftReason {
             LeftReason::Dropped => "dropped",
             LeftReason::Failed => "failed",
             LeftReason::VisitEnded => "visit_ended",
+            LeftReason::ServerShutdown => "server_shutdown",
         }
     }
 }
@@ -333,6 +337,13 @@ pub enum ServerMessage {
     },
     /// The visit ended; the socket closes next (4410).
     VisitEnded,
+    /// This server is shutting down: the seat is gone and the socket closes next (4503).
+    /// Join again (on a fresh socket, with a fresh grant if needed) after
+    /// `retry_after_ms`; another node, or this one restarted, takes the visit.
+    ServerShutdown {
+        /// How long to wait before joining again.
+        retry_after_ms: u64,
+    },
     /// A request was refused or a frame dropped; the connection stays open unless a close
     /// frame follows.
     Error {
@@ -376,6 +387,8 @@ pub enum CloseCode {
     VisitOver,
     /// 4503: the media server could not seat the participant (room full, server stopping).
     Unavailable,
+    /// 4503 too: the server is shutting down (after a `server_shutdown` frame).
+    ShuttingDown,
 }
 
 impl CloseCode {
@@ -388,7 +401,7 @@ impl CloseCode {
             Self::Removed => 4403,
             Self::Replaced => 4409,
             Self::VisitOver => 4410,
-            Self::Unavailable => 4503,
+            Self::Unavailable | Self::ShuttingDown => 4503,
         }
     }
 
@@ -402,6 +415,7 @@ impl CloseCode {
             Self::Replaced => "replaced by another connection",
             Self::VisitOver => "visit over",
             Self::Unavailable => "media unavailable",
+            Self::ShuttingDown => "server shutting down",
         }
     }
 }

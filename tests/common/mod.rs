@@ -140,6 +140,11 @@ impl Server {
         Ok(next)
     }
 
+    /// The node's signaling hub.
+    pub fn hub(&self) -> &std::sync::Arc<signaling::Hub> {
+        &self.node.hub
+    }
+
     /// The `/ws` URL.
     pub fn ws_url(&self) -> String {
         format!("{}/ws", self.base.replacen("http", "ws", 1))
