@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-use crate::audit::{Actor, ChainBreak, ChainVerifier, Entry, NewEntry, Outcome};
+use crate::audit::{Actor, ChainBreak, ChainVerifier, Entry, NewEntry};
 use crate::aws::chime::ChimeMedia;
 use crate::aws::kms::{KmsKeyProvider, KmsSigner};
 use crate::aws::ses::SesTransport;
@@ -465,21 +465,6 @@ impl App {
             if let Err(err) = crate::notify::deliver_due(&self).await {
                 tracing::warn!(error = %err, "outbox delivery pass failed");
             }
-        }
-    }
-
-    /// A refusal audit row for `code` on an act that touched `visit_id`.
-    pub fn refusal(
-        tenant_id: &str,
-        actor: &Actor,
-        event: &'static str,
-        visit_id: &str,
-        err: &ApiError,
-    ) -> NewEntry {
-        NewEntry {
-            outcome: Outcome::Refused,
-            reason: Some(err.code().to_owned()),
-            ..NewEntry::success(tenant_id, actor, event, Some(visit_id))
         }
     }
 }

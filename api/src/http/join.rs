@@ -1,5 +1,7 @@
-//! Joining a visit: check a code (redeem), consume it (start), the clinician's
-//! start-authenticated, and grant refresh. Every refusal of a known link is audited.
+//! Joining a visit over HTTP: check a code (redeem), use it (start), the clinician's
+//! start-authenticated, and grant refresh. The rules — and the audit of every refusal — are
+//! the visit domain's (`crate::visit::join`); here the device is read from the request and
+//! its cookie set, the rate limit applied, and the grant rendered.
 
 use std::sync::Arc;
 
@@ -9,26 +11,21 @@ use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 
 use super::extract::{ApiJson, ClientInfo, Staff, body_rejection, parse_json};
 use super::visits::visible;
 use crate::App;
-use crate::audit::{Actor, NewEntry};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::media::Joined;
 pub use crate::media::{IceServer, Media};
 use crate::model::{ParticipantRole, StaffRole, VisitStatus, first_name};
-use crate::store::{
-    self, from_ms, links::DeviceBinding, links::LinkRow, links::LinkWithVisit, ms, visits::VisitRow,
-};
-use crate::tokens::{TokenError, is_plausible_code, random_base62, secret_hash};
-use crate::visit::participants::{self, Seat};
-use crate::visit::rules::{self, Usable};
-use crate::visit::{VisitError, lifecycle, media};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use crate::store::{from_ms, links::DeviceBinding, links::LinkWithVisit};
+use crate::tokens::{TokenError, random_base62, secret_hash};
+use crate::visit::VisitError;
+use crate::visit::join::{self, Device, Granted, LinkStart};
 
 /// Name of the HttpOnly cookie that identifies a device to the links it redeemed.
 pub const DEVICE_COOKIE: &str = "bedside_device";
@@ -130,40 +127,28 @@ fn check_display_name(name: Option<&str>) -> ApiResult<Option<String>> {
     }
 }
 
-async fn grant(app: &App, seat: &Seat<'_>, joined: Joined, via: &str) -> ApiResult<GrantResponse> {
-    let now = Utc::now().timestamp().max(0).unsigned_abs();
-    let claims = seat.claims(
-        app.grants.issuer(),
-        app.config.tokens.grant_ttl_seconds,
-        now,
-    );
-    let grant = app.grants.issue(&claims).await.map_err(token_error)?;
-    app.metrics.grants.with_label_values(&[via]).inc();
-    Ok(GrantResponse {
+/// The grant answer of a seat taken.
+fn render(granted: Granted) -> Json<GrantResponse> {
+    let Granted {
+        grant,
+        claims,
+        joined,
+    } = granted;
+    Json(GrantResponse {
         grant,
         grant_expires_at: from_ms(
             i64::try_from(claims.exp)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1000),
         ),
-        participant_id: seat.participant_id.clone(),
-        role: seat.role,
+        participant_id: claims.sub,
+        role: claims.role,
         media: joined.media,
     })
 }
 
-/// The link, visit and clinician a code names (one statement), or `link_invalid` (which
-/// reveals nothing).
-async fn lookup(app: &App, code: &str) -> ApiResult<LinkWithVisit> {
-    if !is_plausible_code(code) {
-        return Err(ApiError::LinkInvalid);
-    }
-    store::links::by_code_hash(&mut app.store.read().await?, &secret_hash(code))
-        .await?
-        .ok_or(ApiError::LinkInvalid)
-}
-
-fn device_binding(client: &ClientInfo, jar: &CookieJar) -> (DeviceBinding, String, bool) {
+/// The device asking (its cookie, User-Agent and address), and the cookie secret to set.
+fn device(client: &ClientInfo, jar: &CookieJar) -> (Device, String) {
     let existing = jar
         .get(DEVICE_COOKIE)
         .map(|c| c.value().to_owned())
@@ -175,7 +160,7 @@ fn device_binding(client: &ClientInfo, jar: &CookieJar) -> (DeviceBinding, Strin
         ua_hash: client.ua_digest(),
         ip_prefix: crate::audit::ip_prefix(client.ip),
     };
-    (binding, secret, known)
+    (Device { binding, known }, secret)
 }
 
 /// A session cookie: it survives reloads, not a browser restart, and is sent only to the API.
@@ -186,19 +171,6 @@ fn device_cookie(app: &App, secret: String) -> Cookie<'static> {
         .same_site(SameSite::Strict)
         .path("/api")
         .build()
-}
-
-async fn refuse(app: &App, link: &LinkRow, actor: &Actor, err: ApiError) -> ApiError {
-    app.metrics
-        .links
-        .with_label_values(&[&format!("refused_{}", err.code())])
-        .inc();
-    let entry = App::refusal(&link.tenant_id, actor, "link.refused", &link.visit_id, &err)
-        .with_details(json!({"link_id": link.id, "role": link.role}));
-    match app.audit_alone(entry).await {
-        Ok(()) => err,
-        Err(audit_err) => audit_err.into(),
-    }
 }
 
 #[utoipa::path(post, path = "/api/token/redeem", tag = "join", request_body = RedeemRequest,
@@ -212,26 +184,12 @@ pub async fn redeem(
     ApiJson(body): ApiJson<RedeemRequest>,
 ) -> ApiResult<Json<RedeemResponse>> {
     limit_link(&app, &client)?;
+    let (device, _) = device(&client, &jar);
     let LinkWithVisit {
         link,
         visit,
         clinician_display_name,
-    } = lookup(&app, &body.code).await.inspect_err(|_| {
-        app.metrics
-            .links
-            .with_label_values(&["refused_link_invalid"])
-            .inc();
-    })?;
-    let (device, _, known) = device_binding(&client, &jar);
-    let now = ms(Utc::now());
-    rules::usable(&app.config.visits, &link, &visit, &device, known, now)
-        .map_err(ApiError::from)
-        .inspect_err(|err| {
-            app.metrics
-                .links
-                .with_label_values(&[&format!("refused_{}", err.code())])
-                .inc();
-        })?;
+    } = join::check_link(&app, &body.code, &device).await?;
     let clinician = clinician_display_name
         .as_deref()
         .map(|name| first_name(name).to_owned())
@@ -258,16 +216,6 @@ fn limit_link(app: &App, client: &ClientInfo) -> ApiResult<()> {
     })
 }
 
-async fn clinician_name(app: &App, visit: &VisitRow) -> ApiResult<String> {
-    Ok(store::staff::get_staff(
-        &mut app.store.read().await?,
-        &visit.tenant_id,
-        &visit.clinician_id,
-    )
-    .await?
-    .map_or_else(|| "Clinician".to_owned(), |s| s.display_name))
-}
-
 #[utoipa::path(post, path = "/api/visits/{id}/start", tag = "join", params(("id" = String, Path)),
     request_body = StartRequest,
     responses((status = 200, body = GrantResponse), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -283,112 +231,20 @@ pub async fn start(
 ) -> ApiResult<(CookieJar, Json<GrantResponse>)> {
     limit_link(&app, &client)?;
     let display_name = check_display_name(body.display_name.as_deref())?;
-    let LinkWithVisit {
-        link,
-        visit,
-        clinician_display_name,
-    } = lookup(&app, &body.code).await.inspect_err(|_| {
-        app.metrics
-            .links
-            .with_label_values(&["refused_link_invalid"])
-            .inc();
-    })?;
-    if link.visit_id != visit_id {
-        app.metrics
-            .links
-            .with_label_values(&["refused_link_invalid"])
-            .inc();
-        return Err(ApiError::LinkInvalid);
-    }
-    let actor = client.actor(format!("link:{}", link.id));
-    let (device, secret, known) = device_binding(&client, &jar);
-    let now = ms(Utc::now());
-    let role = link.role();
-    let name = match (display_name, role) {
-        (Some(name), _) => name,
-        (None, ParticipantRole::Patient) => "Patient".to_owned(),
-        (None, ParticipantRole::Clinician) => {
-            clinician_display_name.unwrap_or_else(|| "Clinician".to_owned())
-        }
-    };
-    let staff_id = (role == ParticipantRole::Clinician).then_some(visit.clinician_id.as_str());
-    let response = match rules::usable(&app.config.visits, &link, &visit, &device, known, now) {
-        Err(err) => return Err(refuse(&app, &link, &actor, err.into()).await),
-        Ok(Usable::Rejoin(participant_id)) => {
-            // Removed for good: the device that was bound to the link cannot come back.
-            if let Err(err) =
-                participants::ensure_not_removed(&app, &link.tenant_id, &visit.id, &participant_id)
-                    .await
-            {
-                return Err(refuse(&app, &link, &actor, err.into()).await);
-            }
-            let seat = Seat {
-                visit: &visit,
-                participant_id,
-                role,
-                name,
-            };
-            let joined = media::join_alone(&app, &seat).await?;
-            let response = grant(&app, &seat, joined, "rejoin").await?;
-            let entry =
-                NewEntry::success(&link.tenant_id, &actor, "link.rejoined", Some(&visit.id))
-                    .with_details(
-                        json!({"link_id": link.id, "participant_id": seat.participant_id}),
-                    );
-            app.audit_alone(entry).await?;
-            app.metrics.links.with_label_values(&["rejoined"]).inc();
-            response
-        }
-        Ok(Usable::Fresh) => {
-            let seat = Seat {
-                visit: &visit,
-                participant_id: store::new_id(),
-                role,
-                name,
-            };
-            // Media first, outside the transaction: if the backend is down nothing has
-            // been written and the link stays usable.
-            let joined = media::join(&app, &seat).await?;
-            let participant_id = seat.participant_id.clone();
-            let mut tx = app.store.begin().await?;
-            store::links::insert_participant(
-                &mut tx,
-                &participant_id,
-                &link.tenant_id,
-                &visit.id,
-                role,
-                staff_id,
-                now,
-            )
-            .await?;
-            if !store::links::consume(
-                &mut tx,
-                &link.tenant_id,
-                &link.id,
-                &participant_id,
-                &device,
-                now,
-            )
-            .await?
-            {
-                tx.rollback().await?;
-                return Err(refuse(&app, &link, &actor, ApiError::LinkUsed).await);
-            }
-            let started = lifecycle::mark_started(&mut tx, &visit, &actor, now).await?;
-            let entry = NewEntry::success(&link.tenant_id, &actor, "link.redeemed", Some(&visit.id))
-                .with_details(json!({"link_id": link.id, "participant_id": participant_id, "role": role.as_str()}));
-            app.audit_all(&mut tx, started.into_iter().chain([entry]).collect())
-                .await?;
-            media::record_session(&mut tx, &visit, &joined).await?;
-            // Signed before commit: if the signer is down, the link stays unconsumed.
-            let response = grant(&app, &seat, joined, "start").await?;
-            tx.commit().await?;
-            app.metrics.links.with_label_values(&["redeemed"]).inc();
-            response
-        }
-    };
+    let (device, secret) = device(&client, &jar);
+    let granted = join::start_with_link(
+        &app,
+        LinkStart {
+            visit_id: &visit_id,
+            code: &body.code,
+            device: &device,
+            display_name,
+            client: &client.actor(String::new()),
+        },
+    )
+    .await?;
     let jar = jar.add(device_cookie(&app, secret));
-    Ok((jar, Json(response)))
+    Ok((jar, render(granted)))
 }
 
 #[utoipa::path(post, path = "/api/visits/{id}/start-authenticated", tag = "join", params(("id" = String, Path)),
@@ -412,72 +268,10 @@ pub async fn start_authenticated(
     };
     let display_name = check_display_name(body.display_name.as_deref())?;
     let visit = visible(&app, &staff, &visit_id).await?;
-    let now = ms(Utc::now());
-    let refusal = rules::clinician_may_start(&app.config.visits, &visit, now)
-        .err()
-        .map(ApiError::from);
-    if let Some(err) = refusal {
-        app.audit_alone(App::refusal(
-            &staff.tenant_id,
-            &staff.actor,
-            "participant.start_refused",
-            &visit_id,
-            &err,
-        ))
-        .await?;
-        return Err(err);
-    }
-    let name = match display_name {
-        Some(name) => name,
-        None => clinician_name(&app, &visit).await?,
-    };
     let staff_id = staff.staff_id.clone().unwrap_or_default();
-    let existing = store::links::staff_participant(
-        &mut app.store.read().await?,
-        &staff.tenant_id,
-        &visit_id,
-        &staff_id,
-    )
-    .await?;
-    let seat = Seat {
-        visit: &visit,
-        participant_id: existing.clone().unwrap_or_else(store::new_id),
-        role: ParticipantRole::Clinician,
-        name,
-    };
-    let joined = media::join(&app, &seat).await?;
-    let mut tx = app.store.begin().await?;
-    let participant_id = match existing {
-        Some(id) => id,
-        None => {
-            let id = seat.participant_id.clone();
-            store::links::insert_participant(
-                &mut tx,
-                &id,
-                &staff.tenant_id,
-                &visit_id,
-                ParticipantRole::Clinician,
-                Some(&staff_id),
-                now,
-            )
-            .await?;
-            id
-        }
-    };
-    let started = lifecycle::mark_started(&mut tx, &visit, &staff.actor, now).await?;
-    let entry = NewEntry::success(
-        &staff.tenant_id,
-        &staff.actor,
-        "participant.started",
-        Some(&visit_id),
-    )
-    .with_details(json!({"participant_id": participant_id, "role": "clinician"}));
-    app.audit_all(&mut tx, started.into_iter().chain([entry]).collect())
-        .await?;
-    media::record_session(&mut tx, &visit, &joined).await?;
-    let response = grant(&app, &seat, joined, "start_authenticated").await?;
-    tx.commit().await?;
-    Ok(Json(response))
+    let granted =
+        join::start_as_clinician(&app, &visit, &staff_id, &staff.actor, display_name).await?;
+    Ok(render(granted))
 }
 
 #[utoipa::path(post, path = "/api/grants/refresh", tag = "join", request_body = RefreshRequest,
@@ -496,49 +290,13 @@ pub async fn refresh(
             .inc();
         token_error(err)
     })?;
-    // One read for both lookups, released before any media or audit call.
-    let (visit, removed) = {
-        let mut db = app.store.read().await?;
-        let visit = store::visits::get(&mut db, &claims.tenant, &claims.visit)
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-        let removed =
-            store::links::participant_removed(&mut db, &claims.tenant, &claims.visit, &claims.sub)
-                .await?
-                .ok_or(ApiError::Unauthenticated)?;
-        (visit, removed)
-    };
     let actor = client.actor(format!("participant:{}", claims.sub));
-    // A participant removed for good gets no grant into the visit again.
-    let refusal = rules::ensure_live(visit.status())
-        .and_then(|()| match removed {
-            true => Err(VisitError::Removed),
-            false => Ok(()),
-        })
-        .map_err(ApiError::from);
-    if let Err(err) = refusal {
-        app.audit_alone(App::refusal(
-            &claims.tenant,
-            &actor,
-            "grant.refresh_refused",
-            &visit.id,
-            &err,
-        ))
-        .await?;
-        return Err(err);
-    }
-    let seat = Seat {
-        visit: &visit,
-        participant_id: claims.sub.clone(),
-        role: claims.role,
-        name: claims.name.clone(),
-    };
-    let joined = media::join_alone(&app, &seat).await?;
-    let response = grant(&app, &seat, joined, "refresh").await?;
-    app.audit_alone(
-        NewEntry::success(&claims.tenant, &actor, "grant.refreshed", Some(&visit.id))
-            .with_details(json!({"participant_id": claims.sub})),
-    )
-    .await?;
-    Ok(Json(response))
+    let granted = join::refresh(&app, &claims, &actor)
+        .await
+        .map_err(|error| match error {
+            // A grant whose visit or participant is gone authenticates nobody.
+            VisitError::NotFound => ApiError::Unauthenticated,
+            error => error.into(),
+        })?;
+    Ok(render(granted))
 }

@@ -15,6 +15,9 @@ pub enum VisitError {
     /// The visit has ended.
     #[error("the visit has ended")]
     Ended,
+    /// The code names no link (which reveals nothing).
+    #[error("the link is not valid")]
+    LinkInvalid,
     /// The link's window has passed or it was replaced.
     #[error("the link expired")]
     LinkExpired,
@@ -39,4 +42,25 @@ pub enum VisitError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] DbError),
+}
+
+impl VisitError {
+    /// The stable reason code of a refusal, as audit rows and metrics record it (the same
+    /// words as the API's problem codes).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::Cancelled => "visit_cancelled",
+            Self::Ended => "visit_ended",
+            Self::LinkInvalid => "link_invalid",
+            Self::LinkExpired => "link_expired",
+            Self::LinkUsed => "link_used",
+            Self::TooEarly { .. } => "too_early",
+            Self::Conflict(_) => "conflict",
+            Self::Removed => "forbidden",
+            Self::Unavailable(_) => "unavailable",
+            Self::Store(error) if error.is_unavailable() => "unavailable",
+            Self::Store(_) => "internal",
+        }
+    }
 }

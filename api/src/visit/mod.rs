@@ -7,12 +7,15 @@
 //!   a link be used now (fresh, a rejoin by its device, or why not).
 //! - [`lifecycle`]: status changes — started, in progress, closed (ended or cancelled): the
 //!   transition, link revocation, audit row, metric and cross-node event, in one place.
+//! - [`join`]: taking a seat — with a link's code, as the clinician, by refreshing a grant —
+//!   each answering a signed grant, each refusal audited.
 //! - [`participants`]: who may take a seat, and removal for good (stored and audited, so it
 //!   holds across an empty room, a restart and another node).
 //! - [`media`]: the media backend of a visit — placement on a node, joining, the Chime
 //!   attendee, taking a participant out, closing the session with its audit row.
 
 mod error;
+pub mod join;
 pub mod lifecycle;
 pub mod media;
 pub mod participants;
