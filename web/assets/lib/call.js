@@ -203,6 +203,10 @@ export class Call {
         this.renderRemote();
         return this.emit('roster', this.roster);
       case 'visit_ended': return this.finish('ended');
+      case 'server_shutdown':
+        // The seat is gone; the 4503 that follows rejoins after this long.
+        this.retryAfterMs = msg.retry_after_ms;
+        return this.setReconnecting('signaling');
       case 'error':
         if (msg.code === 'offer_collision') this.needOffer = true;
         return undefined;
@@ -317,7 +321,7 @@ export class Call {
       case 4409: return this.finish('replaced');
       case 4400: return this.finish('error');
       case 4401: return this.rejoin(0);
-      case 4503: return this.rejoin(3000);
+      case 4503: return this.rejoin(this.retryAfterMs ?? 3000);
       default: return this.resume();
     }
   }
