@@ -12,7 +12,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+mod common;
+
+use common::{Rest, TestResult};
+
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Live visits when the signal comes.
@@ -22,11 +25,10 @@ const DRAIN_SECONDS: u64 = 5;
 /// How long any single expected frame may take.
 const FRAME_WAIT: Duration = Duration::from_secs(10);
 
-/// A `bedside serve` child on 127.0.0.1 with its admin key, killed if the test fails first.
+/// A `bedside serve` child on 127.0.0.1 and its API, killed if the test fails first.
 struct Serve {
     child: Child,
-    base: String,
-    admin_key: String,
+    rest: Rest,
 }
 
 impl Drop for Serve {
@@ -62,8 +64,7 @@ impl Serve {
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let mut serve = Serve {
             child,
-            base: format!("http://127.0.0.1:{port}"),
-            admin_key: String::new(),
+            rest: Rest::new(format!("http://127.0.0.1:{port}"), String::new())?,
         };
         // Both pipes are drained to the end, so the child never blocks on (or loses) one.
         let (key_tx, key_rx) = std::sync::mpsc::channel();
@@ -82,77 +83,13 @@ impl Serve {
                 }
             }
         });
-        serve.admin_key = key_rx.recv_timeout(Duration::from_secs(30))?;
+        serve.rest.admin_key = key_rx.recv_timeout(Duration::from_secs(30))?;
         listening_rx.recv_timeout(Duration::from_secs(30))?;
         Ok(serve)
     }
 
-    async fn post(&self, key: Option<&str>, path: &str, body: Value) -> TestResult<Value> {
-        let mut request = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .json(&body);
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if !status.is_success() {
-            return Err(format!("POST {path}: {status} {body}").into());
-        }
-        Ok(body)
-    }
-
-    /// A visit starting now with its patient and clinician grants.
-    async fn visit(&self) -> TestResult<(String, String)> {
-        let admin = Some(self.admin_key.as_str());
-        let staff = self
-            .post(
-                admin,
-                "/api/staff",
-                json!({"role": "clinician", "display_name": "Dr. Grey"}),
-            )
-            .await?;
-        let visit = self
-            .post(
-                admin,
-                "/api/visits",
-                json!({
-                    "clinician_id": staff["id"],
-                    "scheduled_at": chrono::Utc::now().to_rfc3339(),
-                    "duration_minutes": 30,
-                    "patient": {"name": "Pat Example"},
-                }),
-            )
-            .await?;
-        let id = visit["id"].as_str().ok_or("visit id")?.to_owned();
-        let links = self
-            .post(admin, &format!("/api/visits/{id}/links"), json!({}))
-            .await?;
-        let patient = self
-            .post(
-                None,
-                &format!("/api/visits/{id}/start"),
-                json!({"code": links["patient"]["code"]}),
-            )
-            .await?;
-        let clinician = self
-            .post(
-                staff["api_key"].as_str(),
-                &format!("/api/visits/{id}/start-authenticated"),
-                json!({}),
-            )
-            .await?;
-        let grant = |answer: &Value| answer["grant"].as_str().map(str::to_owned);
-        Ok((
-            grant(&patient).ok_or("patient grant")?,
-            grant(&clinician).ok_or("clinician grant")?,
-        ))
-    }
-
-    async fn join(&self, grant: &str) -> TestResult<(Socket, Value)> {
-        let url = format!("{}/ws", self.base.replacen("http", "ws", 1));
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    async fn join(&self, grant: &Value) -> TestResult<(Socket, Value)> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(self.rest.ws_url()).await?;
         ws.send(Message::Text(
             json!({"type": "join", "grant": grant}).to_string().into(),
         ))
@@ -201,9 +138,9 @@ async fn sigterm_with_live_visits_drains_audits_every_departure_and_exits_0() ->
     let mut serve = Serve::start(&data)?;
     let mut sockets = Vec::new();
     for _ in 0..VISITS {
-        let (patient_grant, clinician_grant) = serve.visit().await?;
-        let (mut clinician, _) = serve.join(&clinician_grant).await?;
-        let (patient, joined) = serve.join(&patient_grant).await?;
+        let visit = serve.rest.visit().await?;
+        let (mut clinician, _) = serve.join(&visit.clinician["grant"]).await?;
+        let (patient, joined) = serve.join(&visit.patient["grant"]).await?;
         // Admitted: both are in the call.
         clinician
             .send(Message::Text(

@@ -400,3 +400,55 @@ async fn writes_are_rate_limited_per_api_key() {
     t.visit_at(&cast.scheduler.key, &cast.clinician.id, minutes_from_now(0))
         .await;
 }
+
+#[tokio::test]
+async fn a_participant_removed_for_good_gets_no_grant_and_no_rejoin() {
+    let t = TestApp::new().await;
+    let cast = t.cast().await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(0)).await;
+    let resp = t.start(&visit, &links.patient).await;
+    let granted = resp.expect(StatusCode::OK);
+    let cookie = resp.device_cookie().expect("cookie");
+    let participant = granted["participant_id"].as_str().expect("participant");
+    let clinician = api::audit::Actor::local("participant:the-clinician");
+    for _ in 0..2 {
+        api::visit::participants::remove_for_good(
+            &t.app,
+            &t.tenant_id,
+            &visit,
+            participant,
+            &clinician,
+        )
+        .await
+        .expect("removed (again: nothing changes)");
+    }
+    let removed = t.audit_events("participant.removed").await;
+    assert_eq!(removed.len(), 1, "a removal is audited once");
+    assert!(
+        removed[0].details.contains(participant),
+        "{}",
+        removed[0].details
+    );
+    let unknown = api::visit::participants::remove_for_good(
+        &t.app,
+        &t.tenant_id,
+        &visit,
+        "01900000-0000-7000-8000-000000000001",
+        &clinician,
+    )
+    .await;
+    assert!(matches!(unknown, Err(api::visit::VisitError::NotFound)));
+    let before = t.snapshot().await;
+    t.send(Req::post("/api/grants/refresh").json(json!({"grant": granted["grant"]})))
+        .await
+        .problem(StatusCode::FORBIDDEN, "forbidden");
+    t.send(
+        start_req(&visit, &links.patient)
+            .header(header::COOKIE, &format!("bedside_device={cookie}")),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(t.snapshot().await.state, before.state, "nothing changed");
+    assert_eq!(t.audit_events("grant.refresh_refused").await.len(), 1);
+    assert_eq!(refusals(&t, &visit, "forbidden").await, 1);
+}

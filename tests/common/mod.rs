@@ -18,17 +18,29 @@ pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>
 /// A node serving the api and `/ws` on 127.0.0.1 (HTTP port 0), with its SFU workers on
 /// UDP port 0 announcing 127.0.0.1 — wired by `bedside::node` exactly as `bedside serve`.
 pub struct Server {
-    /// `http://127.0.0.1:<port>`.
-    pub base: String,
-    /// The bootstrap tenant's admin API key.
-    pub admin_key: String,
+    /// Its API, as one client sees it (`base`, `admin_key` and the REST helpers through
+    /// `Deref`).
+    pub rest: Rest,
     /// The UDP address of each SFU worker, worker `i` at index `i`.
     pub udp: Vec<SocketAddr>,
     /// The node's data directory.
     pub data: tempfile::TempDir,
-    http: reqwest::Client,
     node: bedside::node::Node,
     serving: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Rest;
+
+    fn deref(&self) -> &Rest {
+        &self.rest
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Rest {
+        &mut self.rest
+    }
 }
 
 /// A scheduled visit and the grants its two participants got from `start`.
@@ -106,11 +118,9 @@ impl Server {
             let _ = axum::serve(listener, service).await;
         });
         Ok(Server {
-            base,
-            admin_key,
+            rest: Rest::new(base, admin_key)?,
             udp,
             data,
-            http: reqwest::Client::builder().cookie_store(true).build()?,
             node,
             serving: http,
         })
@@ -135,14 +145,35 @@ impl Server {
         self.serving.abort();
         self.node.stop().await;
         let mut next = Server::start_in(limits, self.data, |_| {}).await?;
-        next.admin_key = self.admin_key;
-        next.http = self.http;
+        next.rest.admin_key = self.rest.admin_key;
+        next.rest.http = self.rest.http;
         Ok(next)
     }
 
     /// The node's signaling hub.
     pub fn hub(&self) -> &std::sync::Arc<signaling::Hub> {
         &self.node.hub
+    }
+}
+
+/// A node's REST API and `/ws` at `base`, as one HTTP client — one device, by its cookies —
+/// with the bootstrap tenant's admin key sees them.
+pub struct Rest {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The bootstrap tenant's admin API key.
+    pub admin_key: String,
+    http: reqwest::Client,
+}
+
+impl Rest {
+    /// The API at `base`, with a client of its own.
+    pub fn new(base: String, admin_key: String) -> TestResult<Rest> {
+        Ok(Rest {
+            base,
+            admin_key,
+            http: reqwest::Client::builder().cookie_store(true).build()?,
+        })
     }
 
     /// The `/ws` URL.
@@ -152,14 +183,8 @@ impl Server {
 
     /// POSTs `body` (with `key` as bearer if given); the JSON answer of a 2xx, else an error.
     pub async fn post(&self, key: Option<&str>, path: &str, body: Value) -> TestResult<Value> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if !status.is_success() {
+        let (status, body) = self.post_any(key, path, body).await?;
+        if !(200..300).contains(&status) {
             return Err(format!("POST {path}: {status} {body}").into());
         }
         Ok(body)

@@ -69,6 +69,21 @@ fn joining(role: Role, conn: ConnId) -> Joining {
     }
 }
 
+/// `participant` (the clinician, or else a patient) joins `room` at `now` on socket `conn`.
+fn join(
+    room: &mut Room,
+    now: Instant,
+    participant: ParticipantId,
+    conn: ConnId,
+) -> Result<bool, Refusal> {
+    let role = if participant == CLINICIAN {
+        Role::Clinician
+    } else {
+        Role::Patient
+    };
+    room.join(now, participant, joining(role, conn))
+}
+
 fn room(waiting_room: bool) -> Room {
     Room::new("t".into(), "v".into(), waiting_room, false, None)
 }
@@ -110,14 +125,8 @@ fn left(participant: ParticipantId, reason: LeaveReason) -> MediaEvent {
 fn without_a_waiting_room_everyone_is_in_at_once() {
     let now = Instant::now();
     let mut room = room(false);
-    assert_eq!(
-        room.join(now, CLINICIAN, joining(Role::Clinician, 10)),
-        Ok(false)
-    );
-    assert_eq!(
-        room.join(now, PATIENT, joining(Role::Patient, 20)),
-        Ok(false)
-    );
+    assert_eq!(join(&mut room, now, CLINICIAN, 10), Ok(false));
+    assert_eq!(join(&mut room, now, PATIENT, 20), Ok(false));
     let out = drain(&mut room);
     assert_eq!(out.types_to(10), ["joined", "participant_joined"]);
     assert_eq!(out.types_to(20), ["joined"]);
@@ -163,14 +172,8 @@ fn without_a_waiting_room_everyone_is_in_at_once() {
 fn a_patient_waits_and_the_clinician_learns_of_it_once() {
     let now = Instant::now();
     let mut room = room(true);
-    assert_eq!(
-        room.join(now, PATIENT, joining(Role::Patient, 20)),
-        Ok(true)
-    );
-    assert_eq!(
-        room.join(now, CLINICIAN, joining(Role::Clinician, 10)),
-        Ok(false)
-    );
+    assert_eq!(join(&mut room, now, PATIENT, 20), Ok(true));
+    assert_eq!(join(&mut room, now, CLINICIAN, 10), Ok(false));
     let out = drain(&mut room);
     // From its roster (it joined after the patient), not from a notice as well.
     assert_eq!(out.types_to(10), ["joined"]);
@@ -195,8 +198,8 @@ fn a_patient_waits_and_the_clinician_learns_of_it_once() {
 fn an_admission_waits_for_the_media_seat_and_is_audited_when_media_flows() {
     let now = Instant::now();
     let mut room = room(true);
-    let _ = room.join(now, CLINICIAN, joining(Role::Clinician, 10));
-    let _ = room.join(now, PATIENT, joining(Role::Patient, 20));
+    let _ = join(&mut room, now, CLINICIAN, 10);
+    let _ = join(&mut room, now, PATIENT, 20);
     drain(&mut room);
     assert_eq!(room.admit(CLINICIAN, PATIENT), Ok(()));
     assert!(drain(&mut room).media.is_empty(), "not in media yet");
@@ -270,7 +273,7 @@ fn admitting_someone_absent_or_not_waiting_changes_nothing() {
 fn a_failed_admission_leaves_the_patient_waiting_and_admittable() {
     let now = Instant::now();
     let mut room = room(true);
-    let _ = room.join(now, PATIENT, joining(Role::Patient, 20));
+    let _ = join(&mut room, now, PATIENT, 20);
     room.media_joined(PATIENT);
     drain(&mut room);
     assert_eq!(room.admit(CLINICIAN, PATIENT), Ok(()));
@@ -283,8 +286,8 @@ fn a_failed_admission_leaves_the_patient_waiting_and_admittable() {
 fn the_visit_is_in_progress_once_both_are_in_and_connected() {
     let now = Instant::now();
     let mut room = room(true);
-    let _ = room.join(now, CLINICIAN, joining(Role::Clinician, 10));
-    let _ = room.join(now, PATIENT, joining(Role::Patient, 20));
+    let _ = join(&mut room, now, CLINICIAN, 10);
+    let _ = join(&mut room, now, PATIENT, 20);
     for participant in [CLINICIAN, PATIENT] {
         room.media_joined(participant);
         room.on_media(now, MediaEvent::Connected { participant });
@@ -352,7 +355,7 @@ fn a_removed_patient_leaves_with_4403_and_cannot_come_back_while_the_room_lives(
         out.audits.is_empty(),
         "the domain audited the removal when it stored it"
     );
-    let again = room.join(now, PATIENT, joining(Role::Patient, 21));
+    let again = join(&mut room, now, PATIENT, 21);
     assert_eq!(again.map_err(|r| r.close), Err(CloseCode::Removed));
     assert!(!room.was_admitted(PATIENT));
 }
@@ -371,7 +374,7 @@ fn a_second_socket_replaces_the_seat_and_the_old_session_is_ignored() {
     let now = Instant::now();
     let mut room = call(now, true);
     assert_eq!(
-        room.join(now, PATIENT, joining(Role::Patient, 21)),
+        join(&mut room, now, PATIENT, 21),
         Ok(false),
         "admitted before"
     );
@@ -599,7 +602,7 @@ fn a_shutdown_tells_closes_and_audits_every_seat_without_the_media() {
 fn a_seat_the_media_refused_goes_and_the_others_are_told() {
     let now = Instant::now();
     let mut room = call(now, false);
-    let _ = room.join(now, OTHER, joining(Role::Patient, 30));
+    let _ = join(&mut room, now, OTHER, 30);
     drain(&mut room);
     room.join_failed(OTHER);
     let out = drain(&mut room);
@@ -617,9 +620,9 @@ fn a_seat_the_media_refused_goes_and_the_others_are_told() {
 fn a_room_counting_its_own_seats_refuses_one_too_many() {
     let now = Instant::now();
     let mut room = Room::new("t".into(), "v".into(), false, false, Some(2));
-    let _ = room.join(now, CLINICIAN, joining(Role::Clinician, 10));
-    let _ = room.join(now, PATIENT, joining(Role::Patient, 20));
-    let full = room.join(now, OTHER, joining(Role::Patient, 30));
+    let _ = join(&mut room, now, CLINICIAN, 10);
+    let _ = join(&mut room, now, PATIENT, 20);
+    let full = join(&mut room, now, OTHER, 30);
     assert!(matches!(
         full,
         Err(Refusal {
@@ -631,10 +634,7 @@ fn a_room_counting_its_own_seats_refuses_one_too_many() {
         })
     ));
     // Rejoining one's own seat is not one too many.
-    assert_eq!(
-        room.join(now, PATIENT, joining(Role::Patient, 21)),
-        Ok(false)
-    );
+    assert_eq!(join(&mut room, now, PATIENT, 21), Ok(false));
 }
 
 #[test]
