@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Server, TestResult, text};
 use futures::{SinkExt as _, StreamExt as _};
@@ -394,6 +394,63 @@ async fn a_draining_node_tells_its_clients_and_refuses_new_joins() -> TestResult
     .await
 }
 
+/// The sum of the samples of gauge `name` (over its workers) in `/metrics`.
+async fn gauge(server: &Server, name: &str) -> TestResult<f64> {
+    let metrics = server.get_text("/metrics").await?;
+    Ok(metrics
+        .lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// Waits up to `within` until every gauge of `wanted` reads its value; what they read last.
+async fn gauges_become(
+    server: &Server,
+    wanted: &[(&str, f64)],
+    within: Duration,
+) -> TestResult<Vec<f64>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut read = Vec::new();
+        for (name, _) in wanted {
+            read.push(gauge(server, name).await?);
+        }
+        let done = read.iter().zip(wanted).all(|(got, (_, want))| got == want);
+        if done || tokio::time::Instant::now() >= deadline {
+            return Ok(read);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sfu_gauges_are_right_within_a_second_of_the_last_departure() -> TestResult {
+    let server = Server::start(quick_limits()).await?;
+    let visit = server.visit().await?;
+    let mut clinician = Client::join(&server, &visit.clinician["grant"]).await?;
+    clinician.expect("joined").await?;
+    let seated = [
+        ("bedside_sfu_participants", 1.0),
+        ("bedside_sfu_rooms", 1.0),
+    ];
+    assert_eq!(
+        gauges_become(&server, &seated, Duration::from_secs(3)).await?,
+        [1.0, 1.0]
+    );
+    clinician.send(json!({"type": "leave"})).await?;
+    assert_eq!(clinician.closed().await?, 1000);
+    let left = Instant::now();
+    let empty = [
+        ("bedside_sfu_participants", 0.0),
+        ("bedside_sfu_rooms", 0.0),
+        ("bedside_sfu_tracks", 0.0),
+    ];
+    let read = gauges_become(&server, &empty, Duration::from_secs(1)).await?;
+    assert_eq!(read, [0.0, 0.0, 0.0], "after {:?}", left.elapsed());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
     let server = Server::start(quick_limits()).await?;
@@ -414,7 +471,11 @@ async fn the_clinician_ends_the_visit_over_signaling() -> TestResult {
     clinician.send(json!({"type": "end_visit"})).await?;
     for socket in [&mut patient, &mut clinician] {
         socket.expect("visit_ended").await?;
-        assert_eq!(socket.closed().await?, 4410);
+        // Nothing but the close follows: no participant_left, track or SDP frames.
+        match socket.next().await? {
+            Frame::Closed(code) => assert_eq!(code, 4410),
+            Frame::Json(frame) => panic!("after visit_ended: {frame}"),
+        }
     }
     let ended = server
         .get(&server.admin_key, &format!("/api/visits/{}", visit.id))

@@ -319,3 +319,48 @@ async fn worker_sockets_get_large_kernel_buffers() -> std::io::Result<()> {
     assert!(got >= wanted, "receive buffer {got} < {wanted}");
     Ok(())
 }
+
+/// Waits up to `within` until `driver`'s published participant count is `wanted`, sending it
+/// nothing: statistics must follow a change by themselves, not at the next datagram.
+async fn participants_become(driver: &Driver, wanted: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if driver.handle.stats().core.participants == wanted {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_idle_worker_publishes_its_stats_after_the_last_participant_leaves() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let driver =
+        Driver::spawn(socket, Config::new("127.0.0.1:9".parse().expect("addr"))).expect("driver");
+    let participant = ParticipantId(7);
+    driver
+        .handle
+        .command(Command::Join {
+            room: RoomId(1),
+            participant,
+            offer: None,
+            waiting: false,
+        })
+        .await
+        .expect("join");
+    assert!(participants_become(&driver, 1, Duration::from_secs(1)).await);
+    // Right after a publication: the next one is due a period later, with no input to wake
+    // the worker.
+    driver
+        .handle
+        .command(Command::Leave { participant })
+        .await
+        .expect("leave");
+    assert!(
+        participants_become(&driver, 0, Duration::from_secs(1)).await,
+        "the gauge still shows {:?}",
+        driver.handle.stats().core
+    );
+    assert_eq!(driver.handle.stats().core.rooms, 0);
+}

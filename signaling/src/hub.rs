@@ -50,7 +50,7 @@ const OUTBOUND_QUEUE: usize = 256;
 /// Length of resume tokens (base62, ~190 bits).
 const SESSION_TOKEN_LEN: usize = 32;
 /// How often SFU statistics are folded into the metrics.
-const METRICS_PERIOD: Duration = Duration::from_secs(1);
+const METRICS_PERIOD: Duration = Duration::from_millis(500);
 
 /// What the hub asks a socket to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -178,6 +178,15 @@ struct Seat {
     attendee: Option<Box<serde_json::Value>>,
 }
 
+impl Seat {
+    /// The socket that takes this seat's frames: none once it was told the visit ended,
+    /// after which only its close follows (the media leaving behind it is not its concern).
+    fn listening(&self) -> Option<ConnId> {
+        self.conn
+            .filter(|_| self.leave_reason != LeftReason::VisitEnded)
+    }
+}
+
 /// One visit's room. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Room {
@@ -275,7 +284,7 @@ impl Room {
     }
 
     fn send(&mut self, participant: ParticipantId, message: ServerMessage) {
-        if let Some(conn) = self.seats.get(&participant).and_then(|seat| seat.conn) {
+        if let Some(conn) = self.seats.get(&participant).and_then(Seat::listening) {
             self.out.push_back(Output::Send { conn, message });
         }
     }
@@ -285,7 +294,7 @@ impl Room {
             .seats
             .iter()
             .filter(|(id, _)| Some(**id) != except)
-            .filter_map(|(_, seat)| seat.conn)
+            .filter_map(|(_, seat)| seat.listening())
             .collect();
         for conn in conns {
             self.out.push_back(Output::Send {
@@ -605,15 +614,15 @@ impl Room {
         }
     }
 
-    /// The visit ended: everyone is told and taken out of the media session; their sockets
-    /// close with 4410 as each leaves.
+    /// The visit ended: everyone is told (`visit_ended`, the last frame it gets) and taken
+    /// out of the media session; its socket closes with 4410 once it left.
     pub fn end(&mut self) {
         let participants: Vec<ParticipantId> = self.seats.keys().copied().collect();
         for participant in &participants {
+            self.send(*participant, ServerMessage::VisitEnded);
             if let Some(seat) = self.seats.get_mut(participant) {
                 seat.leave_reason = LeftReason::VisitEnded;
             }
-            self.send(*participant, ServerMessage::VisitEnded);
         }
         for participant in participants {
             self.out.push_back(Output::Media(MediaCommand::Leave {
