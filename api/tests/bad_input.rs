@@ -708,7 +708,69 @@ async fn query_strings_are_strict() {
         ("/api/visits?cursor=not-a-cursor", "cursor"),
         ("/api/audit?limit=1001", "limit"),
         ("/api/audit?cursor=abc", "cursor"),
+        ("/api/audit/export?limit=1001", "limit"),
+        ("/api/audit/export?limit=0", "limit"),
     ] {
         s.t.send(Req::get(query).key(&admin)).await.invalid(field);
     }
+}
+
+/// The OpenAPI document states the bounds the routes enforce, so a client (or a schema-based
+/// fuzzer) built from it sends nothing the server refuses as out of range.
+#[tokio::test]
+async fn the_openapi_document_states_the_page_size_bounds() {
+    let t = TestApp::new().await;
+    let document = t
+        .send(Req::get("/api/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    for (path, maximum) in [
+        ("/api/visits", 100),
+        ("/api/audit", 1000),
+        ("/api/audit/export", 1000),
+    ] {
+        let parameters = document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has parameters"));
+        let limit = parameters
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap_or_else(|| panic!("{path} has limit"));
+        assert_eq!(limit["schema"]["minimum"], json!(1), "{path}: {limit}");
+        assert_eq!(
+            limit["schema"]["maximum"],
+            json!(maximum),
+            "{path}: {limit}"
+        );
+    }
+}
+
+/// A request announcing a body over the limit is refused from its header, at once, over a
+/// real socket: the body is never sent, and the server does not wait for it.
+#[tokio::test]
+async fn an_oversized_content_length_gets_413_without_the_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let t = TestApp::new().await;
+    let server = support::Server::start(&t.app).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/visits HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+        t.admin_key
+    );
+    socket.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut answer))
+        .await
+        .expect("answered within 2 s, not after the request timeout")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(t.visit_count().await, 0);
 }

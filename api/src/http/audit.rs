@@ -31,7 +31,9 @@ pub struct AuditQuery {
     pub from: Option<DateTime<Utc>>,
     /// Before (RFC 3339).
     pub to: Option<DateTime<Utc>>,
-    /// Page size, 1–1000 (default 100; ignored by export).
+    /// Page size, 1–1000 (default 100). Export streams every matching row, but refuses an
+    /// out-of-range value alike.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -44,6 +46,15 @@ pub struct AuditPage {
     pub items: Vec<Entry>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// The page size a query asks for (default 100), or `invalid_request` outside 1–1000.
+fn page_size(q: &AuditQuery) -> ApiResult<u32> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    Ok(limit)
 }
 
 fn filter(q: &AuditQuery, limit: Option<u32>) -> ApiResult<AuditFilter> {
@@ -75,10 +86,7 @@ pub async fn query(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
     staff.require(&[StaffRole::Admin])?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
-    }
+    let limit = page_size(&q)?;
     let mut items = store::audit::page(
         &mut app.store.read().await?,
         &staff.tenant_id,
@@ -106,6 +114,7 @@ pub async fn export(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
     staff.require(&[StaffRole::Admin])?;
+    page_size(&q)?;
     let filter = filter(&q, None)?;
     app.audit_alone(
         NewEntry::success(

@@ -72,6 +72,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            refuse_declared_oversize,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -102,6 +106,26 @@ fn cors(app: &App) -> Option<CorsLayer> {
             .allow_credentials(true)
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// Refuses at once, from its header alone, a request whose `Content-Length` is over
+/// `http.body_limit_bytes` (413 `payload_too_large`): the body is never read, so a client
+/// cannot hold the request open until the timeout by announcing a body it never sends.
+async fn refuse_declared_oversize(
+    State(app): State<Arc<App>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let limit = u64::try_from(app.config.http.body_limit_bytes).unwrap_or(u64::MAX);
+    if declared.is_some_and(|length| length > limit) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(req).await
 }
 
 /// Times out slow requests (503 `unavailable`) and records count and latency per route.

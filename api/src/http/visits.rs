@@ -209,6 +209,7 @@ pub struct ListQuery {
     /// Only this clinician's visits.
     pub clinician_id: Option<String>,
     /// Page size, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
