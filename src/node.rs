@@ -13,12 +13,15 @@ use api::config::Config;
 use api::error::ApiError;
 use api::tokens::ApiKeySecret;
 use axum::Router;
+use axum_server::tls_rustls::RustlsConfig;
 use sfu::driver::Workers;
 use signaling::Hub;
 use signaling::Limits;
 use signaling::metrics::MetricsError;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::http::{self, ConnectionMetrics};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,9 @@ pub enum StartError {
     /// The signaling metrics clashed with others in the registry.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The connection metrics clashed with others in the registry.
+    #[error("registering the HTTP connection metrics: {0}")]
+    ConnectionMetrics(#[from] prometheus::Error),
 }
 
 /// A running node. Dropping it leaves its tasks running; [`Node::stop`] ends them.
@@ -56,8 +62,51 @@ pub struct Node {
     /// The default tenant and its admin API key, when this start created them (the first
     /// start on an empty database): shown once.
     pub created: Option<(String, ApiKeySecret)>,
+    connections: ConnectionMetrics,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// A node's HTTP(S) server, ready to serve: its router, the `[http]` section and the
+/// connection metrics.
+#[derive(Debug)]
+pub struct Http {
+    router: Router,
+    config: api::config::HttpConfig,
+    connections: ConnectionMetrics,
+}
+
+impl Http {
+    /// Serves on `listener` (HTTPS with `tls`) under the `[http]` limits, with the connection
+    /// cap fitted below the process's current descriptor limit, until `handle` shuts the
+    /// server down.
+    pub async fn serve(
+        self,
+        listener: std::net::TcpListener,
+        tls: Option<RustlsConfig>,
+        handle: axum_server::Handle,
+    ) -> io::Result<()> {
+        let fd_limit = rlimit::Resource::NOFILE.get()?.0;
+        let cap = http::fitted_cap(self.config.max_connections, fd_limit);
+        if cap < self.config.max_connections {
+            tracing::warn!(
+                configured = self.config.max_connections,
+                cap,
+                fd_limit,
+                "http.max_connections lowered to fit the file-descriptor limit"
+            );
+        }
+        http::serve(
+            listener,
+            self.router,
+            &self.config,
+            cap,
+            tls,
+            handle,
+            self.connections,
+        )
+        .await
+    }
 }
 
 /// The address to announce when `sfu.announce_ip` is unset: the IPv4 address of the interface
@@ -113,12 +162,14 @@ impl Node {
         let drivers = workers.into_drivers();
         let udp = drivers.iter().map(|d| d.handle.local_addr()).collect();
         let hub = Hub::start(Arc::clone(&app), drivers, limits)?;
+        let connections = ConnectionMetrics::register(app.metrics.registry())?;
         Ok(Node {
             app,
             hub,
             udp,
             announce_ip,
             created,
+            connections,
             stop,
             tasks: vec![cluster, background],
         })
@@ -129,6 +180,15 @@ impl Node {
         api::http::router(Arc::clone(&self.app))
             .merge(signaling::ws::router(Arc::clone(&self.hub)))
             .merge(crate::web::router())
+    }
+
+    /// What serves [`Node::router`] under the `[http]` limits (see [`Http::serve`]).
+    pub fn http(&self) -> Http {
+        Http {
+            router: self.router(),
+            config: self.app.config.http.clone(),
+            connections: self.connections.clone(),
+        }
     }
 
     /// Stops the node's background tasks the way a crash would: no more heartbeats, no

@@ -8,7 +8,6 @@
 //! the signaling URL in start answers names the port actually served. The SFU binds
 //! `sfu.workers` UDP sockets on consecutive ports from `sfu.udp` (`--udp`), one per worker.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +55,15 @@ async fn shutdown_signal() {
 pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
     init_logging(&config);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match bedside::http::raise_fd_limit() {
+        Ok(limit) => tracing::info!(
+            before = limit.before,
+            now = limit.now,
+            hard = limit.hard,
+            "file-descriptor limit (soft) raised to the hard limit"
+        ),
+        Err(error) => tracing::warn!(%error, "could not raise the file-descriptor limit"),
+    }
     let listener = std::net::TcpListener::bind(config.http.addr)
         .with_context(|| format!("binding http.addr {}", config.http.addr))?;
     listener.set_nonblocking(true)?;
@@ -75,9 +83,6 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
         announce_ip = %node.announce_ip,
         "SFU listening"
     );
-    let router = node
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let (drained_tx, drained_rx) = oneshot::channel();
     tokio::spawn(drain_on_signal(
@@ -88,25 +93,22 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
     ));
     let addr = config.http.addr;
     let scheme = if config.http.tls() { "https" } else { "http" };
-    let served = match (&config.http.tls_cert, &config.http.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .context("loading http.tls_cert / http.tls_key")?;
-            let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
-            let listening = announce(handle.clone(), scheme);
-            tokio::join!(server.serve(router), listening).0
-        }
-        _ => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
-            let listening = announce(handle.clone(), scheme);
-            tokio::join!(server.serve(router), listening).0
-        }
+                .context("loading http.tls_cert / http.tls_key")?,
+        ),
+        _ => None,
     };
-    // Without a signal (the server failed), the outbox and cluster still get the full bound.
-    let deadline = match drained_rx.await {
-        Ok(deadline) => deadline,
-        Err(_) => Instant::now() + Duration::from_secs(config.shutdown.drain_seconds),
+    let listening = announce(handle.clone(), scheme);
+    let served = tokio::join!(node.http().serve(listener, tls, handle.clone()), listening).0;
+    // The server ends cleanly only through the drain; when it failed instead, the outbox and
+    // cluster still get the full bound.
+    let bound = Duration::from_secs(config.shutdown.drain_seconds);
+    let deadline = match &served {
+        Ok(()) => drained_rx.await.unwrap_or_else(|_| Instant::now() + bound),
+        Err(_) => Instant::now() + bound,
     };
     if tokio::time::timeout_at(deadline, node.stop())
         .await

@@ -110,19 +110,17 @@ impl Server {
                 .all(|a| a.ip().is_loopback() && a.port() != 0)
         );
         let udp = node.udp.clone();
-        let router = node.router();
-        let listener = tokio::net::TcpListener::from_std(listener)?;
         let base = format!("http://{}", listener.local_addr()?);
-        let http = tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            let _ = axum::serve(listener, service).await;
+        let http = node.http();
+        let serving = tokio::spawn(async move {
+            let _ = http.serve(listener, None, axum_server::Handle::new()).await;
         });
         Ok(Server {
             rest: Rest::new(base, admin_key)?,
             udp,
             data,
             node,
-            serving: http,
+            serving,
         })
     }
 

@@ -28,6 +28,14 @@ pub struct HttpConfig {
     /// Threads of the runtime that serves HTTP, WebSockets and the database; 0 = one per core
     /// (each SFU worker has a thread of its own besides).
     pub worker_threads: usize,
+    /// How long a connection may take to send a request's headers, milliseconds. It also
+    /// ends an idle keep-alive connection: waiting for the next request is reading headers.
+    pub header_read_timeout_ms: u64,
+    /// Open connections at most (WebSockets included); more are refused at accept. Lowered
+    /// at start to fit the file-descriptor limit.
+    pub max_connections: usize,
+    /// Open connections at most from one client address.
+    pub max_connections_per_ip: usize,
 }
 
 /// Upper bound of `http.worker_threads`: far above any useful value, low enough to catch a
@@ -45,6 +53,9 @@ impl Default for HttpConfig {
             tls_cert: None,
             tls_key: None,
             worker_threads: 0,
+            header_read_timeout_ms: 10_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -101,6 +112,21 @@ impl HttpConfig {
         }
         if self.body_limit_bytes < 1024 {
             return Err(ConfigError::new("http.body_limit_bytes", "must be ≥ 1024"));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "http.header_read_timeout_ms",
+                "must be > 0",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new("http.max_connections", "must be > 0"));
+        }
+        if self.max_connections_per_ip == 0 || self.max_connections_per_ip > self.max_connections {
+            return Err(ConfigError::new(
+                "http.max_connections_per_ip",
+                "must be > 0 and ≤ http.max_connections",
+            ));
         }
         if self.worker_threads > MAX_HTTP_WORKER_THREADS {
             return Err(ConfigError::new(
