@@ -20,6 +20,14 @@ use crate::session::{Session, Step};
 /// the connection; between the two limits the session answers `frame_too_large` and the
 /// socket stays open.
 const HARD_LIMIT_FACTOR: usize = 4;
+/// Bytes read from a socket at a time. Signaling frames are small JSON (an SDP is ~10 KiB and
+/// is read in a few chunks); tungstenite's default of 128 KiB, held by every socket from its
+/// upgrade on, made 1,000 silent sockets cost ~150 MiB.
+const READ_BUFFER: usize = 4 * 1024;
+/// Unsent bytes a socket may hold when its peer stops reading, before writes fail: a few
+/// dozen of the largest frames signaling sends. Frames are written as they come, with no
+/// write buffer to fill first: each is a whole message its client waits for.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// The `/ws` route. Merge it into the api's router.
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -32,6 +40,9 @@ async fn upgrade(State(hub): State<Arc<Hub>>, upgrade: WebSocketUpgrade) -> Resp
         .max_frame_bytes
         .saturating_mul(HARD_LIMIT_FACTOR);
     upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(hard)
         .max_frame_size(hard)
         .on_upgrade(move |socket| serve(hub, socket))
