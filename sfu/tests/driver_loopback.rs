@@ -296,9 +296,24 @@ async fn workers_bind_consecutive_ports_from_a_base_and_report_stats() {
 
     let config = Config::new("127.0.0.1:9".parse().expect("addr"));
     let taken = SocketAddr::new(ip, base);
+    let refused = Workers::bind(1, taken, ip, config).await;
     assert!(
-        Workers::bind(1, taken, ip, config).await.is_err(),
+        refused.is_err(),
         "a port in use is an error, not a silent fallback"
+    );
+    // A range whose second port is taken names that port (or the first, should another
+    // process hold it).
+    let config = Config::new("127.0.0.1:9".parse().expect("addr"));
+    let below = SocketAddr::new(ip, base - 1);
+    let error = Workers::bind(2, below, ip, config)
+        .await
+        .err()
+        .expect("the second port is taken");
+    let said = error.to_string();
+    assert!(
+        said.contains(&format!("UDP {taken} for SFU worker 1"))
+            || said.contains(&format!("UDP {below} for SFU worker 0")),
+        "{said}"
     );
 }
 

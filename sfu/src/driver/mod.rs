@@ -322,7 +322,14 @@ impl Workers {
                     )
                 })?,
             };
-            let socket = bind_udp(SocketAddr::new(udp.ip(), port))?;
+            let addr = SocketAddr::new(udp.ip(), port);
+            // Named, so the operator learns which port of the range is taken.
+            let socket = bind_udp(addr).map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("UDP {addr} for SFU worker {index}: {error}"),
+                )
+            })?;
             let port = socket.local_addr()?.port();
             let mut config = config.clone();
             config.host_candidate = SocketAddr::new(announce_ip, port);
