@@ -151,12 +151,33 @@ crate::store::record! {
         pub ip_masked: Option<String>,
         /// Truncated User-Agent hash.
         pub ua_hash: Option<String>,
-        /// JSON text of non-PHI details.
+        /// Non-PHI details: stored (and hashed) as compact JSON text with sorted keys, shown
+        /// by the API as the object that text is (docs/api.md lists every key).
+        #[serde(with = "details_object")]
+        #[schema(value_type = Object)]
         pub details: String,
         /// Hash of the tenant's previous row.
         pub prev_hash: String,
         /// This row's hash.
         pub hash: String,
+    }
+}
+
+/// An audit row's `details` text as the JSON object it holds, both ways: the API shows an
+/// object, not JSON text inside JSON. Re-encoding the parsed object gives back the stored
+/// text (compact, keys sorted), which is what the row's hash covers.
+mod details_object {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(details: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        let object: serde_json::Value =
+            serde_json::from_str(details).map_err(serde::ser::Error::custom)?;
+        object.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        let object = serde_json::Value::deserialize(deserializer)?;
+        Ok(object.to_string())
     }
 }
 
@@ -326,6 +347,28 @@ mod tests {
         };
         row.hash = row.expected_hash();
         row
+    }
+
+    #[test]
+    fn the_api_shows_details_as_an_object_and_the_hash_still_holds() {
+        let stored = NewEntry::success("t", &Actor::local("cli"), "visit.ended", Some("v"))
+            .with_details(serde_json::json!({"via": "signaling", "links_revoked": 2}))
+            .details
+            .to_string();
+        let mut entry = row(1, GENESIS);
+        entry.details = stored.clone();
+        entry.hash = entry.expected_hash();
+        let shown = serde_json::to_value(&entry).unwrap_or_default();
+        assert_eq!(
+            shown["details"],
+            serde_json::json!({"links_revoked": 2, "via": "signaling"})
+        );
+        let read: Entry = serde_json::from_value(shown).unwrap_or_else(|_| row(9, GENESIS));
+        assert_eq!(
+            read.details, stored,
+            "the object's compact form is the stored text"
+        );
+        assert_eq!(read.expected_hash(), entry.hash);
     }
 
     #[test]
