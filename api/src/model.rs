@@ -175,6 +175,7 @@ pub struct CreateVisit {
     /// Start time, RFC 3339.
     pub scheduled_at: DateTime<Utc>,
     /// 5–240 minutes.
+    #[schema(minimum = 5, maximum = 240)]
     pub duration_minutes: u32,
     /// Patient details.
     pub patient: Patient,
@@ -202,8 +203,9 @@ pub struct PatchVisit {
     /// New start time.
     #[serde(default)]
     pub scheduled_at: Option<DateTime<Utc>>,
-    /// New length.
+    /// New length, 5–240 minutes.
     #[serde(default)]
+    #[schema(minimum = 5, maximum = 240)]
     pub duration_minutes: Option<u32>,
     /// Replaces the patient details.
     #[serde(default)]

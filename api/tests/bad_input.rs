@@ -774,3 +774,43 @@ async fn an_oversized_content_length_gets_413_without_the_body() {
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
     assert_eq!(t.visit_count().await, 0);
 }
+
+/// Every error response is documented as it is served — `application/problem+json` — and
+/// every operation has a `default` problem for the statuses it does not list.
+#[tokio::test]
+async fn the_openapi_document_says_problems_are_problem_json() {
+    let t = TestApp::new().await;
+    let document = t
+        .send(Req::get("/api/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    let responses = &document["paths"]["/api/visits/{id}"]["get"]["responses"];
+    assert!(
+        responses["404"]["content"]["application/problem+json"].is_object(),
+        "{responses}"
+    );
+    assert!(
+        responses["404"]["content"]["application/json"].is_null(),
+        "{responses}"
+    );
+    assert!(
+        responses["200"]["content"]["application/json"].is_object(),
+        "{responses}"
+    );
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            let default = &operation["responses"]["default"]["content"]["application/problem+json"];
+            assert!(
+                default.is_object(),
+                "{method} {path} has no default problem"
+            );
+        }
+    }
+    // What a problem looks like on the wire.
+    let resp = t.send(Req::get("/api/visits/nope").key(&t.admin_key)).await;
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/problem+json")
+    );
+}
