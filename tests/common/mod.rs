@@ -7,6 +7,7 @@
 
 pub mod call;
 pub mod chime;
+pub mod process;
 
 use std::net::SocketAddr;
 
