@@ -256,36 +256,21 @@ pub async fn serve(
         metrics,
     });
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let header_timeout = Duration::from_millis(http.header_read_timeout_ms);
+    let mut server = axum_server::from_tcp(listener).handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(http.header_read_timeout_ms));
     match tls {
         Some(tls) => {
-            let acceptor = CappedAcceptor {
-                caps,
-                inner: RustlsAcceptor::new(tls),
-            };
-            let mut server = axum_server::from_tcp(listener)
-                .acceptor(acceptor)
-                .handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+            let inner = RustlsAcceptor::new(tls);
+            let server = server.acceptor(CappedAcceptor { caps, inner });
             server.serve(service).await
         }
         None => {
-            let acceptor = CappedAcceptor {
-                caps,
-                inner: DefaultAcceptor,
-            };
-            let mut server = axum_server::from_tcp(listener)
-                .acceptor(acceptor)
-                .handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+            let inner = DefaultAcceptor;
+            let server = server.acceptor(CappedAcceptor { caps, inner });
             server.serve(service).await
         }
     }
