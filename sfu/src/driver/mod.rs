@@ -194,12 +194,10 @@ async fn run(
         }
         let now = Instant::now();
         busy += now.saturating_duration_since(woke);
-        let current = core.stats();
-        let stale = current != stats.borrow().core;
-        if stale && now.saturating_duration_since(published) >= STATS_PERIOD {
+        if now.saturating_duration_since(published) >= STATS_PERIOD {
             published = now;
             stats.send_replace(WorkerStats {
-                core: current,
+                core: core.stats(),
                 busy,
             });
         }
@@ -207,9 +205,10 @@ async fn run(
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + IDLE);
-        // What changed since the last publication (the last participant leaving an idle
-        // worker, say) is published when the period ends, not at the next datagram.
-        if stale && published != now {
+        // Whatever this input changed (the last participant leaving an idle worker, say) is
+        // published when the period ends, not at the next datagram: one wake at most, since
+        // that wake publishes and then nothing is left unpublished.
+        if published != now {
             deadline = deadline.min(tokio::time::Instant::from_std(published + STATS_PERIOD));
         }
         // Each arm notes when the input arrived, so busy time counts handling and draining
