@@ -105,11 +105,11 @@ async fn a_flood_of_idle_connections_from_one_address_locks_nobody_else_out() ->
     let healthz = tokio::time::timeout(Duration::from_secs(2), server.get_text("/healthz")).await;
     assert!(matches!(healthz, Ok(Ok(_))), "{healthz:?}");
     let metrics = server.get_text("/metrics").await?;
-    let counted: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("bedside_http_connections_refused_total{reason=\"per_ip\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let counted = common::metric_sum(
+        &metrics,
+        "bedside_http_connections_refused_total{",
+        "reason=\"per_ip\"",
+    );
     assert!(
         counted >= f64::from(u32::try_from(refused)?),
         "{counted} counted, {refused} refused"

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::call::{Call, MEDIA_DEADLINE, WANTED};
-use common::{Server, TestResult};
+use common::{Server, TestResult, metric_sum};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
@@ -90,14 +90,6 @@ fn garbage(rng: &mut StdRng, n: usize, ufrag: &str) -> Vec<u8> {
         datagram.truncate(keep);
     }
     datagram
-}
-
-/// The sum of a metric's samples whose line contains `filter`.
-fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name) && line.contains(filter))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -397,11 +397,7 @@ async fn a_draining_node_tells_its_clients_and_refuses_new_joins() -> TestResult
 /// The sum of the samples of gauge `name` (over its workers) in `/metrics`.
 async fn gauge(server: &Server, name: &str) -> TestResult<f64> {
     let metrics = server.get_text("/metrics").await?;
-    Ok(metrics
-        .lines()
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    Ok(common::metric_sum(&metrics, &format!("{name}{{"), ""))
 }
 
 /// Waits up to `within` until every gauge of `wanted` reads its value; what they read last.

@@ -537,14 +537,14 @@ impl Hub {
             readmit,
             attendee,
         };
-        let pending = {
+        let (seated, pending) = {
             let mut state = self.state();
             // Checked again under the lock: a shutdown that began meanwhile has emptied
             // every room and must not find a new seat.
             if self.closing.load(Ordering::Acquire) {
                 return Err(shutting_down());
             }
-            let max_seats = (!backend.takes_sdp()).then_some(self.limits.max_participants);
+            let max_seats = backend.seat_cap(self.limits.max_participants);
             let entry = state.rooms.entry(room_id).or_insert_with(|| Entry {
                 room: Room::new(
                     claims.tenant.clone(),
@@ -560,10 +560,8 @@ impl Hub {
                 state.conns.insert(conn_id, conn.tx);
                 state.index.insert(participant, room_id);
             }
-            let pending = self.flush(&mut state, room_id, &[participant]);
-            (seated, pending)
+            (seated, self.flush(&mut state, room_id, &[participant]))
         };
-        let (seated, pending) = pending;
         if let Err(refusal) = seated {
             // What the room queued before refusing (a replaced seat) still happens.
             let _ = self.execute(room_id, pending).await;

@@ -58,6 +58,16 @@ pub struct Visit {
     pub clinician: Value,
 }
 
+/// The sum of the samples in Prometheus text `metrics` whose line starts with `name` (a
+/// metric name, with `{` to leave out longer names sharing its prefix) and contains `filter`.
+pub fn metric_sum(metrics: &str, name: &str, filter: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(name) && line.contains(filter))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A JSON string value, or an error naming what it was instead.
 pub fn text(value: &Value) -> TestResult<String> {
     Ok(value

@@ -16,7 +16,7 @@ use crate::store::{
 };
 use crate::tokens::{GrantClaims, TokenError, is_plausible_code, secret_hash};
 
-use super::participants::{Seat, ensure_not_removed};
+use super::participants::{Seat, ensure_not_removed, standing};
 use super::rules::{self, Usable};
 use super::{VisitError, lifecycle, media};
 
@@ -352,15 +352,14 @@ pub async fn refresh(
             .ok_or(VisitError::NotFound)?;
         let removed =
             store::links::participant_removed(&mut db, &claims.tenant, &claims.visit, &claims.sub)
-                .await?
-                .ok_or(VisitError::NotFound)?;
+                .await?;
+        if removed.is_none() {
+            return Err(VisitError::NotFound);
+        }
         (visit, removed)
     };
     // A participant removed for good gets no grant into the visit again.
-    let refused = rules::ensure_live(visit.status()).and_then(|()| match removed {
-        true => Err(VisitError::Removed),
-        false => Ok(()),
-    });
+    let refused = rules::ensure_live(visit.status()).and_then(|()| standing(removed));
     if let Err(error) = refused {
         let entry = refusal(
             &claims.tenant,

@@ -75,14 +75,21 @@ pub async fn admission(
         .await?
         .ok_or(VisitError::NotFound)?;
     ensure_live(row.status())?;
-    match store::links::participant_removed(&mut db, tenant, visit, participant).await? {
+    standing(store::links::participant_removed(&mut db, tenant, visit, participant).await?)?;
+    Ok(Admission {
+        backend: backend_of(&row),
+        waiting_room: row.waiting_room,
+        in_progress: row.status() == VisitStatus::InProgress,
+    })
+}
+
+/// A participant's standing from [`store::links::participant_removed`]: `NotFound` when the
+/// visit has no such participant, `Removed` when it was removed for good.
+pub fn standing(removed: Option<bool>) -> Result<(), VisitError> {
+    match removed {
         None => Err(VisitError::NotFound),
         Some(true) => Err(VisitError::Removed),
-        Some(false) => Ok(Admission {
-            backend: backend_of(&row),
-            waiting_room: row.waiting_room,
-            in_progress: row.status() == VisitStatus::InProgress,
-        }),
+        Some(false) => Ok(()),
     }
 }
 
@@ -95,11 +102,7 @@ pub async fn ensure_not_removed(
     participant: &str,
 ) -> Result<(), VisitError> {
     let mut db = app.store.read().await?;
-    match store::links::participant_removed(&mut db, tenant, visit, participant).await? {
-        None => Err(VisitError::NotFound),
-        Some(true) => Err(VisitError::Removed),
-        Some(false) => Ok(()),
-    }
+    standing(store::links::participant_removed(&mut db, tenant, visit, participant).await?)
 }
 
 /// Removes `participant` from `visit` for good, by `by`: stored and audited as

@@ -236,6 +236,15 @@ impl Backend {
         matches!(self, Self::Sfu(_))
     }
 
+    /// The cap of `max` seats the room must enforce itself: the SFU refuses a participant
+    /// over its own per-room limit, Chime has no such limit of ours.
+    pub fn seat_cap(&self, max: usize) -> Option<usize> {
+        match self {
+            Self::Sfu(_) => None,
+            Self::Chime(_) => Some(max),
+        }
+    }
+
     /// Carries out a command of the room; the events it produced at once.
     pub async fn execute(&self, command: MediaCommand) -> Result<Vec<MediaEvent>, BackendError> {
         match self {
