@@ -30,5 +30,11 @@ export function client(base) {
       return { visit, links };
     },
     get: (path, key) => call('GET', path, key),
+    /** The start answers of a visit's patient (by link code) and clinician (by API key). */
+    async start(visit, links, clinicianKey) {
+      const patient = await call('POST', `/api/visits/${visit.id}/start`, null, { code: links.patient.code });
+      const clinician = await call('POST', `/api/visits/${visit.id}/start-authenticated`, clinicianKey, {});
+      return { patient, clinician };
+    },
   };
 }

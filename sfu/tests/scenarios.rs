@@ -400,6 +400,72 @@ fn a_client_that_does_not_offer_publishes_on_the_servers_offer() {
     assert!(alice_got > 100, "alice got {alice_got} packets from bob");
 }
 
+/// The direction attribute of the m-line with `mid` in `sdp`.
+fn direction_of(sdp: &str, mid: &str) -> Option<String> {
+    sdp.split("\r\nm=")
+        .skip(1)
+        .find(|section| section.lines().any(|l| l == format!("a=mid:{mid}")))
+        .and_then(|section| {
+            section
+                .lines()
+                .find(|l| ["a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"].contains(l))
+                .map(|l| l[2..].to_owned())
+        })
+}
+
+#[test]
+fn a_clients_own_sendrecv_lines_are_answered_recvonly_in_every_sdp() {
+    let mut sim = Sim::new(10);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(2));
+    // An ICE restart is a later client offer of the same sendrecv lines.
+    sim.ice_restart(alice);
+    sim.run_for(Duration::from_secs(1));
+
+    for me in [alice, bob] {
+        let client = &sim.clients[me];
+        let own = [client.audio_mid(), client.video_mid()].map(|m| m.expect("offered"));
+        let sdps: Vec<_> = sim.server_sdps.iter().filter(|(i, _)| *i == me).collect();
+        assert!(
+            sdps.len() >= 2,
+            "an answer and an offer adding the other's tracks"
+        );
+        for (_, sdp) in sdps {
+            for mid in own {
+                assert_eq!(
+                    direction_of(sdp, &mid.to_string()).as_deref(),
+                    Some("recvonly"),
+                    "client {me}'s own m-line {mid} in:\n{sdp}"
+                );
+            }
+        }
+        for mid in own {
+            let media = client.rtc.media(mid).expect("negotiated");
+            assert_eq!(media.direction(), str0m::media::Direction::SendOnly);
+        }
+        // The lines the server does send on are still sendonly from its side.
+        let other = if me == alice { bob } else { alice };
+        let routed = sim.routed_video_mid(me, other);
+        let last = &sim
+            .server_sdps
+            .iter()
+            .rfind(|(i, _)| *i == me)
+            .expect("sdp")
+            .1;
+        assert_eq!(
+            direction_of(last, &routed.to_string()).as_deref(),
+            Some("sendonly")
+        );
+    }
+    let (alice_tag, bob_tag) = (sim.clients[alice].tag, sim.clients[bob].tag);
+    let before = sim.clients[bob].received_from(alice_tag).count();
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.clients[bob].received_from(alice_tag).count() > before + 50);
+    assert!(sim.clients[alice].received_from(bob_tag).count() > 100);
+}
+
 /// A well-formed STUN binding request whose USERNAME names `ufrag`, with PRIORITY and
 /// FINGERPRINT but a
 /// MESSAGE-INTEGRITY made without the password: what an attacker who learned a participant's

@@ -327,7 +327,10 @@ impl Core {
         }
         let mut participant = Participant::new(id, room, waiting, &self.config, &self.crypto, now)?;
         let answer = match offer {
-            Some(offer) => Some(participant.rtc.sdp_api().accept_offer(offer)?),
+            Some(offer) => {
+                let offer = negotiate::publishing_only(offer, |_| false)?;
+                Some(participant.rtc.sdp_api().accept_offer(offer)?)
+            }
             None => {
                 participant.negotiation.recv_lines = true;
                 None

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
+use str0m::RtcError;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 
 use super::Core;
 use super::error::CoreError;
@@ -86,6 +87,7 @@ impl Core {
         if participant.negotiation.pending.is_some() {
             return Err(CoreError::OfferCollision(id));
         }
+        let offer = publishing_only(offer, |mid| participant.outgoing.contains_key(&mid))?;
         let answer = participant.rtc.sdp_api().accept_offer(offer);
         participant.drain(&mut self.out);
         let answer = answer?;
@@ -177,4 +179,49 @@ impl Core {
         self.negotiate(id);
         Ok(result?)
     }
+}
+
+/// Reads every `sendrecv` m-line of a client's offer that the server does not send on as
+/// `sendonly`, so that str0m answers it (and offers it later) `recvonly`.
+///
+/// The server sends each subscription on an m-line of its own and never on the client's
+/// publishing lines. Answering those `sendrecv`, as str0m would, makes browsers show a remote
+/// track that never gets a frame. Lines the server already sends on (`outgoing`) keep their
+/// direction. str0m's SDP types are read-only, hence the round trip through the text, which
+/// str0m itself wrote and so has one attribute per line.
+pub(super) fn publishing_only(
+    offer: SdpOffer,
+    outgoing: impl Fn(Mid) -> bool,
+) -> Result<SdpOffer, CoreError> {
+    let text = offer.to_sdp_string();
+    if !text.contains("a=sendrecv") {
+        return Ok(offer);
+    }
+    let mut sections: Vec<Vec<&str>> = Vec::new();
+    let mut section = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("m=") {
+            sections.push(std::mem::take(&mut section));
+        }
+        section.push(line);
+    }
+    sections.push(section);
+    let mut rewritten = String::with_capacity(text.len());
+    for (index, section) in sections.iter().enumerate() {
+        let mid = section
+            .iter()
+            .find_map(|line| line.strip_prefix("a=mid:"))
+            .map(Mid::from);
+        let publishing = index > 0 && !mid.is_some_and(&outgoing);
+        for line in section {
+            let line = if publishing && *line == "a=sendrecv" {
+                "a=sendonly"
+            } else {
+                line
+            };
+            rewritten.push_str(line);
+            rewritten.push_str("\r\n");
+        }
+    }
+    SdpOffer::from_sdp_string(&rewritten).map_err(|e| CoreError::Rtc(RtcError::Sdp(e)))
 }

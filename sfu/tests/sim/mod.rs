@@ -118,6 +118,10 @@ impl Client {
         self.video.as_ref().map(|s| s.mid)
     }
 
+    pub fn audio_mid(&self) -> Option<Mid> {
+        self.audio.as_ref().map(|s| s.mid)
+    }
+
     pub fn received_from(&self, publisher: u8) -> impl Iterator<Item = &Received> {
         self.received
             .iter()
@@ -190,6 +194,8 @@ pub struct Sim {
     pub net: Net,
     /// Every event the core emitted except offers and answers, in order.
     pub events: Vec<Event>,
+    /// Every SDP the core sent, as `(client index, text)`, in order.
+    pub server_sdps: Vec<(usize, String)>,
     /// Errors the core returned for datagrams.
     pub datagram_errors: u64,
     /// RTP payload bytes of every media packet clients send.
@@ -224,6 +230,7 @@ impl Sim {
                 captured: Vec::new(),
             },
             events: Vec::new(),
+            server_sdps: Vec::new(),
             datagram_errors: 0,
             payload_len: PAYLOAD_LEN,
             restart_ufrag: None,
@@ -234,7 +241,8 @@ impl Sim {
         self.now - self.start
     }
 
-    /// Adds a client that offers send-only audio (Opus) and, optionally, video, and joins.
+    /// Adds a client that offers audio (Opus) and, optionally, video, `sendrecv` as browsers
+    /// do, and joins.
     /// Returns its index in `clients`.
     pub fn join(&mut self, video: Video, waiting: bool) -> usize {
         self.add_client(video, waiting, true)
@@ -277,9 +285,9 @@ impl Sim {
         };
         let offer = client_offers.then(|| {
             let mut api = client.rtc.sdp_api();
-            let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            let audio = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
             let video = video_codec
-                .map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+                .map(|_| api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
             let (offer, pending) = api.apply().expect("offer");
             client.pending = Some(pending);
             client.audio = Some(Stream::new(audio, Codec::Opus, self.now));
@@ -472,6 +480,7 @@ impl Sim {
                 } => {
                     let index = self.index_of(participant);
                     let sdp = answer.to_sdp_string();
+                    self.server_sdps.push((index, sdp.clone()));
                     let answer =
                         SdpAnswer::from_sdp_string(&sdp).expect("answer survives signaling");
                     let client = &mut self.clients[index];
@@ -491,6 +500,7 @@ impl Sim {
                 Event::Offer { participant, offer } => {
                     let index = self.index_of(participant);
                     let sdp = offer.to_sdp_string();
+                    self.server_sdps.push((index, sdp.clone()));
                     let offer = SdpOffer::from_sdp_string(&sdp).expect("offer survives signaling");
                     let client = &mut self.clients[index];
                     client.server_ufrag = client.server_ufrag.take().or_else(|| ufrag_of(&sdp));
