@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// UDP media address (`sfu.udp`).
     #[arg(long)]
     pub udp: Option<SocketAddr>,
+    /// ICE-TCP listen address (`sfu.tcp`; default: the address of `sfu.udp`).
+    #[arg(long)]
+    pub tcp: Option<SocketAddr>,
     /// Address announced in ICE candidates (`sfu.announce_ip`).
     #[arg(long)]
     pub announce_ip: Option<IpAddr>,

@@ -33,6 +33,9 @@ fn main() -> ExitCode {
             if let Some(udp) = args.udp {
                 figment = figment.merge(Serialized::default("sfu.udp", udp));
             }
+            if let Some(tcp) = args.tcp {
+                figment = figment.merge(Serialized::default("sfu.tcp", tcp));
+            }
             if let Some(ip) = args.announce_ip {
                 figment = figment.merge(Serialized::default("sfu.announce_ip", ip));
             }

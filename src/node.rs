@@ -1,5 +1,6 @@
 //! One node, wired: the app (`api`), its cluster membership and outbox worker, the SFU workers
-//! on `sfu.udp` with the signaling hub over them, and the router that serves the API, `/ws`
+//! on `sfu.udp` and the ICE-TCP listener on `sfu.tcp` with the signaling hub over them, and the
+//! router that serves the API, `/ws`
 //! and the pages. `bedside serve` and the integration tests start nodes only through
 //! [`Node::start`], so what the tests run is what the binary runs.
 
@@ -10,14 +11,15 @@ use std::sync::Arc;
 
 use api::App;
 use api::config::Config;
+use api::config::SfuTransport;
 use api::error::ApiError;
 use api::tokens::ApiKeySecret;
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
-use sfu::driver::Workers;
+use sfu::driver::{Listen, TcpFront, TcpLimits, Workers};
 use signaling::Hub;
 use signaling::Limits;
-use signaling::metrics::MetricsError;
+use signaling::metrics::{MetricsError, TcpAcceptMetrics};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -32,14 +34,9 @@ pub enum StartError {
     /// The first start could not create the default tenant.
     #[error("creating the default tenant: {0}")]
     Bootstrap(#[from] ApiError),
-    /// A UDP port could not be bound.
-    #[error("binding the SFU's UDP ports from {addr} (sfu.udp)")]
-    Bind {
-        /// The configured base address.
-        addr: SocketAddr,
-        /// Why.
-        source: io::Error,
-    },
+    /// A UDP port or the ICE-TCP listener could not be bound (the error names which).
+    #[error("binding the SFU's media sockets (sfu.udp, sfu.tcp): {0}")]
+    Bind(#[source] io::Error),
     /// The signaling metrics clashed with others in the registry.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -55,14 +52,19 @@ pub struct Node {
     pub app: Arc<App>,
     /// The rooms of this node.
     pub hub: Arc<Hub>,
-    /// The UDP address each SFU worker is bound to, worker `i` at index `i`.
+    /// The UDP address each SFU worker is bound to, worker `i` at index `i`; empty when
+    /// `sfu.transports` leaves UDP out.
     pub udp: Vec<SocketAddr>,
+    /// The ICE-TCP listener's address, unless `sfu.transports` leaves TCP out.
+    pub tcp: Option<SocketAddr>,
     /// The address announced in ICE candidates.
     pub announce_ip: IpAddr,
     /// The default tenant and its admin API key, when this start created them (the first
     /// start on an empty database): shown once.
     pub created: Option<(String, ApiKeySecret)>,
     connections: ConnectionMetrics,
+    /// Accepting stops when the node is dropped.
+    _tcp_front: Option<Arc<TcpFront>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -128,7 +130,8 @@ impl Node {
     /// Opens `data_dir` with `config` (creating the default tenant on the first start), starts
     /// the cluster membership and the outbox worker, binds the SFU workers — `sfu.workers`
     /// sockets (0 = one per core) on consecutive ports from `sfu.udp`, or ephemeral ports
-    /// when its port is 0 — and starts the hub over them with `limits`.
+    /// when its port is 0, and the ICE-TCP listener, as `sfu.transports` says — and starts the
+    /// hub over them with `limits`.
     pub async fn start(
         config: Config,
         data_dir: &Path,
@@ -153,23 +156,40 @@ impl Node {
         let announce_ip = sfu.announce_ip.unwrap_or_else(default_announce_ip);
         let mut core = sfu::core::Config::new(SocketAddr::new(announce_ip, 0));
         core.max_participants_per_room = limits.max_participants;
-        let workers = Workers::bind(count, sfu.udp, announce_ip, core)
+        let listen = Listen {
+            udp: sfu.uses(SfuTransport::Udp).then_some(sfu.udp),
+            tcp: sfu.uses(SfuTransport::Tcp).then(|| sfu.tcp_addr()),
+            announce_ip,
+            tcp_limits: TcpLimits {
+                max_connections: sfu.tcp_max_connections,
+                max_connections_per_ip: sfu.tcp_max_connections_per_ip,
+                ..TcpLimits::default()
+            },
+        };
+        let workers = Workers::bind(count, listen, core)
             .await
-            .map_err(|source| StartError::Bind {
-                addr: sfu.udp,
-                source,
-            })?;
-        let drivers = workers.into_drivers();
-        let udp = drivers.iter().map(|d| d.handle.local_addr()).collect();
+            .map_err(StartError::Bind)?;
+        let (drivers, tcp_front) = workers.into_parts();
+        let udp = drivers
+            .iter()
+            .filter_map(|d| d.handle.local_addr())
+            .collect();
+        let tcp_front = tcp_front.map(Arc::new);
+        let tcp = tcp_front.as_ref().map(|front| front.local_addr());
         let hub = Hub::start(Arc::clone(&app), drivers, limits)?;
+        if let Some(front) = &tcp_front {
+            TcpAcceptMetrics::register(app.metrics.registry(), front)?;
+        }
         let connections = ConnectionMetrics::register(app.metrics.registry())?;
         Ok(Node {
             app,
             hub,
             udp,
+            tcp,
             announce_ip,
             created,
             connections,
+            _tcp_front: tcp_front,
             stop,
             tasks: vec![cluster, background],
         })

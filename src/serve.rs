@@ -6,7 +6,9 @@
 //!
 //! The HTTP listener is bound before the app opens, so that with `http.addr` on port 0 (tests)
 //! the signaling URL in start answers names the port actually served. The SFU binds
-//! `sfu.workers` UDP sockets on consecutive ports from `sfu.udp` (`--udp`), one per worker.
+//! `sfu.workers` UDP sockets on consecutive ports from `sfu.udp` (`--udp`), one per worker,
+//! and one ICE-TCP listener on `sfu.tcp` (`--tcp`, default: `sfu.udp`'s address), as
+//! `sfu.transports` says.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -80,6 +82,7 @@ pub async fn run(mut config: Config, data_dir: &Path) -> anyhow::Result<()> {
     }
     tracing::info!(
         udp = ?node.udp,
+        tcp = ?node.tcp,
         announce_ip = %node.announce_ip,
         "SFU listening"
     );

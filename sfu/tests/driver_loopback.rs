@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sfu::core::{Command, Config, Event, ParticipantId, RoomId};
-use sfu::driver::{Driver, Workers};
+use sfu::driver::{Driver, Listen, Workers};
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
@@ -221,7 +221,7 @@ async fn workers_pin_each_room_to_one_worker() {
     }
     let ports: std::collections::HashSet<u16> = rooms
         .iter()
-        .map(|r| workers.handle_for(*r).local_addr().port())
+        .map(|r| workers.handle_for(*r).local_addr().expect("udp").port())
         .collect();
     assert_eq!(ports.len(), 3, "each worker has its own socket");
     // Each worker runs on a named thread of its own, not on the test's runtime. A new thread
@@ -263,22 +263,25 @@ async fn workers_bind_consecutive_ports_from_a_base_and_report_stats() {
             continue;
         }
         let config = Config::new("127.0.0.1:9".parse().expect("addr"));
-        if let Ok(workers) = Workers::bind(3, SocketAddr::new(ip, base), ip, config).await {
+        let listen = Listen::udp(SocketAddr::new(ip, base), ip);
+        if let Ok(workers) = Workers::bind(3, listen, config).await {
             bound = Some((base, workers));
             break;
         }
     }
     let (base, workers) = bound.expect("three consecutive free ports");
-    let drivers = workers.into_drivers();
+    let (drivers, tcp) = workers.into_parts();
+    assert!(tcp.is_none(), "no TCP listener unless asked for");
     let ports: Vec<u16> = drivers
         .iter()
-        .map(|d| d.handle.local_addr().port())
+        .map(|d| d.handle.local_addr().expect("udp").port())
         .collect();
+    let worker_1 = drivers[1].handle.local_addr().expect("udp");
     assert_eq!(ports, vec![base, base + 1, base + 2]);
 
     let garbage = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     garbage
-        .send_to(&[0x80, 0x60, 0, 1], drivers[1].handle.local_addr())
+        .send_to(&[0x80, 0x60, 0, 1], worker_1)
         .await
         .expect("send");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -286,9 +289,7 @@ async fn workers_bind_consecutive_ports_from_a_base_and_report_stats() {
         assert!(Instant::now() < deadline, "stats never showed the datagram");
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Stats are published after the next input once their period has passed.
-        let _ = garbage
-            .send_to(&[0x80, 0x60, 0, 2], drivers[1].handle.local_addr())
-            .await;
+        let _ = garbage.send_to(&[0x80, 0x60, 0, 2], worker_1).await;
     }
     let stats = drivers[1].handle.stats();
     assert!(stats.core.datagrams_in >= 1 && stats.core.bytes_in >= 4);
@@ -296,7 +297,7 @@ async fn workers_bind_consecutive_ports_from_a_base_and_report_stats() {
 
     let config = Config::new("127.0.0.1:9".parse().expect("addr"));
     let taken = SocketAddr::new(ip, base);
-    let refused = Workers::bind(1, taken, ip, config).await;
+    let refused = Workers::bind(1, Listen::udp(taken, ip), config).await;
     assert!(
         refused.is_err(),
         "a port in use is an error, not a silent fallback"
@@ -305,7 +306,7 @@ async fn workers_bind_consecutive_ports_from_a_base_and_report_stats() {
     // process hold it).
     let config = Config::new("127.0.0.1:9".parse().expect("addr"));
     let below = SocketAddr::new(ip, base - 1);
-    let error = Workers::bind(2, below, ip, config)
+    let error = Workers::bind(2, Listen::udp(below, ip), config)
         .await
         .err()
         .expect("the second port is taken");

@@ -3,6 +3,7 @@
 
 mod sim;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -398,6 +399,52 @@ fn a_client_that_does_not_offer_publishes_on_the_servers_offer() {
     let alice_got = sim.clients[alice].received_from(bob_tag).count();
     assert!(bob_got > 100, "bob got {bob_got} packets from alice");
     assert!(alice_got > 100, "alice got {alice_got} packets from bob");
+}
+
+#[test]
+fn a_room_on_ice_tcp_only_connects_and_forwards_over_tcp() {
+    let mut sim = Sim::tcp_only(11);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    let answer = &sim.server_sdps[0].1;
+    assert!(
+        answer.contains(" tcp ") && answer.contains("typ host tcptype passive"),
+        "the answer announces the passive TCP candidate:\n{answer}"
+    );
+    assert!(!answer.contains(" udp "), "and no UDP one:\n{answer}");
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(2));
+    let (alice_tag, bob_tag) = (sim.clients[alice].tag, sim.clients[bob].tag);
+    assert!(sim.clients[alice].received_from(bob_tag).count() > 100);
+    assert!(sim.clients[bob].received_from(alice_tag).count() > 100);
+    assert_eq!(sim.datagram_errors, 0);
+}
+
+#[test]
+fn a_udp_and_tcp_room_announces_both_with_udp_preferred() {
+    let mut sim = Sim::with_config(12, |mut config| {
+        config.tcp_candidate = Some(SocketAddr::from(sim::SERVER_TCP));
+        config
+    });
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    let answer = sim.server_sdps[0].1.clone();
+    let priority = |proto: &str| {
+        answer
+            .lines()
+            .find(|l| l.starts_with("a=candidate:") && l.contains(&format!(" {proto} ")))
+            .and_then(|l| l.split(' ').nth(3))
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("a {proto} candidate in\n{answer}"))
+    };
+    assert!(
+        priority("udp") > priority("tcp"),
+        "UDP is preferred:\n{answer}"
+    );
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(1));
+    let bob_tag = sim.clients[bob].tag;
+    assert!(sim.clients[alice].received_from(bob_tag).count() > 50);
 }
 
 /// The direction attribute of the m-line with `mid` in `sdp`.

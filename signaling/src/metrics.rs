@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+use std::sync::{Arc, Weak};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use sfu::driver::WorkerStats;
+use sfu::driver::{AcceptCounts, TcpFront, WorkerStats};
 
 /// Why metrics could not be registered: a name clash in the registry.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,7 @@ pub struct Metrics {
     rooms: IntGaugeVec,
     participants: IntGaugeVec,
     tracks: IntGaugeVec,
+    tcp_connections: IntGaugeVec,
     sfu_counters: IntCounterVec,
     busy: prometheus::CounterVec,
 }
@@ -40,8 +45,9 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
     Ok(collector)
 }
 
-/// The SFU counters exported from [`sfu::core::Stats`], by `counter` label.
-const SFU_COUNTERS: [&str; 10] = [
+/// The SFU counters exported from [`sfu::core::Stats`] and [`sfu::driver::TcpStats`], by
+/// `counter` label.
+const SFU_COUNTERS: [&str; 16] = [
     "packets_in",
     "bytes_in",
     "packets_out",
@@ -52,10 +58,16 @@ const SFU_COUNTERS: [&str; 10] = [
     "keyframe_requests_sent",
     "keyframe_requests_throttled",
     "dropped_datagrams",
+    "tcp_frames_in",
+    "tcp_frames_out",
+    "tcp_frames_dropped",
+    "tcp_closed_idle",
+    "tcp_closed_oversize",
+    "tcp_closed_stalled",
 ];
 
-fn counter_values(stats: &WorkerStats) -> [u64; 10] {
-    let s = stats.core;
+fn counter_values(stats: &WorkerStats) -> [u64; 16] {
+    let (s, tcp) = (stats.core, stats.tcp);
     [
         s.datagrams_in,
         s.bytes_in,
@@ -67,6 +79,12 @@ fn counter_values(stats: &WorkerStats) -> [u64; 10] {
         s.keyframe_requests_sent,
         s.keyframe_requests_throttled,
         s.dropped_datagrams,
+        tcp.frames_in,
+        tcp.frames_out,
+        tcp.frames_dropped,
+        tcp.closed_idle,
+        tcp.closed_oversize,
+        tcp.closed_stalled,
     ]
 }
 
@@ -118,12 +136,16 @@ impl Metrics {
                 gauge("sfu_participants", "Participants in rooms")?,
             )?,
             tracks: register(registry, gauge("sfu_tracks", "Published tracks")?)?,
+            tcp_connections: register(
+                registry,
+                gauge("sfu_tcp_connections", "Open ICE-TCP connections")?,
+            )?,
             sfu_counters: register(
                 registry,
                 IntCounterVec::new(
                     Opts::new(
                         "sfu_events_total",
-                        "SFU packet, byte, NACK, PLI and forwarding counts",
+                        "SFU packet, byte, NACK, PLI, forwarding and ICE-TCP counts",
                     ),
                     &["worker", "counter"],
                 )?,
@@ -153,6 +175,7 @@ impl Metrics {
         set(&self.rooms, now.core.rooms);
         set(&self.participants, now.core.participants);
         set(&self.tracks, now.core.tracks);
+        set(&self.tcp_connections, now.tcp.connections);
         for ((name, before), after) in SFU_COUNTERS
             .iter()
             .zip(counter_values(last))
@@ -166,6 +189,65 @@ impl Metrics {
         self.busy
             .with_label_values(&[label.as_str()])
             .inc_by(busy.as_secs_f64());
+    }
+}
+
+/// `bedside_sfu_tcp_accepts_total{outcome}`: what the ICE-TCP listener did with the
+/// connections it accepted (`adopted`, `refused_total`, `refused_per_ip`, `bad_first_frame`,
+/// `first_frame_timeout`, `unclaimed`, `accept_error`), read from it at every scrape. It holds
+/// the listener weakly, so it never keeps a stopped node's listener alive.
+pub struct TcpAcceptMetrics {
+    front: Weak<TcpFront>,
+    template: IntCounterVec,
+}
+
+fn accept_opts() -> Opts {
+    Opts::new(
+        "sfu_tcp_accepts_total",
+        "ICE-TCP connections accepted, by what became of them",
+    )
+}
+
+fn outcomes(counts: &AcceptCounts) -> [(&'static str, u64); 7] {
+    [
+        ("adopted", counts.adopted),
+        ("refused_total", counts.refused_total),
+        ("refused_per_ip", counts.refused_per_ip),
+        ("bad_first_frame", counts.bad_first_frame),
+        ("first_frame_timeout", counts.first_frame_timeout),
+        ("unclaimed", counts.unclaimed),
+        ("accept_error", counts.accept_errors),
+    ]
+}
+
+impl TcpAcceptMetrics {
+    /// Registers the metric for `front` in `registry`.
+    pub fn register(registry: &Registry, front: &Arc<TcpFront>) -> Result<(), MetricsError> {
+        let template = IntCounterVec::new(accept_opts(), &["outcome"])?;
+        registry.register(Box::new(TcpAcceptMetrics {
+            front: Arc::downgrade(front),
+            template,
+        }))?;
+        Ok(())
+    }
+}
+
+impl Collector for TcpAcceptMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        self.template.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(front) = self.front.upgrade() else {
+            return Vec::new();
+        };
+        let Ok(now) = IntCounterVec::new(accept_opts(), &["outcome"]) else {
+            return Vec::new();
+        };
+        for (outcome, value) in outcomes(&front.counts()) {
+            now.with_label_values(&[outcome]).inc_by(value);
+        }
+        now.collect()
     }
 }
 

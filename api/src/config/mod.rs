@@ -40,7 +40,7 @@ pub use log::{LogConfig, LogFormat};
 pub use media::{MediaBackend, MediaConfig};
 pub use notify::{EmailTransport, NotifyConfig, SmsTransport};
 pub use secret::Secret;
-pub use sfu::SfuConfig;
+pub use sfu::{SfuConfig, SfuTransport};
 pub use shutdown::ShutdownConfig;
 pub use smtp::{SmtpConfig, SmtpTls};
 pub use tokens::{SignerKind, TokensConfig};
@@ -162,8 +162,8 @@ impl Config {
 
     /// Checks ranges and combinations serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // With several faults the first is named: keep this order stable. `[sfu]`, `[media]`
-        // and `[turn]` have nothing to check beyond their types.
+        // With several faults the first is named: keep this order stable. `[media]` and
+        // `[turn]` have nothing to check beyond their types.
         self.http.check()?;
         self.database.check()?;
         self.cluster.check()?;
@@ -177,6 +177,7 @@ impl Config {
         self.chime.check()?;
         self.log.check()?;
         self.shutdown.check()?;
+        self.sfu.check()?;
         if self.notify.email == EmailTransport::Smtp && self.smtp.host.trim().is_empty() {
             return Err(ConfigError::new(
                 "smtp.host",

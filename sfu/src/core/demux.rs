@@ -1,7 +1,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
-use super::ids::ParticipantId;
+use super::ids::{ParticipantId, Transport};
 use super::stun;
 
 /// How many remote addresses one participant may be known by. ICE may try several candidate
@@ -9,16 +9,20 @@ use super::stun;
 /// without bound: the oldest address is forgotten first.
 pub(crate) const MAX_ADDRS_PER_PARTICIPANT: usize = 8;
 
-/// Maps an incoming datagram to its participant in O(1): by remote address once known, and by
+/// A remote endpoint: its address on one transport. A UDP port and a TCP port with the same
+/// number on one host are different endpoints (two tabs on one machine, say).
+pub(crate) type Endpoint = (Transport, SocketAddr);
+
+/// Maps an incoming datagram to its participant in O(1): by remote endpoint once known, and by
 /// the ICE ufrag in a STUN USERNAME for the first packets from a new address. A new address is
 /// only remembered ([`Demux::learn`]) once the participant's session has authenticated the
 /// STUN message that named it, so forged binding requests can neither route garbage into a
 /// session nor push a participant's real address out of the map.
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
-    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_addr: HashMap<Endpoint, ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
-    addrs_of: HashMap<ParticipantId, VecDeque<SocketAddr>>,
+    addrs_of: HashMap<ParticipantId, VecDeque<Endpoint>>,
 }
 
 impl Demux {
@@ -32,18 +36,22 @@ impl Demux {
     /// [`Demux::learn`]).
     pub(crate) fn lookup(
         &self,
-        source: SocketAddr,
+        source: Endpoint,
         datagram: &[u8],
     ) -> Option<(ParticipantId, bool)> {
         if let Some(participant) = self.by_addr.get(&source) {
             return Some((*participant, false));
         }
-        let participant = *self.by_ufrag.get(stun::local_ufrag(datagram)?)?;
-        Some((participant, true))
+        Some((self.by_stun(datagram)?, true))
+    }
+
+    /// The participant whose local ufrag a STUN message's USERNAME names.
+    pub(crate) fn by_stun(&self, datagram: &[u8]) -> Option<ParticipantId> {
+        self.by_ufrag.get(stun::local_ufrag(datagram)?).copied()
     }
 
     /// Routes later datagrams from `source` to `participant`.
-    pub(crate) fn learn(&mut self, participant: ParticipantId, source: SocketAddr) {
+    pub(crate) fn learn(&mut self, participant: ParticipantId, source: Endpoint) {
         let Some(addrs) = self.addrs_of.get_mut(&participant) else {
             return;
         };
@@ -99,8 +107,8 @@ mod tests {
         msg
     }
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([10, 0, 0, 1], port))
+    fn addr(port: u16) -> Endpoint {
+        (Transport::Udp, SocketAddr::from(([10, 0, 0, 1], port)))
     }
 
     #[test]
@@ -146,6 +154,24 @@ mod tests {
         assert_eq!(demux.ufrag_count(), 1);
         demux.unregister(alice, "new");
         assert_eq!((demux.ufrag_count(), demux.addr_count()), (0, 0));
+    }
+
+    #[test]
+    fn the_same_port_on_udp_and_tcp_is_two_endpoints() {
+        let mut demux = Demux::default();
+        let (alice, bob) = (ParticipantId(1), ParticipantId(2));
+        demux.register(alice, "alice".into());
+        demux.register(bob, "bob".into());
+        let (udp, tcp) = (addr(5000), (Transport::Tcp, addr(5000).1));
+        demux.learn(alice, udp);
+        assert_eq!(demux.lookup(tcp, &[0x80]), None);
+        assert_eq!(
+            demux.lookup(tcp, &binding_request("bob")),
+            Some((bob, true))
+        );
+        demux.learn(bob, tcp);
+        assert_eq!(demux.lookup(udp, &[0x80]), Some((alice, false)));
+        assert_eq!(demux.lookup(tcp, &[0x80]), Some((bob, false)));
     }
 
     #[test]

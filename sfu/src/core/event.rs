@@ -5,12 +5,14 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 
 use super::error::CoreError;
-use super::ids::{ParticipantId, RoomId, TrackId};
+use super::ids::{ParticipantId, RoomId, TrackId, Transport};
 
-/// A datagram the driver must send.
+/// A packet the driver must send: a UDP datagram, or a frame on the client's TCP connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// The local address to send from (the announced host candidate).
+    /// UDP, or the TCP connection from `destination`.
+    pub transport: Transport,
+    /// The local address to send from (the announced host candidate of `transport`).
     pub source: SocketAddr,
     /// The remote address to send to.
     pub destination: SocketAddr,

@@ -50,13 +50,13 @@ use std::time::Instant;
 
 use str0m::Input;
 use str0m::crypto::CryptoProvider;
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 
 pub use command::Command;
 pub use config::Config;
 pub use error::CoreError;
 pub use event::{Event, LeaveReason, Transmit};
-pub use ids::{ParticipantId, RoomId, TrackId};
+pub use ids::{ParticipantId, RoomId, TrackId, Transport};
 
 use demux::Demux;
 use outputs::{Outputs, Work};
@@ -144,9 +144,8 @@ impl Core {
         }
     }
 
-    /// Feeds one datagram received at `now` from `source` on the local address `destination`.
-    ///
-    /// An error means the datagram was dropped (and counted); the core is unaffected.
+    /// Feeds one UDP datagram received at `now` from `source` on the local address
+    /// `destination`. Same as [`Core::handle_packet`] with [`Transport::Udp`].
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -154,9 +153,26 @@ impl Core {
         destination: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), CoreError> {
+        self.handle_packet(now, Transport::Udp, source, destination, datagram)
+    }
+
+    /// Feeds one packet received at `now` from `source` on the local address `destination`:
+    /// a UDP datagram, or one RFC 4571 frame (without its length) from a TCP connection, where
+    /// `source` is the connection's remote address and `destination` the announced TCP
+    /// candidate.
+    ///
+    /// An error means the packet was dropped (and counted); the core is unaffected.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        destination: SocketAddr,
+        packet: &[u8],
+    ) -> Result<(), CoreError> {
         self.counters.datagrams_in += 1;
-        self.counters.bytes_in += datagram.len() as u64;
-        let result = self.route_datagram(now, source, destination, datagram);
+        self.counters.bytes_in += packet.len() as u64;
+        let result = self.route_packet(now, transport, source, destination, packet);
         if result.is_err() {
             self.counters.dropped_datagrams += 1;
         }
@@ -164,18 +180,27 @@ impl Core {
         result
     }
 
-    fn route_datagram(
+    /// Whether `packet` is a STUN message naming the local ICE ufrag of a participant of this
+    /// core: how a driver finds the core that must take a new TCP connection from its first
+    /// frame. Nothing changes; the participant's session still authenticates the message.
+    pub fn expects(&self, packet: &[u8]) -> bool {
+        self.demux.by_stun(packet).is_some()
+    }
+
+    fn route_packet(
         &mut self,
         now: Instant,
+        transport: Transport,
         source: SocketAddr,
         destination: SocketAddr,
-        datagram: &[u8],
+        packet: &[u8],
     ) -> Result<(), CoreError> {
-        let receive = Receive::new(Protocol::Udp, source, destination, datagram)
+        let receive = Receive::new(transport.protocol(), source, destination, packet)
             .map_err(|_| CoreError::Malformed)?;
+        let endpoint = (transport, source);
         let (id, new_address) = self
             .demux
-            .lookup(source, datagram)
+            .lookup(endpoint, packet)
             .ok_or(CoreError::UnknownSource)?;
         let participant = self
             .participants
@@ -188,7 +213,7 @@ impl Core {
             return Err(CoreError::UnknownSource);
         }
         if new_address {
-            self.demux.learn(id, source);
+            self.demux.learn(id, endpoint);
         }
         let result = participant.rtc.handle_input(input);
         participant.drain(&mut self.out);

@@ -5,12 +5,13 @@ use std::time::Instant;
 use str0m::change::SdpPendingOffer;
 use str0m::crypto::CryptoProvider;
 use str0m::media::Mid;
+use str0m::net::TcpType;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Output, Rtc};
 
 use super::config::Config;
 use super::error::CoreError;
 use super::event::{Event, Transmit};
-use super::ids::{ParticipantId, RoomId, TrackId};
+use super::ids::{ParticipantId, RoomId, TrackId, Transport};
 use super::outputs::{Outputs, Work};
 use super::timers::Timer;
 
@@ -75,10 +76,11 @@ impl Participant {
             .set_crypto_provider(Arc::clone(crypto))
             .set_stats_interval(config.stats_interval)
             .build(now);
-        let candidate = Candidate::host(config.host_candidate, "udp")
-            .map_err(|e| CoreError::Candidate(e.to_string()))?;
-        if rtc.add_local_candidate(candidate).is_none() {
-            return Err(CoreError::Candidate(config.host_candidate.to_string()));
+        for candidate in candidates(config)? {
+            let addr = candidate.addr();
+            if rtc.add_local_candidate(candidate).is_none() {
+                return Err(CoreError::Candidate(addr.to_string()));
+            }
         }
         Ok(Participant {
             id,
@@ -103,6 +105,7 @@ impl Participant {
                     return;
                 }
                 Ok(Output::Transmit(t)) => out.transmits.push_back(Transmit {
+                    transport: Transport::of(t.proto),
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),
@@ -206,6 +209,7 @@ impl Participant {
         for _ in 0..CLOSE_FLUSH_LIMIT {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => out.transmits.push_back(Transmit {
+                    transport: Transport::of(t.proto),
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),
@@ -215,4 +219,29 @@ impl Participant {
             }
         }
     }
+}
+
+/// The host candidates every participant's session announces: UDP unless turned off, and a
+/// passive TCP candidate when configured (str0m gives TCP host candidates a lower priority,
+/// so a client that can reach both prefers UDP).
+fn candidates(config: &Config) -> Result<Vec<Candidate>, CoreError> {
+    let bad = |e: str0m::error::IceError| CoreError::Candidate(e.to_string());
+    let mut candidates = Vec::with_capacity(2);
+    if config.announce_udp {
+        candidates.push(Candidate::host(config.host_candidate, "udp").map_err(bad)?);
+    }
+    if let Some(tcp) = config.tcp_candidate {
+        candidates.push(
+            Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(bad)?,
+        );
+    }
+    if candidates.is_empty() {
+        return Err(CoreError::Candidate("no transport announced".into()));
+    }
+    Ok(candidates)
 }

@@ -1,6 +1,7 @@
-//! The tokio driver: one UDP socket, one timer and a command channel feeding one
-//! [`Core`], and [`Workers`] that run one driver per core with every room pinned to one of
-//! them.
+//! The tokio driver: one UDP socket, the ICE-TCP connections handed to it, one timer and a
+//! command channel feeding one [`Core`]; [`Workers`] that run one driver per core with every
+//! room pinned to one of them; and [`TcpFront`], the ICE-TCP listener that hands each
+//! connection to the worker whose core expects it (see [`tcp`]).
 //!
 //! Each driver runs on its own OS thread (`sfu-worker-N`) with its own current-thread tokio
 //! runtime, which owns the socket's readiness and the core's timer. Media therefore never
@@ -8,21 +9,30 @@
 //! (`http.worker_threads`) without capping media, and a packet wakes exactly one thread, the
 //! one that handles it, instead of a work-stealing pool's cross-thread wakeups.
 //!
-//! The loop is the crate's run loop: drain the core (send its datagrams, hand out its events),
-//! then wait for the first of a datagram, the core's deadline or a command, feed it, repeat.
+//! The loop is the crate's run loop: drain the core (send its datagrams and frames, hand out
+//! its events), then wait for the first of a datagram, a TCP frame, the core's deadline or a
+//! command, feed it, repeat.
 //!
 //! Each worker publishes a [`WorkerStats`] snapshot (the core's [`Stats`] and the time the
 //! worker spent busy) a few times a second, for metrics.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::core::{Command, Config, Core, CoreError, Event, RoomId, Stats};
+use crate::core::{Command, Config, Core, CoreError, Event, Stats, Transport};
+
+pub mod tcp;
+mod workers;
+
+pub use tcp::{AcceptCounts, MAX_FRAME, TcpFront, TcpLimits, TcpStats};
+pub use workers::{Listen, Workers, worker_for};
+
+use tcp::{Accepted, Connections, Inbound};
 
 /// Room for commands in flight to one worker before senders wait.
 const COMMAND_QUEUE: usize = 256;
@@ -49,6 +59,8 @@ pub struct WorkerStats {
     /// Total time the worker spent handling inputs and draining the core, as opposed to
     /// waiting for the next input.
     pub busy: Duration,
+    /// Its ICE-TCP connections.
+    pub tcp: TcpStats,
 }
 
 /// Why a command did not take effect.
@@ -62,16 +74,23 @@ pub enum DriverError {
     Core(#[from] CoreError),
 }
 
-struct Request {
-    command: Command,
-    reply: oneshot::Sender<Result<(), CoreError>>,
+enum Request {
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<(), CoreError>>,
+    },
+    /// A new ICE-TCP connection, handed back when this worker's core does not expect it.
+    Adopt {
+        connection: Accepted,
+        reply: oneshot::Sender<Result<(), Accepted>>,
+    },
 }
 
 /// Sends commands to one running driver. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Handle {
     requests: mpsc::Sender<Request>,
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
     stats: watch::Receiver<WorkerStats>,
 }
 
@@ -80,20 +99,51 @@ impl Handle {
     pub async fn command(&self, command: Command) -> Result<(), DriverError> {
         let (reply, verdict) = oneshot::channel();
         self.requests
-            .send(Request { command, reply })
+            .send(Request::Command { command, reply })
             .await
             .map_err(|_| DriverError::Stopped)?;
         Ok(verdict.await.map_err(|_| DriverError::Stopped)??)
     }
 
-    /// The address the worker's socket is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// A reference to the worker that does not keep it running: the worker stops once every
+    /// [`Handle`] is gone, whoever still holds one of these.
+    pub(crate) fn downgrade(&self) -> WeakHandle {
+        WeakHandle(self.requests.downgrade())
+    }
+
+    /// The address the worker's UDP socket is bound to; `None` when UDP is off.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 
     /// The worker's latest statistics (at most [`STATS_PERIOD`] old while it is busy).
     pub fn stats(&self) -> WorkerStats {
         *self.stats.borrow()
+    }
+}
+
+/// A [`Handle`] that does not keep its worker running, for the ICE-TCP listener.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakHandle(mpsc::WeakSender<Request>);
+
+impl WeakHandle {
+    /// Offers a new ICE-TCP connection; it comes back when the worker does not expect it or
+    /// has stopped.
+    pub(crate) async fn adopt(&self, connection: Accepted) -> Result<(), Accepted> {
+        let Some(requests) = self.0.upgrade() else {
+            return Err(connection);
+        };
+        let (reply, verdict) = oneshot::channel();
+        if let Err(mpsc::error::SendError(request)) =
+            requests.send(Request::Adopt { connection, reply }).await
+        {
+            return match request {
+                Request::Adopt { connection, .. } => Err(connection),
+                Request::Command { .. } => Ok(()),
+            };
+        }
+        // A worker that stopped meanwhile dropped the connection with the request.
+        verdict.await.unwrap_or(Ok(()))
     }
 }
 
@@ -112,23 +162,30 @@ pub struct Driver {
 
 impl Driver {
     /// Starts a driver for `socket` on a thread of its own named `sfu-worker-0` (see
-    /// [`Driver::spawn_worker`]). Must be called within a tokio runtime, which hosts only the
-    /// small task behind [`Driver::task`]. Datagrams are fed to the core as received on
-    /// `config.host_candidate`, the announced address clients send to.
+    /// [`Driver::spawn_worker`]), UDP only. Must be called within a tokio runtime, which hosts
+    /// only the small task behind [`Driver::task`]. Datagrams are fed to the core as received
+    /// on `config.host_candidate`, the announced address clients send to.
     pub fn spawn(socket: UdpSocket, config: Config) -> io::Result<Driver> {
-        Self::spawn_worker(0, socket, config)
+        Self::spawn_worker(0, Some(socket), config, TcpLimits::default())
     }
 
-    /// Starts a driver for `socket` on a new OS thread named `sfu-worker-{index}`, with its
-    /// own current-thread runtime (I/O and timers). The socket is moved out of the caller's
-    /// runtime (`into_std`) and registered with the worker's, so its readiness is driven by
-    /// the worker's thread. Must be called within a tokio runtime (for [`Driver::task`]).
+    /// Starts a driver on a new OS thread named `sfu-worker-{index}`, with its own
+    /// current-thread runtime (I/O and timers), for `socket` (none when UDP is off) and the
+    /// ICE-TCP connections a [`TcpFront`] hands it, held to `tcp`. The socket is moved out of
+    /// the caller's runtime (`into_std`) and registered with the worker's, so its readiness is
+    /// driven by the worker's thread. Must be called within a tokio runtime (for
+    /// [`Driver::task`]).
     ///
     /// # Errors
     /// When the socket cannot be moved or the runtime or thread cannot be created.
-    pub fn spawn_worker(index: usize, socket: UdpSocket, config: Config) -> io::Result<Driver> {
-        let local_addr = socket.local_addr()?;
-        let socket = socket.into_std()?;
+    pub fn spawn_worker(
+        index: usize,
+        socket: Option<UdpSocket>,
+        config: Config,
+        tcp: TcpLimits,
+    ) -> io::Result<Driver> {
+        let local_addr = socket.as_ref().map(UdpSocket::local_addr).transpose()?;
+        let socket = socket.map(UdpSocket::into_std).transpose()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -136,7 +193,7 @@ impl Driver {
         let socket = {
             // Registers the socket with the worker's reactor, not the caller's.
             let _context = runtime.enter();
-            UdpSocket::from_std(socket)?
+            socket.map(UdpSocket::from_std).transpose()?
         };
         let (requests, request_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::unbounded_channel();
@@ -146,7 +203,11 @@ impl Driver {
         std::thread::Builder::new()
             .name(format!("sfu-worker-{index}"))
             .spawn(move || {
-                let result = runtime.block_on(run(core, socket, request_rx, event_tx, stats_tx));
+                let io = Io {
+                    udp: socket,
+                    tcp: Connections::new(tcp),
+                };
+                let result = runtime.block_on(run(core, io, request_rx, event_tx, stats_tx));
                 // Nobody waiting for the result is fine.
                 let _ = done_tx.send(result);
             })?;
@@ -166,26 +227,40 @@ impl Driver {
     }
 }
 
+/// A worker's sockets: its UDP socket unless UDP is off, and its ICE-TCP connections.
+struct Io {
+    udp: Option<UdpSocket>,
+    tcp: Connections,
+}
+
 async fn run(
     mut core: Core,
-    socket: UdpSocket,
+    mut io: Io,
     mut requests: mpsc::Receiver<Request>,
     events: mpsc::UnboundedSender<Event>,
     stats: watch::Sender<WorkerStats>,
 ) -> io::Result<()> {
     let announced = core.config().host_candidate;
+    let announced_tcp = core.config().tcp_candidate.unwrap_or(announced);
     let mut buf = vec![0; RECEIVE_BUFFER];
     let mut busy = Duration::ZERO;
     let mut published = Instant::now();
     let mut woke = Instant::now();
     loop {
         while let Some(transmit) = core.poll_transmit() {
-            // One unreachable peer must not stop the worker; str0m retransmits what matters.
-            if let Err(error) = socket
-                .send_to(&transmit.contents, transmit.destination)
-                .await
-            {
-                tracing::debug!(%error, destination = %transmit.destination, "send failed");
+            match (transmit.transport, &io.udp) {
+                (Transport::Udp, Some(socket)) => {
+                    // One unreachable peer must not stop the worker; str0m retransmits what
+                    // matters.
+                    if let Err(error) = socket
+                        .send_to(&transmit.contents, transmit.destination)
+                        .await
+                    {
+                        tracing::debug!(%error, destination = %transmit.destination, "send failed");
+                    }
+                }
+                (Transport::Udp, None) => {}
+                (Transport::Tcp, _) => io.tcp.send(transmit.destination, transmit.contents),
             }
         }
         while let Some(event) = core.poll_event() {
@@ -199,6 +274,7 @@ async fn run(
             stats.send_replace(WorkerStats {
                 core: core.stats(),
                 busy,
+                tcp: io.tcp.stats,
             });
         }
         let mut deadline = core
@@ -214,7 +290,7 @@ async fn run(
         // Each arm notes when the input arrived, so busy time counts handling and draining
         // but not waiting.
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
+            received = recv_udp(io.udp.as_ref(), &mut buf) => {
                 woke = Instant::now();
                 match received {
                     Ok((len, source)) => {
@@ -224,11 +300,25 @@ async fn run(
                     Err(error) => return Err(error),
                 }
             }
+            Some(inbound) = io.tcp.next() => {
+                woke = Instant::now();
+                match inbound {
+                    Inbound::Frame(peer, frame) => {
+                        io.tcp.stats.frames_in += 1;
+                        let _ = core.handle_packet(woke, Transport::Tcp, peer, announced_tcp, &frame);
+                    }
+                    Inbound::Closed(peer, id, why) => io.tcp.closed(peer, id, why),
+                }
+            }
             request = requests.recv() => {
                 woke = Instant::now();
                 match request {
-                    Some(Request { command, reply }) => {
+                    Some(Request::Command { command, reply }) => {
                         let _ = reply.send(core.handle_command(woke, command));
+                    }
+                    Some(Request::Adopt { connection, reply }) => {
+                        let verdict = adopt(&mut core, &mut io.tcp, woke, announced_tcp, connection);
+                        let _ = reply.send(verdict);
                     }
                     None => return Ok(()),
                 }
@@ -238,6 +328,36 @@ async fn run(
                 core.handle_timeout(woke);
             }
         }
+    }
+}
+
+/// Takes a new ICE-TCP connection when `core` expects its first frame, and feeds that frame;
+/// hands it back otherwise.
+fn adopt(
+    core: &mut Core,
+    tcp: &mut Connections,
+    now: Instant,
+    announced_tcp: SocketAddr,
+    mut connection: Accepted,
+) -> Result<(), Accepted> {
+    if !core.expects(&connection.first) {
+        return Err(connection);
+    }
+    let (peer, first) = (connection.peer, std::mem::take(&mut connection.first));
+    match tcp.adopt(connection) {
+        Ok(()) => {
+            let _ = core.handle_packet(now, Transport::Tcp, peer, announced_tcp, &first);
+        }
+        Err(error) => tracing::debug!(%error, "ICE-TCP connection lost on hand-over"),
+    }
+    Ok(())
+}
+
+/// The next datagram on `socket`; never, when UDP is off.
+async fn recv_udp(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -270,85 +390,4 @@ fn is_transient(error: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
     )
-}
-
-/// The worker that hosts `room` among `count` workers: a pure function of the room id, so
-/// every caller (and every restart) places a room on the same worker.
-pub fn worker_for(room: RoomId, count: usize) -> usize {
-    // Room ids are UUIDs; folding both halves keeps v7's random low bits and its timestamp.
-    let folded = (room.0 as u64) ^ ((room.0 >> 64) as u64);
-    (folded % count.max(1) as u64) as usize
-}
-
-/// One driver per CPU core, each on its own thread with its own UDP port; a room always lives on the same
-/// worker ([`worker_for`]), so one room's participants share one core and one socket.
-pub struct Workers {
-    workers: Vec<Driver>,
-}
-
-impl Workers {
-    /// Binds `count` sockets on `bind_ip` (ephemeral ports) and spawns a driver for each,
-    /// announcing `announce_ip` with each socket's port. `config` supplies the limits; its
-    /// host candidate is replaced per worker.
-    pub async fn spawn(
-        count: usize,
-        bind_ip: IpAddr,
-        announce_ip: IpAddr,
-        config: Config,
-    ) -> io::Result<Workers> {
-        Self::bind(count, SocketAddr::new(bind_ip, 0), announce_ip, config).await
-    }
-
-    /// Binds `count` sockets starting at `udp` and spawns a driver for each: worker `i` gets
-    /// port `udp.port() + i` (consecutive ports, so a firewall opens one range), or an
-    /// ephemeral port each when `udp.port()` is 0. Each announces `announce_ip` with its own
-    /// port; `config` supplies the limits and its host candidate is replaced per worker.
-    pub async fn bind(
-        count: usize,
-        udp: SocketAddr,
-        announce_ip: IpAddr,
-        config: Config,
-    ) -> io::Result<Workers> {
-        let count = count.max(1);
-        let mut workers = Vec::with_capacity(count);
-        for index in 0..count {
-            let port = match udp.port() {
-                0 => 0,
-                base => u16::try_from(usize::from(base) + index).map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("{count} UDP ports from {base} pass 65535"),
-                    )
-                })?,
-            };
-            let addr = SocketAddr::new(udp.ip(), port);
-            // Named, so the operator learns which port of the range is taken.
-            let socket = bind_udp(addr).map_err(|error| {
-                io::Error::new(
-                    error.kind(),
-                    format!("UDP {addr} for SFU worker {index}: {error}"),
-                )
-            })?;
-            let port = socket.local_addr()?.port();
-            let mut config = config.clone();
-            config.host_candidate = SocketAddr::new(announce_ip, port);
-            workers.push(Driver::spawn_worker(index, socket, config)?);
-        }
-        Ok(Workers { workers })
-    }
-
-    /// The worker that hosts `room`.
-    pub fn index_for(&self, room: RoomId) -> usize {
-        worker_for(room, self.workers.len())
-    }
-
-    /// The handle of the worker that hosts `room`.
-    pub fn handle_for(&self, room: RoomId) -> &Handle {
-        &self.workers[self.index_for(room)].handle
-    }
-
-    /// All workers, to take their event streams and tasks; worker `i` is at index `i`.
-    pub fn into_drivers(self) -> Vec<Driver> {
-        self.workers
-    }
 }

@@ -9,16 +9,18 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sfu::core::{Command, Config, Core, Event, ParticipantId, RoomId, TrackId};
+use sfu::core::{Command, Config, Core, Event, ParticipantId, RoomId, TrackId, Transport};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 
 pub const ROOM: RoomId = RoomId(7);
 const SERVER: ([u8; 4], u16) = ([10, 0, 0, 1], 3478);
+/// The passive ICE-TCP candidate of [`Sim::tcp_only`].
+pub const SERVER_TCP: ([u8; 4], u16) = ([10, 0, 0, 1], 3479);
 const AUDIO_PERIOD: Duration = Duration::from_millis(20);
 const VIDEO_PERIOD: Duration = Duration::from_millis(33);
 /// Every this many video frames is a keyframe.
@@ -133,6 +135,7 @@ impl Client {
 struct InFlight {
     at: Instant,
     order: u64,
+    transport: Transport,
     from: SocketAddr,
     to: SocketAddr,
     bytes: Vec<u8>,
@@ -156,12 +159,20 @@ pub struct Net {
 }
 
 impl Net {
-    fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+    fn send(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
         if self.capture_to == Some(to) {
             self.captured.push((from, bytes));
             return;
         }
-        if self.loss > 0.0 && self.rng.random_bool(self.loss) {
+        // TCP retransmits below ICE: what the loss takes, it delivers late; modelled as no loss.
+        if transport == Transport::Udp && self.loss > 0.0 && self.rng.random_bool(self.loss) {
             *self.lost.entry(to).or_default() += 1;
             return;
         }
@@ -174,6 +185,7 @@ impl Net {
         self.queue.push(Reverse(InFlight {
             at: now + self.delay + jitter,
             order: self.order,
+            transport,
             from,
             to,
             bytes,
@@ -237,6 +249,16 @@ impl Sim {
         }
     }
 
+    /// A room whose server announces only its passive ICE-TCP candidate ([`SERVER_TCP`]), as
+    /// with `sfu.transports = ["tcp"]`; clients also gather an active TCP candidate.
+    pub fn tcp_only(seed: u64) -> Self {
+        Self::with_config(seed, |mut config| {
+            config.announce_udp = false;
+            config.tcp_candidate = Some(SocketAddr::from(SERVER_TCP));
+            config
+        })
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
     }
@@ -261,6 +283,16 @@ impl Sim {
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"))
             .expect("candidate accepted");
+        if self.core.config().tcp_candidate.is_some() {
+            // An active TCP candidate, as browsers gather them (RFC 6544 port 9).
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(SocketAddr::new(addr.ip(), 9))
+                .tcptype(TcpType::Active)
+                .build()
+                .expect("tcp candidate");
+            rtc.add_local_candidate(tcp).expect("candidate accepted");
+        }
         let video_codec = match video {
             Video::None => None,
             Video::Vp8 => Some(Codec::Vp8),
@@ -401,20 +433,33 @@ impl Sim {
     }
 
     fn deliver(&mut self, packet: InFlight) {
-        if packet.to == self.server {
-            let result = self
-                .core
-                .handle_datagram(self.now, packet.from, packet.to, &packet.bytes);
+        if packet.to == self.server || packet.to == SocketAddr::from(SERVER_TCP) {
+            let result = self.core.handle_packet(
+                self.now,
+                packet.transport,
+                packet.from,
+                packet.to,
+                &packet.bytes,
+            );
             if result.is_err() {
                 self.datagram_errors += 1;
             }
             self.after_core();
             return;
         }
-        let Some(index) = self.clients.iter().position(|c| c.addr == packet.to) else {
+        // Each client has an address of its own; its UDP and TCP candidates share it.
+        let Some(index) = self
+            .clients
+            .iter()
+            .position(|c| c.addr.ip() == packet.to.ip())
+        else {
             return;
         };
-        let receive = Receive::new(Protocol::Udp, packet.from, packet.to, &packet.bytes)
+        let proto = match packet.transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        let receive = Receive::new(proto, packet.from, packet.to, &packet.bytes)
             .expect("server sends valid datagrams");
         let client = &mut self.clients[index];
         if client.rtc.is_alive() {
@@ -467,8 +512,13 @@ impl Sim {
     fn after_core(&mut self) {
         loop {
             while let Some(t) = self.core.poll_transmit() {
-                assert_eq!(t.source, self.server);
-                self.net.send(self.now, t.source, t.destination, t.contents);
+                let server = match t.transport {
+                    Transport::Udp => self.server,
+                    Transport::Tcp => SocketAddr::from(SERVER_TCP),
+                };
+                assert_eq!(t.source, server);
+                self.net
+                    .send(self.now, t.transport, t.source, t.destination, t.contents);
             }
             let Some(event) = self.core.poll_event() else {
                 return;
@@ -570,7 +620,13 @@ fn drain(client: &mut Client, net: &mut Net, now: Instant) {
                 client.timeout = at;
                 return;
             }
-            Output::Transmit(t) => net.send(now, t.source, t.destination, t.contents.into()),
+            Output::Transmit(t) => {
+                let transport = match t.proto {
+                    Protocol::Udp => Transport::Udp,
+                    _ => Transport::Tcp,
+                };
+                net.send(now, transport, t.source, t.destination, t.contents.into());
+            }
             Output::Event(event) => match event {
                 RtcEvent::Connected => client.connected = true,
                 RtcEvent::MediaAdded(added) if added.direction.is_sending() => {
