@@ -6,8 +6,9 @@
 /**
  * Joins with `grant` at `signalingUrl` and waits (at most `timeoutMs`) until another
  * participant's video decodes frames. Resolves with what the client saw: its own mids and
- * their current directions, the direction the server's answer gave each own mid, and every
- * remote track (`mid`, `kind`, frames or packets received).
+ * their current directions, the direction the server's answer gave each own mid, every
+ * remote track (`mid`, `kind`), the frames and packets received, and the selected candidate
+ * pair (`{local, remote}`, each `{candidateType, protocol}`).
  */
 export async function rawClient({ signalingUrl, grant, timeoutMs }) {
   const canvas = document.createElement('canvas');
@@ -74,6 +75,17 @@ export async function rawClient({ signalingUrl, grant, timeoutMs }) {
     const section = (sdp || '').split(/\r\nm=/).find((s) => s.split('\r\n').includes(`a=mid:${mid}`));
     return section?.split('\r\n').find((l) => /^a=(sendrecv|sendonly|recvonly|inactive)$/.test(l))?.slice(2) ?? null;
   };
+  // Chromium names the pair on its transport, Firefox marks it `selected`.
+  const stats = await pc.getStats();
+  const all = [...stats.values()];
+  const transport = all.find((r) => r.type === 'transport' && r.selectedCandidatePairId);
+  const pair = transport
+    ? stats.get(transport.selectedCandidatePairId)
+    : all.find((r) => r.type === 'candidate-pair' && r.selected);
+  const pick = (id) => {
+    const c = stats.get(id);
+    return c ? { candidateType: c.candidateType, protocol: c.protocol } : null;
+  };
   const ownMids = own.map((sender) => pc.getTransceivers().find((t) => t.sender === sender).mid);
   const result = {
     ownMids,
@@ -81,6 +93,7 @@ export async function rawClient({ signalingUrl, grant, timeoutMs }) {
     answeredDirections: ownMids.map((mid) => directionIn(firstAnswer, mid)),
     remote,
     received: seen,
+    selected: pair ? { local: pick(pair.localCandidateId), remote: pick(pair.remoteCandidateId) } : null,
     problems,
   };
   window.rawClient = { pc, ws, painter, tone };

@@ -3,7 +3,7 @@
 // Each offers its camera and microphone `sendrecv`, as `addTrack` does. The server sends
 // nothing on a client's own m-lines, so it must answer them `recvonly` (docs/signaling.md §4):
 // each side then gets exactly the other's audio and video as remote tracks, and no track that
-// never gets a frame.
+// never gets a frame. The SFU announces UDP and ICE-TCP; both browsers choose UDP.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -53,6 +53,8 @@ test('a client offering sendrecv gets recvonly on its own lines and only real re
     assert.deepEqual(seen.remote.map((t) => t.kind).sort(), ['audio', 'video'], `${who}: exactly the other's audio and video`);
     assert.ok(seen.received.frames >= 10, `${who}: decoded ${seen.received.frames} video frames`);
     assert.ok(seen.received.packets >= 20, `${who}: received ${seen.received.packets} audio packets`);
+    // The SFU announces UDP and ICE-TCP; with both open the browser takes UDP.
+    assert.equal(seen.selected?.remote?.protocol, 'udp', `${who}: ${JSON.stringify(seen.selected)}`);
   }
   await patientPage.close();
   await doctorContext.close();
