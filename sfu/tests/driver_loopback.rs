@@ -1,5 +1,6 @@
 //! The tokio driver on a real UDP socket: two str0m clients on 127.0.0.1 join through the
-//! driver and each receives the other's audio.
+//! driver and each receives the other's audio, also after one of them moves to a new address
+//! and restarts ICE.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -103,6 +104,29 @@ impl Client {
         }
     }
 
+    /// Leaves its socket for a new one on another port, as after a network change: the old
+    /// candidate is withdrawn and the new one takes its place.
+    async fn move_to_new_socket(&mut self) {
+        let old = self.socket.local_addr().expect("local addr");
+        self.socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let new = self.socket.local_addr().expect("local addr");
+        assert_ne!(old, new);
+        let old = Candidate::host(old, "udp").expect("candidate");
+        self.rtc.direct_api().invalidate_candidate(&old);
+        self.rtc
+            .add_local_candidate(Candidate::host(new, "udp").expect("candidate"))
+            .expect("candidate taken");
+    }
+
+    /// An offer with new ICE credentials (what a browser sends after a network change).
+    fn ice_restart(&mut self) -> SdpOffer {
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("restart offer");
+        self.pending = Some(pending);
+        offer
+    }
+
     fn next_wakeup(&self) -> Instant {
         if self.connected {
             self.timeout.min(self.next_audio)
@@ -112,33 +136,12 @@ impl Client {
     }
 }
 
-#[tokio::test]
-async fn two_clients_exchange_audio_over_loopback_udp() {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let server = socket.local_addr().expect("local addr");
-    let mut driver = Driver::spawn(socket, Config::new(server)).expect("driver");
-    let room = RoomId(1);
-
-    let mut clients = Vec::new();
-    for id in [1, 2] {
-        let (mut client, offer) = Client::new(id).await;
-        client.drain().await;
-        driver
-            .handle
-            .command(Command::Join {
-                room,
-                participant: client.id,
-                offer: Some(offer),
-                waiting: false,
-            })
-            .await
-            .expect("join");
-        clients.push(client);
-    }
-
+/// Runs both clients and their signaling with `driver` until each has received `wanted`
+/// packets in all, or panics after 10 s.
+async fn exchange(driver: &mut Driver, clients: &mut [Client], wanted: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let (mut buf_a, mut buf_b) = (vec![0u8; 2048], vec![0u8; 2048]);
-    while clients.iter().any(|c| c.received < WANTED_PACKETS) {
+    while clients.iter().any(|c| c.received < wanted) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "received only {:?} packets",
@@ -187,6 +190,53 @@ async fn two_clients_exchange_audio_over_loopback_udp() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn two_clients_exchange_audio_over_loopback_udp_and_one_moves_to_a_new_address() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let server = socket.local_addr().expect("local addr");
+    let mut driver = Driver::spawn(socket, Config::new(server)).expect("driver");
+    let room = RoomId(1);
+
+    let mut clients = Vec::new();
+    for id in [1, 2] {
+        let (mut client, offer) = Client::new(id).await;
+        client.drain().await;
+        driver
+            .handle
+            .command(Command::Join {
+                room,
+                participant: client.id,
+                offer: Some(offer),
+                waiting: false,
+            })
+            .await
+            .expect("join");
+        clients.push(client);
+    }
+
+    exchange(&mut driver, &mut clients, WANTED_PACKETS).await;
+
+    // Client 1 moves to a new address (a new socket: another port, as after a network change)
+    // and restarts ICE with the same session; media comes back both ways.
+    clients[0].move_to_new_socket().await;
+    let offer = clients[0].ice_restart();
+    driver
+        .handle
+        .command(Command::Offer {
+            participant: clients[0].id,
+            offer,
+        })
+        .await
+        .expect("the restart offer is taken");
+    let before: Vec<usize> = clients.iter().map(|c| c.received).collect();
+    exchange(
+        &mut driver,
+        &mut clients,
+        before.iter().max().copied().unwrap_or(0) + WANTED_PACKETS,
+    )
+    .await;
 
     let handle = driver.handle.clone();
     for client in &clients {

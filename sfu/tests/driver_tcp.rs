@@ -2,7 +2,8 @@
 //! [`Workers`] with UDP off: the listener hands each connection to the worker hosting the
 //! room, and media flows both ways. Then hostile connections (garbage, oversized lengths,
 //! frames that never complete, a flood from one address) and a participant that stops reading
-//! are each dropped and counted while the others' media keeps flowing.
+//! are each dropped and counted while the others' media keeps flowing. A client that moves to
+//! a new connection (another port, as after a network change) recovers by ICE restart.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -44,6 +45,8 @@ struct Client {
     pending: Option<SdpPendingOffer>,
     audio: Mid,
     payload: usize,
+    index: usize,
+    inbound: mpsc::Sender<(usize, BytesMut)>,
     seq: u64,
     next_audio: Instant,
     timeout: Instant,
@@ -61,31 +64,9 @@ impl Client {
         receive_buffer: Option<u32>,
         inbound: mpsc::Sender<(usize, BytesMut)>,
     ) -> (Client, SdpOffer) {
-        let socket = TcpSocket::new_v4().expect("socket");
-        if let Some(size) = receive_buffer {
-            socket.set_recv_buffer_size(size).expect("buffer");
-        }
-        let stream = socket.connect(server).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let local = stream.local_addr().expect("local addr");
-        let (read, write) = stream.into_split();
         let paused = Arc::new(AtomicBool::new(false));
-        let reader_paused = Arc::clone(&paused);
-        tokio::spawn(async move {
-            let mut frames = FramedRead::new(read, codec());
-            loop {
-                if reader_paused.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                let Some(Ok(frame)) = frames.next().await else {
-                    return;
-                };
-                if inbound.send((index, frame)).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (local, write) =
+            open_connection(index, server, receive_buffer, &inbound, Arc::clone(&paused)).await;
         let now = Instant::now();
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
         let candidate = Candidate::builder()
@@ -107,6 +88,8 @@ impl Client {
             pending: Some(pending),
             audio,
             payload,
+            index,
+            inbound,
             seq: 1,
             next_audio: now,
             timeout: now,
@@ -175,6 +158,42 @@ impl Client {
         }
     }
 
+    /// Drops its connection for a new one from another port, as after a network change: the
+    /// old candidate is withdrawn and the new one takes its place. Returns the restart offer
+    /// (new ICE credentials) the client sends next.
+    async fn move_to_new_connection(&mut self) -> SdpOffer {
+        let old = self.local;
+        let (local, write) = open_connection(
+            self.index,
+            self.server,
+            None,
+            &self.inbound,
+            Arc::clone(&self.paused),
+        )
+        .await;
+        // Dropping the write half sends FIN: the SFU sees the old connection end.
+        self.write = write;
+        self.local = local;
+        assert_ne!(old, local);
+        let candidate = |addr| {
+            Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Active)
+                .build()
+                .expect("candidate")
+        };
+        self.rtc.direct_api().invalidate_candidate(&candidate(old));
+        self.rtc
+            .add_local_candidate(candidate(local))
+            .expect("candidate taken");
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("restart offer");
+        self.pending = Some(pending);
+        offer
+    }
+
     fn next_wakeup(&self) -> Instant {
         if self.connected {
             self.timeout.min(self.next_audio)
@@ -182,6 +201,42 @@ impl Client {
             self.timeout
         }
     }
+}
+
+/// Connects to `server` and starts a reader that hands each frame to `inbound` tagged with
+/// `index` (and reads nothing while `paused`). Returns the local address and the write half.
+async fn open_connection(
+    index: usize,
+    server: SocketAddr,
+    receive_buffer: Option<u32>,
+    inbound: &mpsc::Sender<(usize, BytesMut)>,
+    paused: Arc<AtomicBool>,
+) -> (SocketAddr, OwnedWriteHalf) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    if let Some(size) = receive_buffer {
+        socket.set_recv_buffer_size(size).expect("buffer");
+    }
+    let stream = socket.connect(server).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let local = stream.local_addr().expect("local addr");
+    let (read, write) = stream.into_split();
+    let inbound = inbound.clone();
+    tokio::spawn(async move {
+        let mut frames = FramedRead::new(read, codec());
+        loop {
+            if paused.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let Some(Ok(frame)) = frames.next().await else {
+                return;
+            };
+            if inbound.send((index, frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (local, write)
 }
 
 /// Workers with UDP off and their listener, the room's worker's handle and events, and the
@@ -444,6 +499,51 @@ async fn hostile_and_stalled_connections_are_dropped_and_counted_while_media_flo
     let deadline = Instant::now() + Duration::from_secs(2);
     while visit.room_stats().closed_oversize == 0 {
         assert!(Instant::now() < deadline, "{:?}", visit.room_stats());
+        visit.run_for(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_moves_to_a_new_connection_recovers_by_ice_restart() {
+    let mut visit = Visit::start(TcpLimits::default()).await;
+    let alice = visit.join(80, None).await;
+    visit.join(80, None).await;
+    visit
+        .run_until(Duration::from_secs(10), |clients| {
+            clients.iter().all(|c| c.received >= 25)
+        })
+        .await;
+    let offer = visit.clients[alice].move_to_new_connection().await;
+    visit
+        .handle
+        .command(Command::Offer {
+            participant: visit.clients[alice].id,
+            offer,
+        })
+        .await
+        .expect("the restart offer is taken");
+    let before: Vec<usize> = visit.clients.iter().map(|c| c.received).collect();
+    visit
+        .run_until(Duration::from_secs(10), |clients| {
+            clients
+                .iter()
+                .zip(&before)
+                .all(|(c, before)| c.received >= before + 50)
+        })
+        .await;
+    assert_eq!(
+        visit.front.counts().adopted,
+        3,
+        "{:?}",
+        visit.front.counts()
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while visit.room_stats().connections != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the old connection is gone: {:?}",
+            visit.room_stats()
+        );
         visit.run_for(Duration::from_millis(100)).await;
     }
 }
