@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::{MediaBackend, TurnConfig};
+use crate::config::{MediaBackend, TurnConfig, TurnPolicy};
 
 /// An ICE server for the browser's RTCPeerConnection.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -26,6 +26,15 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// The `iceTransportPolicy` a browser must give its RTCPeerConnection. Only `relay` is ever
+/// sent: without the field the browser's default (`all`) applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    /// TURN relay candidates only (`turn.policy = "relay"`).
+    Relay,
+}
+
 /// How the browser reaches the visit's media, tagged by `backend`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "backend", rename_all = "lowercase")]
@@ -36,6 +45,11 @@ pub enum Media {
         signaling_url: String,
         /// ICE servers (TURN when configured).
         ice_servers: Vec<IceServer>,
+        /// `relay` when media must go through TURN only (`turn.policy = "relay"`); absent
+        /// otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
+        ice_transport_policy: Option<IceTransportPolicy>,
     },
     /// An Amazon Chime SDK meeting; both objects are shaped as the Chime SDK Meetings API
     /// returns them, ready for amazon-chime-sdk-js's `MeetingSessionConfiguration`. The
@@ -114,6 +128,13 @@ pub trait MediaService: Send + Sync {
     ) -> BoxFuture<'a, Result<(), MediaError>>;
 }
 
+/// The password of a TURN REST `username`: base64(HMAC-SHA1(secret, username)), what coturn
+/// computes with `use-auth-secret` / `static-auth-secret`.
+fn rest_credential(secret: &str, username: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    STANDARD.encode(hmac::sign(&key, username.as_bytes()).as_ref())
+}
+
 /// Bedside's own SFU: the browser connects to this node's signaling; no remote call.
 #[derive(Debug, Clone)]
 pub struct SfuMedia {
@@ -132,16 +153,13 @@ impl SfuMedia {
 
     /// TURN REST credentials (HMAC-SHA1 over `expiry:participant`, the coturn scheme).
     fn ice_servers(&self, participant_id: &str) -> Vec<IceServer> {
-        let Some(secret) = &self.turn.shared_secret else {
+        let Some(secret) = self.turn.secret() else {
             return Vec::new();
         };
-        if self.turn.urls.is_empty() {
-            return Vec::new();
-        }
-        let expiry = Utc::now().timestamp() + i64::try_from(self.turn.ttl_seconds).unwrap_or(3600);
+        let ttl = i64::try_from(self.turn.ttl_seconds).unwrap_or(i64::MAX);
+        let expiry = Utc::now().timestamp().saturating_add(ttl);
         let username = format!("{expiry}:{participant_id}");
-        let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
-        let credential = STANDARD.encode(hmac::sign(&key, username.as_bytes()).as_ref());
+        let credential = rest_credential(secret.expose(), &username);
         vec![IceServer {
             urls: self.turn.urls.clone(),
             username: Some(username),
@@ -165,6 +183,8 @@ impl MediaService for SfuMedia {
                 media: Media::Sfu {
                     signaling_url: self.signaling_url.clone(),
                     ice_servers: self.ice_servers(participant_id),
+                    ice_transport_policy: (self.turn.policy == TurnPolicy::Relay)
+                        .then_some(IceTransportPolicy::Relay),
                 },
                 session_id: None,
             })
@@ -189,6 +209,54 @@ impl MediaService for SfuMedia {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn credentials_are_coturns_rest_scheme() {
+        // `openssl dgst -sha1 -hmac s3cret -binary | base64` of the same username.
+        assert_eq!(
+            rest_credential("s3cret", "1700000000:participant-1"),
+            "TThW3JFqydkPGVm80VeB7O2lbB0="
+        );
+    }
+
+    #[tokio::test]
+    async fn the_answer_carries_credentials_and_the_relay_policy() {
+        let turn = TurnConfig {
+            urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+            shared_secret: Some(Secret::new("s3cret")),
+            ttl_seconds: 120,
+            policy: TurnPolicy::Relay,
+        };
+        let sfu = SfuMedia::new("ws://node/ws".into(), turn.clone());
+        let before = Utc::now().timestamp();
+        let joined = sfu.join("visit", "participant-1").await.expect("joins");
+        let answer = serde_json::to_value(&joined.media).expect("serialises");
+        assert_eq!(answer["ice_transport_policy"], "relay");
+        let server = &answer["ice_servers"][0];
+        assert_eq!(server["urls"], serde_json::json!(turn.urls));
+        let username = server["username"].as_str().expect("a username");
+        let (expiry, participant) = username.split_once(':').expect("expiry:participant");
+        assert_eq!(participant, "participant-1");
+        let expiry: i64 = expiry.parse().expect("a timestamp");
+        assert!((before + 120..=Utc::now().timestamp() + 120).contains(&expiry));
+        assert_eq!(server["credential"], rest_credential("s3cret", username));
+
+        let all = SfuMedia::new(
+            "ws://node/ws".into(),
+            TurnConfig {
+                policy: TurnPolicy::All,
+                ..turn
+            },
+        );
+        let answer = serde_json::to_value(all.join("visit", "p").await.expect("joins").media)
+            .expect("serialises");
+        assert!(answer.get("ice_transport_policy").is_none(), "{answer}");
+        let none = SfuMedia::new("ws://node/ws".into(), TurnConfig::default());
+        let answer = serde_json::to_value(none.join("visit", "p").await.expect("joins").media)
+            .expect("serialises");
+        assert_eq!(answer["ice_servers"], serde_json::json!([]));
+    }
 
     #[test]
     fn only_the_chime_join_token_is_withheld() {
@@ -208,6 +276,7 @@ mod tests {
         let mut sfu = Media::Sfu {
             signaling_url: "ws://node/ws".into(),
             ice_servers: Vec::new(),
+            ice_transport_policy: None,
         };
         sfu.withhold_join_token();
         assert!(matches!(sfu, Media::Sfu { .. }));

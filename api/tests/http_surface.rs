@@ -213,3 +213,50 @@ async fn hsts_is_sent_when_tls_is_configured() {
             .is_some_and(|u| u.starts_with("https://"))
     );
 }
+
+#[tokio::test]
+async fn the_start_answer_carries_the_relay_policy_as_documented() {
+    let t = TestApp::with_config(|c| {
+        c.turn.urls = vec!["turn:turn.example:3478?transport=udp".into()];
+        c.turn.shared_secret = Some(api::config::Secret::new("s3cret"));
+        c.turn.policy = api::config::TurnPolicy::Relay;
+    })
+    .await;
+    let doc = t
+        .send(Req::get("/api/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    let sfu = &doc["components"]["schemas"]["Media"]["oneOf"][0];
+    assert_eq!(sfu["properties"]["backend"]["enum"], json!(["sfu"]));
+    assert_eq!(
+        sfu["properties"]["ice_transport_policy"]["$ref"],
+        "#/components/schemas/IceTransportPolicy",
+        "{sfu}"
+    );
+    assert!(
+        !sfu["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("ice_transport_policy"))),
+        "absent unless relay: {sfu}"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["IceTransportPolicy"]["enum"],
+        json!(["relay"])
+    );
+
+    let cast = t.cast().await;
+    let (visit, links) = t.visit_with_links(&cast, minutes_from_now(5)).await;
+    let answer = t.start(&visit, &links.patient).await.expect(StatusCode::OK);
+    assert_eq!(answer["media"]["ice_transport_policy"], "relay");
+    let server = &answer["media"]["ice_servers"][0];
+    assert_eq!(
+        server["urls"],
+        json!(["turn:turn.example:3478?transport=udp"])
+    );
+    assert!(
+        server["username"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(answer["participant_id"].as_str().expect("participant")))
+    );
+    assert!(server["credential"].is_string());
+}

@@ -44,7 +44,7 @@ pub use sfu::{SfuConfig, SfuTransport};
 pub use shutdown::ShutdownConfig;
 pub use smtp::{SmtpConfig, SmtpTls};
 pub use tokens::{SignerKind, TokensConfig};
-pub use turn::TurnConfig;
+pub use turn::{TurnConfig, TurnPolicy};
 pub use visits::VisitsConfig;
 
 /// A configuration problem, naming the key at fault.
@@ -103,7 +103,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Media backend selection.
     pub media: MediaConfig,
-    /// TURN servers handed to browsers.
+    /// TURN servers handed to browsers, and whether media must go through them.
     pub turn: TurnConfig,
     /// Log format and level.
     pub log: LogConfig,
@@ -162,8 +162,8 @@ impl Config {
 
     /// Checks ranges and combinations serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // With several faults the first is named: keep this order stable. `[media]` and
-        // `[turn]` have nothing to check beyond their types.
+        // With several faults the first is named: keep this order stable. `[media]` has
+        // nothing to check beyond its types.
         self.http.check()?;
         self.database.check()?;
         self.cluster.check()?;
@@ -178,6 +178,7 @@ impl Config {
         self.log.check()?;
         self.shutdown.check()?;
         self.sfu.check()?;
+        self.turn.check()?;
         if self.notify.email == EmailTransport::Smtp && self.smtp.host.trim().is_empty() {
             return Err(ConfigError::new(
                 "smtp.host",
@@ -265,6 +266,16 @@ mod tests {
             )
             .unwrap_err();
             assert_eq!(err.key, "media.backend");
+            let err = Config::load(
+                None,
+                Figment::from(Serialized::default("turn.policy", "sometimes")),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, "turn.policy");
+            assert!(
+                err.to_string().contains("`all` or `relay`"),
+                "names the values it takes: {err}"
+            );
             for memory in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
                 let err = Config::load(
                     None,
@@ -285,6 +296,19 @@ mod tests {
             jail.set_env("BEDSIDE_DATA_DIR", "ignored: no section separator");
             let config = Config::load(None, Figment::new()).expect("valid");
             assert_eq!(config.http.addr.port(), 9999);
+            jail.set_env(
+                "BEDSIDE_TURN__URLS",
+                r#"["turn:127.0.0.1:3478?transport=udp"]"#,
+            );
+            jail.set_env("BEDSIDE_TURN__SHARED_SECRET", "s3cret");
+            jail.set_env("BEDSIDE_TURN__POLICY", "relay");
+            let config = Config::load(None, Figment::new()).expect("valid");
+            assert_eq!(config.turn.policy, TurnPolicy::Relay);
+            assert_eq!(config.turn.urls.len(), 1);
+            jail.set_env("BEDSIDE_TURN__SHARED_SECRET", "");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert_eq!(err.key, "turn.shared_secret");
+            jail.set_env("BEDSIDE_TURN__POLICY", "all");
             jail.set_env("BEDSIDE_HTTP__NO_SUCH_KEY", "1");
             let err = Config::load(None, Figment::new()).unwrap_err();
             assert!(err.message.contains("no_such_key"), "{err}");

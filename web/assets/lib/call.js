@@ -57,6 +57,15 @@ export class Call {
     this.media = answer.media;
     this.me = answer.participant_id;
     this.role = answer.role;
+    // A refresh brings fresh TURN credentials: hand them to the live connection as well, so
+    // that an ICE restart after the first ones expired (turn.ttl_seconds) still gets a relay.
+    if (this.pc && this.pc.signalingState !== 'closed' && answer.media.ice_servers) {
+      try {
+        this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: answer.media.ice_servers });
+      } catch {
+        // Refused: the connection keeps its credentials; a failed restart rejoins afresh.
+      }
+    }
     clearTimeout(this.refreshTimer);
     const lifetime = new Date(answer.grant_expires_at).getTime() - Date.now();
     this.refreshTimer = setTimeout(() => this.refreshGrant(), Math.max(10000, lifetime * 0.7));
@@ -77,8 +86,11 @@ export class Call {
     if (this.pc) this.pc.close();
     this.midInfo.clear();
     this.remoteMuted.clear();
+    // `ice_transport_policy: "relay"` (turn.policy) keeps every candidate but TURN's out, so
+    // this device's own addresses never reach the other side.
     const pc = new RTCPeerConnection({
       iceServers: this.media.ice_servers || [],
+      iceTransportPolicy: this.media.ice_transport_policy === 'relay' ? 'relay' : 'all',
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
     });
