@@ -45,10 +45,20 @@ pub fn raise_fd_limit() -> io::Result<FdLimit> {
     Ok(FdLimit { before, now, hard })
 }
 
-/// The connection cap that fits `configured` below a soft descriptor limit of `fd_limit`.
-pub fn fitted_cap(configured: usize, fd_limit: u64) -> usize {
+/// The HTTP connection cap that fits `configured` below a soft descriptor limit of
+/// `fd_limit`, besides [`FD_RESERVE`] and `reserved` descriptors held for others (the SFU's
+/// ICE-TCP connections, see [`ice_tcp_cap`]).
+pub fn fitted_cap(configured: usize, fd_limit: u64, reserved: usize) -> usize {
     let room = usize::try_from(fd_limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
-    configured.min(room).max(1)
+    configured.min(room.saturating_sub(reserved)).max(1)
+}
+
+/// The ICE-TCP connection cap that fits `configured` below a soft descriptor limit of
+/// `fd_limit`: at most half of what [`FD_RESERVE`] leaves, so HTTP (pages, API, signaling)
+/// always keeps the other half.
+pub fn ice_tcp_cap(configured: usize, fd_limit: u64) -> usize {
+    let room = usize::try_from(fd_limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    configured.min(room / 2).max(1)
 }
 
 /// Open HTTP connections and refused ones, for `/metrics`.
@@ -309,10 +319,16 @@ mod tests {
     }
 
     #[test]
-    fn the_cap_fits_below_the_descriptor_limit() {
-        assert_eq!(fitted_cap(10_000, 1024), 768);
-        assert_eq!(fitted_cap(500, 1_048_576), 500);
-        assert_eq!(fitted_cap(500, 100), 1, "never zero");
+    fn the_caps_fit_below_the_descriptor_limit() {
+        assert_eq!(fitted_cap(10_000, 1024, 0), 768);
+        assert_eq!(fitted_cap(500, 1_048_576, 0), 500);
+        assert_eq!(fitted_cap(500, 100, 0), 1, "never zero");
+        // systemd's 1024 with ICE-TCP on: the two share what the reserve leaves.
+        let tcp = ice_tcp_cap(4096, 1024);
+        assert_eq!(tcp, 384);
+        assert_eq!(fitted_cap(10_000, 1024, tcp), 384);
+        assert_eq!(ice_tcp_cap(4096, 1_048_576), 4096);
+        assert_eq!(fitted_cap(10_000, 1_048_576, 4096), 10_000);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Node {
     /// start on an empty database): shown once.
     pub created: Option<(String, ApiKeySecret)>,
     connections: ConnectionMetrics,
+    /// Descriptors the ICE-TCP connections may take (0 without TCP), kept from HTTP's cap.
+    tcp_cap: usize,
     /// Accepting stops when the node is dropped.
     _tcp_front: Option<Arc<TcpFront>>,
     stop: watch::Sender<bool>,
@@ -76,12 +78,13 @@ pub struct Http {
     router: Router,
     config: api::config::HttpConfig,
     connections: ConnectionMetrics,
+    reserved: usize,
 }
 
 impl Http {
     /// Serves on `listener` (HTTPS with `tls`) under the `[http]` limits, with the connection
-    /// cap fitted below the process's current descriptor limit, until `handle` shuts the
-    /// server down.
+    /// cap fitted below the process's current descriptor limit (less what the ICE-TCP
+    /// connections may take), until `handle` shuts the server down.
     pub async fn serve(
         self,
         listener: std::net::TcpListener,
@@ -89,7 +92,7 @@ impl Http {
         handle: axum_server::Handle,
     ) -> io::Result<()> {
         let fd_limit = rlimit::Resource::NOFILE.get()?.0;
-        let cap = http::fitted_cap(self.config.max_connections, fd_limit);
+        let cap = http::fitted_cap(self.config.max_connections, fd_limit, self.reserved);
         if cap < self.config.max_connections {
             tracing::warn!(
                 configured = self.config.max_connections,
@@ -156,13 +159,29 @@ impl Node {
         let announce_ip = sfu.announce_ip.unwrap_or_else(default_announce_ip);
         let mut core = sfu::core::Config::new(SocketAddr::new(announce_ip, 0));
         core.max_participants_per_room = limits.max_participants;
+        let tcp_cap = if sfu.uses(SfuTransport::Tcp) {
+            // Unknown limit: nothing to fit below.
+            let fd_limit = rlimit::Resource::NOFILE.get().map_or(u64::MAX, |(soft, _)| soft);
+            let cap = http::ice_tcp_cap(sfu.tcp_max_connections, fd_limit);
+            if cap < sfu.tcp_max_connections {
+                tracing::warn!(
+                    configured = sfu.tcp_max_connections,
+                    cap,
+                    fd_limit,
+                    "sfu.tcp_max_connections lowered to fit the file-descriptor limit"
+                );
+            }
+            cap
+        } else {
+            0
+        };
         let listen = Listen {
             udp: sfu.uses(SfuTransport::Udp).then_some(sfu.udp),
             tcp: sfu.uses(SfuTransport::Tcp).then(|| sfu.tcp_addr()),
             announce_ip,
             tcp_limits: TcpLimits {
-                max_connections: sfu.tcp_max_connections,
-                max_connections_per_ip: sfu.tcp_max_connections_per_ip,
+                max_connections: tcp_cap.max(1),
+                max_connections_per_ip: sfu.tcp_max_connections_per_ip.min(tcp_cap.max(1)),
                 ..TcpLimits::default()
             },
         };
@@ -189,6 +208,7 @@ impl Node {
             announce_ip,
             created,
             connections,
+            tcp_cap,
             _tcp_front: tcp_front,
             stop,
             tasks: vec![cluster, background],
@@ -208,6 +228,7 @@ impl Node {
             router: self.router(),
             config: self.app.config.http.clone(),
             connections: self.connections.clone(),
+            reserved: self.tcp_cap,
         }
     }
 
