@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{Server, TestResult};
 use loadtest::media::Video;
+use loadtest::peer::Transport;
 use loadtest::run::{Config, Live, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,6 +23,7 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
         duration: Duration::from_secs(10),
         ramp_per_sec: 5.0,
         video: Video::P360,
+        transport: Transport::Udp,
         // The server is this very process: its figures would be the generator's.
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
@@ -38,6 +40,11 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
     assert_eq!(report.peers.failed, 0, "{summary}");
     assert!(report.peers.failures.is_empty(), "{summary}");
     assert_eq!(report.peers.incomplete_media, 0, "{summary}");
+    assert_eq!(
+        report.peers.paths,
+        [("host/udp".to_owned(), 10)].into(),
+        "every peer reached the SFU directly: {summary}"
+    );
     assert_eq!(report.visits.ended, 5, "{summary}");
     // Each peer received the other's audio and video: ten streams of each kind.
     assert_eq!(report.audio.streams, 10, "{summary}");
@@ -58,5 +65,62 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
         .get(&server.admin_key, "/api/visits?status=ended&limit=50")
         .await?;
     assert_eq!(ended["items"].as_array().map(Vec::len), Some(5), "{ended}");
+    Ok(())
+}
+
+/// The run's configuration for `server`: `visits` held `hold` over `transport`.
+fn relay_config(server: &Server, visits: usize, hold: Duration) -> Config {
+    Config {
+        url: server.base.clone(),
+        api_key: server.admin_key.clone(),
+        visits,
+        duration: hold,
+        ramp_per_sec: 5.0,
+        video: Video::P360,
+        transport: Transport::Relay,
+        server: ServerProcess::None,
+        join_timeout: Duration::from_secs(30),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_runs_go_through_turn_or_say_why_not() -> TestResult {
+    let Some(coturn) = common::coturn::Coturn::start()? else {
+        return Ok(());
+    };
+    let (url, secret) = (coturn.udp_url(), coturn.secret.clone());
+    let server = Server::start_with(signaling::Limits::default(), move |config| {
+        config.turn.urls = vec![url];
+        config.turn.shared_secret = Some(api::config::Secret::new(secret));
+    })
+    .await?;
+    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let config = relay_config(&server, 2, Duration::from_secs(3));
+    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown.clone()).await?;
+    let summary = report.table();
+    println!("{summary}");
+    assert!(report.passed(), "{summary}");
+    assert_eq!(
+        report.peers.paths,
+        [("relay/udp".to_owned(), 4)].into(),
+        "every peer relayed: {summary}"
+    );
+    assert!(summary.contains("4 × relay/udp"), "{summary}");
+
+    // A server without TURN: every visit fails, saying why.
+    let bare = Server::start(signaling::Limits::default()).await?;
+    let report = loadtest::run::run(
+        &relay_config(&bare, 1, Duration::from_secs(1)),
+        Arc::new(Live::default()),
+        shutdown,
+    )
+    .await?;
+    assert!(!report.passed());
+    let reasons: Vec<&String> = report.peers.failures.keys().collect();
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("turn.urls"),
+        "{reasons:?}"
+    );
+    assert_eq!(report.visits.ended, 1, "the visit is ended all the same");
     Ok(())
 }

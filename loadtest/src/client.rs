@@ -2,6 +2,8 @@
 
 use serde_json::{Value, json};
 
+use crate::peer::IceServer;
+
 /// A REST call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -83,6 +85,8 @@ pub struct Grant {
     pub grant: String,
     /// Where `/ws` is.
     pub signaling_url: String,
+    /// The answer's `media.ice_servers` (TURN with credentials when the server has TURN).
+    pub ice_servers: Vec<IceServer>,
 }
 
 fn text(value: &Value, step: &'static str, field: &'static str) -> Result<String, ApiError> {
@@ -248,6 +252,15 @@ impl Api {
 }
 
 fn grant(answer: &Value, step: &'static str) -> Result<Grant, ApiError> {
+    let ice_servers = match answer["media"].get("ice_servers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(servers) => {
+            serde_json::from_value(servers.clone()).map_err(|_| ApiError::Missing {
+                step,
+                field: "well-formed media.ice_servers",
+            })?
+        }
+    };
     Ok(Grant {
         grant: text(&answer["grant"], step, "grant")?,
         signaling_url: text(
@@ -255,5 +268,6 @@ fn grant(answer: &Value, step: &'static str) -> Result<Grant, ApiError> {
             step,
             "media.signaling_url",
         )?,
+        ice_servers,
     })
 }

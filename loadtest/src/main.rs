@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use loadtest::media::Video;
+use loadtest::peer::Transport;
 use loadtest::run::{Config, Live, ServerProcess};
 use tokio::sync::watch;
 
@@ -37,6 +38,11 @@ struct Cli {
     /// Video every peer sends: 360p (~500 kbit/s), 720p (~1.5 Mbit/s) or none.
     #[arg(long, default_value = "360p")]
     video: Video,
+    /// How every peer's media reaches the SFU: udp (directly to the SFU's UDP port) or relay
+    /// (only through the TURN server of the start answer: the server needs turn.urls and
+    /// turn.shared_secret; webrtc-rs relays over UDP only).
+    #[arg(long, default_value = "udp")]
+    transport: Transport,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -76,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         duration: cli.duration,
         ramp_per_sec: cli.ramp,
         video: cli.video,
+        transport: cli.transport,
         server: cli
             .server_pid
             .map_or(ServerProcess::Detect, ServerProcess::Pid),

@@ -14,6 +14,10 @@ use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
+use rtc::peer_connection::configuration::{
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy,
+};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -36,8 +40,60 @@ use webrtc::rtp_transceiver::RtpSender;
 use crate::media::{Media, Stream};
 use crate::stats::RxStream;
 
-/// How long ICE gathering of the local offer may take (host candidates on loopback: instant).
+/// How long ICE gathering of the local offer may take (host candidates on loopback: instant;
+/// a TURN allocation on loopback: a few milliseconds).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a peer's media reaches the SFU. Each value is one path whose cost the load tester
+/// measures separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Directly over UDP to the SFU's host candidate; TURN servers are ignored.
+    #[default]
+    Udp,
+    /// Only through the TURN servers of the start answer (`RTCIceTransportPolicy::Relay`):
+    /// the server must have `turn.urls` and `turn.shared_secret` (docs/config.md). webrtc-rs
+    /// allocates over UDP only: it skips `?transport=tcp` and `turns:` URLs.
+    Relay,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "udp" => Ok(Transport::Udp),
+            "relay" => Ok(Transport::Relay),
+            other => Err(format!("unknown transport {other:?}: use udp or relay")),
+        }
+    }
+}
+
+/// A STUN or TURN server of a start answer's `media.ice_servers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct IceServer {
+    /// Its URLs.
+    pub urls: Vec<String>,
+    /// TURN REST username.
+    #[serde(default)]
+    pub username: String,
+    /// TURN REST credential.
+    #[serde(default)]
+    pub credential: String,
+}
+
+/// The candidate pair a peer's ICE selected, as `type/protocol address:port` of each side
+/// (`relay/udp 127.0.0.1:49160`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedPair {
+    /// The local candidate's type and protocol: `host/udp`, `relay/udp`…
+    pub local_path: String,
+    /// The local candidate's address and port.
+    pub local: String,
+    /// The remote (SFU) candidate's address and port.
+    pub remote: String,
+}
 
 /// Why a participant stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +158,8 @@ pub struct Seen {
     pub tracks: Mutex<Vec<Arc<RemoteTrack>>>,
     /// The first `error` code received, if any.
     pub first_error: Mutex<Option<String>>,
+    /// The candidate pair selected when the connection first came up.
+    pub selected: OnceLock<SelectedPair>,
 }
 
 impl Seen {
@@ -147,6 +205,10 @@ pub struct Options {
     pub tolerate_errors: bool,
     /// What it publishes.
     pub media: Arc<Media>,
+    /// How its media reaches the SFU.
+    pub transport: Transport,
+    /// The start answer's `media.ice_servers` (used by [`Transport::Relay`]).
+    pub ice_servers: Vec<IceServer>,
     /// It gives up (closing its connection) when this passes, whatever happens.
     pub deadline: Instant,
 }
@@ -334,6 +396,8 @@ pub async fn participant(
         admits,
         tolerate_errors,
         media,
+        transport,
+        ice_servers,
         deadline,
     } = options;
     let mut engine = MediaEngine::default();
@@ -343,6 +407,8 @@ pub async fn participant(
     // Sender and receiver reports only: the receiver reports let the SFU measure the RTT of
     // every leg from RTCP; NACK and TWCC would add work to the generator for nothing it reports.
     let pc = PeerConnectionBuilder::new()
+        .with_configuration(configuration(transport, ice_servers))
+        .with_setting_engine(setting_engine(transport))
         .with_media_engine(engine)
         .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
         .with_handler(Arc::new(Handler {
@@ -370,6 +436,55 @@ pub async fn participant(
     let closed = pc.close().await;
     result?;
     Ok(closed?)
+}
+
+/// The peer connection's ICE configuration for `transport`.
+fn configuration(transport: Transport, ice_servers: Vec<IceServer>) -> RTCConfiguration {
+    match transport {
+        Transport::Udp => RTCConfigurationBuilder::new().build(),
+        Transport::Relay => RTCConfigurationBuilder::new()
+            .with_ice_servers(
+                ice_servers
+                    .into_iter()
+                    .map(|server| RTCIceServer {
+                        urls: server.urls,
+                        username: server.username,
+                        credential: server.credential,
+                    })
+                    .collect(),
+            )
+            .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+            .build(),
+    }
+}
+
+/// Its ICE timing for `transport`. As the controlling agent webrtc-rs waits 2 s before it
+/// nominates a relay pair, in case a better one turns up; relay-only, none can, so it would
+/// only add those 2 s to every relayed join (Chromium does not wait).
+fn setting_engine(transport: Transport) -> SettingEngine {
+    let builder = SettingEngineBuilder::new();
+    match transport {
+        Transport::Udp => builder,
+        Transport::Relay => builder.with_relay_acceptance_min_wait(Some(Duration::ZERO)),
+    }
+    .build()
+}
+
+/// The candidate pair ICE selected for `sender`'s transport (every track shares one: the SFU
+/// bundles), if it has one.
+async fn selected_pair(sender: &Arc<dyn RtpSender>) -> Result<Option<SelectedPair>, PeerError> {
+    let Some(dtls) = sender.transport().await? else {
+        return Ok(None);
+    };
+    let Some(pair) = dtls.ice_transport().get_selected_candidate_pair().await? else {
+        return Ok(None);
+    };
+    let (local, remote) = (pair.local(), pair.remote());
+    Ok(Some(SelectedPair {
+        local_path: format!("{}/{}", local.typ, local.protocol),
+        local: format!("{}:{}", local.address, local.port),
+        remote: format!("{}:{}", remote.address, remote.port),
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -425,6 +540,10 @@ async fn run_peer(
             () = &mut give_up => return Err(PeerError::Deadline),
             Some(frame) = inject.recv() => tx.send(frame).await?,
             Some(()) = connected.recv(), if players.0.is_empty() => {
+                // What it reports, not what it needs: no pair leaves `selected` empty.
+                if let Ok(Some(pair)) = selected_pair(&audio_sender).await {
+                    let _ = seen.selected.set(pair);
+                }
                 let apt = payload_type(&audio_sender).await?;
                 players.0.push(tokio::spawn(play(
                     Arc::clone(&audio), apt, media.audio.clone(), stop.clone(), deadline,
@@ -500,5 +619,21 @@ async fn run_peer(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports_parse_as_the_command_line_writes_them() {
+        assert_eq!("udp".parse(), Ok(Transport::Udp));
+        assert_eq!("relay".parse(), Ok(Transport::Relay));
+        assert!("carrier-pigeon".parse::<Transport>().is_err());
+        assert_eq!(
+            serde_json::to_value(Transport::Relay).ok(),
+            Some(serde_json::json!("relay"))
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::media::Video;
+use crate::peer::Transport;
 
 /// Visits of a run.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -31,6 +32,9 @@ pub struct Peers {
     pub failures: BTreeMap<String, usize>,
     /// Joined peers that ended the run without audio, or without video when video was sent.
     pub incomplete_media: usize,
+    /// The local candidate each connected peer's ICE selected, by type and protocol
+    /// (`host/udp`, `relay/udp`) → peers: which path the media really took.
+    pub paths: BTreeMap<String, usize>,
 }
 
 /// Percentiles in milliseconds (`null` without samples).
@@ -106,6 +110,8 @@ pub struct Generator {
 pub struct RunInfo {
     /// Video sent by every peer.
     pub video: Video,
+    /// How every peer's media was told to reach the SFU.
+    pub transport: Transport,
     /// How long all visits were held together (from the last start to the end), seconds.
     pub hold_s: f64,
     /// Whole run, seconds.
@@ -177,6 +183,20 @@ impl Report {
         for (reason, count) in &self.peers.failures {
             row("  failure", format!("{count} × {reason}"));
         }
+        let paths: Vec<String> = self
+            .peers
+            .paths
+            .iter()
+            .map(|(path, count)| format!("{count} × {path}"))
+            .collect();
+        row(
+            "selected path",
+            if paths.is_empty() {
+                "-".to_owned()
+            } else {
+                paths.join(", ")
+            },
+        );
         row(
             "join (start→RTP)",
             format!(
@@ -232,8 +252,9 @@ impl Report {
         row(
             "run",
             format!(
-                "{:?} video, held {:.0} s, {:.0} s in all, {} cores{}",
+                "{:?} video over {:?}, held {:.0} s, {:.0} s in all, {} cores{}",
                 self.run.video,
+                self.run.transport,
                 self.run.hold_s,
                 self.run.wall_s,
                 self.run.cores,

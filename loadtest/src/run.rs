@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Api, ApiError, Key, StartedVisit};
 use crate::media::{Media, MediaError, Video};
-use crate::peer::{self, PeerError, Seen};
+use crate::peer::{self, PeerError, Seen, Transport};
 use crate::prom::{self, Histogram};
 use crate::report::{
     Generator, KindStats, Peers, Percentiles, Report, Rtt, RunInfo, Server, Visits,
@@ -34,6 +34,8 @@ const END_TIMEOUT: Duration = Duration::from_secs(15);
 const CLEANUP_GRACE: Duration = Duration::from_secs(30);
 /// How often the host is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Why a relay run's visit failed when the server hands out no TURN server.
+const NO_TURN: &str = "no TURN server in the start answer (set turn.urls and turn.shared_secret)";
 /// The most visits one run may ask for: each is two peer connections and four RTP streams.
 pub const MAX_VISITS: usize = 5000;
 
@@ -63,6 +65,8 @@ pub struct Config {
     pub ramp_per_sec: f64,
     /// The video every peer sends.
     pub video: Video,
+    /// How every peer's media reaches the SFU.
+    pub transport: Transport,
     /// How to find the server process.
     pub server: ServerProcess,
     /// A peer that has no remote RTP this long after its start call failed to join.
@@ -105,6 +109,9 @@ struct PeerOutcome {
     join: Option<Duration>,
     /// Its received streams at the end.
     streams: Vec<(RtpCodecKind, RxStream)>,
+    /// The type and protocol of the local candidate ICE selected (`relay/udp`), if it
+    /// connected.
+    path: Option<String>,
 }
 
 /// How one visit did.
@@ -119,6 +126,7 @@ struct Shared {
     api: Api,
     admin: Key,
     media: Arc<Media>,
+    transport: Transport,
     join_timeout: Duration,
     hold_end: Instant,
     deadline: Instant,
@@ -161,6 +169,8 @@ impl Running {
                 admits,
                 tolerate_errors: false,
                 media: Arc::clone(&shared.media),
+                transport: shared.transport,
+                ice_servers: grant.ice_servers,
                 deadline: shared.deadline,
             },
             Arc::clone(&seen),
@@ -248,6 +258,11 @@ async fn visit_inner(
     let mut outcome = VisitOutcome::default();
     let patient_started = Instant::now();
     let patient = match shared.api.start_patient(&created, &code).await {
+        Ok(grant) if shared.transport == Transport::Relay && grant.ice_servers.is_empty() => {
+            let mut failed = both_failed(&shared.live, NO_TURN);
+            failed.ended = end(shared, &created).await.is_ok();
+            return failed;
+        }
         Ok(grant) => Running::spawn(shared, grant, false, patient_started, stop.clone()),
         Err(error) => {
             let mut failed = both_failed(&shared.live, &error.reason());
@@ -317,6 +332,7 @@ async fn visit_inner(
             failure,
             join,
             streams: seen.streams(),
+            path: seen.selected.get().map(|pair| pair.local_path.clone()),
         });
     }
     outcome.ended = end(shared, &created).await.is_ok();
@@ -468,6 +484,7 @@ pub async fn run(
         api: api.clone(),
         admin: Key::new(config.api_key.clone()),
         media,
+        transport: config.transport,
         join_timeout: config.join_timeout,
         hold_end,
         deadline,
@@ -553,6 +570,10 @@ fn build_report(
         *failures.entry("not started".to_owned()).or_default() += 2 * missing;
     }
     let joined_peers = peers.iter().filter(|p| p.failure.is_none()).count();
+    let mut paths: BTreeMap<String, usize> = BTreeMap::new();
+    for path in peers.iter().filter_map(|p| p.path.as_ref()) {
+        *paths.entry(path.clone()).or_default() += 1;
+    }
     let video_sent = config.video != Video::None;
     let incomplete_media = peers
         .iter()
@@ -647,6 +668,7 @@ fn build_report(
             failed: 2 * config.visits - joined_peers,
             failures,
             incomplete_media,
+            paths,
         },
         join_ms,
         audio: kind_stats(&of_kind(RtpCodecKind::Audio)),
@@ -656,6 +678,7 @@ fn build_report(
         generator,
         run: RunInfo {
             video: config.video,
+            transport: config.transport,
             hold_s: window,
             wall_s: wall.as_secs_f64(),
             ramp_per_s: config.ramp_per_sec,

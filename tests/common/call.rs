@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loadtest::media::Media;
-use loadtest::peer::{Options, PeerError, Seen, participant};
+use loadtest::peer::{IceServer, Options, PeerError, Seen, Transport, participant};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,6 +23,14 @@ fn media_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/media")
         .join(name)
+}
+
+/// The `media.ice_servers` of a start answer (none in a Chime answer).
+pub fn ice_servers(answer: &serde_json::Value) -> TestResult<Vec<IceServer>> {
+    match &answer["media"]["ice_servers"] {
+        serde_json::Value::Null => Ok(Vec::new()),
+        servers => Ok(serde_json::from_value(servers.clone())?),
+    }
 }
 
 /// A running call between a patient and a clinician peer.
@@ -48,6 +56,16 @@ impl Call {
     /// frames if asked, and waits until each has received [`WANTED`] audio and video packets
     /// from the other — failing after [`MEDIA_DEADLINE`].
     pub async fn start(visit: &Visit, patient_tolerates_errors: bool) -> TestResult<Call> {
+        Self::start_over(visit, patient_tolerates_errors, Transport::Udp).await
+    }
+
+    /// As [`Call::start`], both peers reaching the SFU over `transport` with the ICE servers
+    /// of their own start answers.
+    pub async fn start_over(
+        visit: &Visit,
+        patient_tolerates_errors: bool,
+        transport: Transport,
+    ) -> TestResult<Call> {
         let media = Arc::new(Media::from_files(
             &media_file("sample-opus.ogg"),
             Some(&media_file("sample-vp8.ivf")),
@@ -67,6 +85,8 @@ impl Call {
                 admits: false,
                 tolerate_errors: patient_tolerates_errors,
                 media: Arc::clone(&media),
+                transport,
+                ice_servers: ice_servers(&visit.patient)?,
                 deadline,
             },
             Arc::clone(&patient),
@@ -80,6 +100,8 @@ impl Call {
                 admits: true,
                 tolerate_errors: false,
                 media,
+                transport,
+                ice_servers: ice_servers(&visit.clinician)?,
                 deadline,
             },
             Arc::clone(&clinician),

@@ -1,12 +1,13 @@
 //! `bedside serve`'s components in-process on ephemeral ports, and the REST calls that take a
 //! visit to the point where its participants hold session grants; [`call`] runs a call
-//! between two webrtc-rs peers from the `loadtest` crate.
+//! between two webrtc-rs peers from the `loadtest` crate; [`coturn`] runs a TURN server.
 
 // Every test binary compiles these helpers and each uses a different subset of them.
 #![allow(dead_code)]
 
 pub mod call;
 pub mod chime;
+pub mod coturn;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Rest, TestResult};
@@ -17,6 +18,8 @@ pub struct Serve {
     pub child: Child,
     /// Its API as one client sees it.
     pub rest: Rest,
+    /// Everything it has written to stderr (its log), line by line.
+    stderr: Arc<Mutex<String>>,
 }
 
 impl Drop for Serve {
@@ -59,6 +62,7 @@ impl Serve {
         let mut serve = Serve {
             child,
             rest: Rest::new(format!("http://127.0.0.1:{port}"), String::new())?,
+            stderr: Arc::default(),
         };
         // Both pipes are drained to the end, so the child never blocks on (or loses) one.
         let (key_tx, key_rx) = std::sync::mpsc::channel();
@@ -70,10 +74,15 @@ impl Serve {
             }
         });
         let (listening_tx, listening_rx) = std::sync::mpsc::channel();
+        let log = Arc::clone(&serve.stderr);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("listening on") {
                     let _ = listening_tx.send(());
+                }
+                if let Ok(mut log) = log.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
                 }
             }
         });
@@ -83,6 +92,14 @@ impl Serve {
         };
         listening_rx.recv_timeout(START_WAIT)?;
         Ok(serve)
+    }
+
+    /// What the process has written to stderr so far: its log.
+    pub fn log(&self) -> String {
+        match self.stderr.lock() {
+            Ok(log) => log.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Sends the process signal `name` (`TERM`, `KILL`…).
