@@ -2,15 +2,28 @@
 // `bedside serve` on loopback. Each join is a fresh visit without a waiting room: the
 // clinician is already in the call, the patient previews, presses Join, and the time until
 // the clinician's video presents its first frame on the patient's page is recorded.
-// Usage: node measure.js [N]
+// Usage: node measure.js [N] [udp|relay-udp|relay-tcp|relay-tls]
+// `relay-*`: `turn.policy = "relay"` through a coturn on loopback (lib/coturn.js), reached
+// over that TURN transport; `udp` (the default): straight to the SFU.
 
 import { startServer } from './lib/server.js';
 import { client } from './lib/api.js';
 import { launch, open, armFirstFrame, firstFrameMs } from './lib/browser.js';
+import { startCoturn } from './lib/coturn.js';
 
 const runs = Number(process.argv[2]) || 20;
-const server = await startServer();
-const browser = await launch();
+const path = process.argv[3] || 'udp';
+const relay = path.match(/^relay-(udp|tcp|tls)$/);
+if (path !== 'udp' && !relay) throw new Error(`unknown path ${path}: use udp, relay-udp, relay-tcp or relay-tls`);
+const coturn = relay ? await startCoturn() : null;
+const server = await startServer({
+  env: coturn ? {
+    BEDSIDE_TURN__URLS: JSON.stringify([coturn.urls[relay[1]]]),
+    BEDSIDE_TURN__SHARED_SECRET: coturn.secret,
+    BEDSIDE_TURN__POLICY: 'relay',
+  } : {},
+});
+const browser = await launch({ args: coturn ? [`--ignore-certificate-errors-spki-list=${coturn.spki}`] : [] });
 const api = client(server.base);
 const ready = (page) => page.waitForFunction(() => {
   const join = document.querySelector('button.primary.big');
@@ -41,11 +54,12 @@ try {
   const sorted = [...samples].sort((a, b) => a - b);
   const pick = (q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
   const result = {
-    joins: runs, p50_ms: Math.round(pick(0.5)), p95_ms: Math.round(pick(0.95)),
+    path, joins: runs, p50_ms: Math.round(pick(0.5)), p95_ms: Math.round(pick(0.95)),
     min_ms: Math.round(sorted[0]), max_ms: Math.round(sorted[sorted.length - 1]),
   };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } finally {
   await browser.close();
   await server.stop();
+  if (coturn) await coturn.stop();
 }
