@@ -161,7 +161,9 @@ impl Node {
         core.max_participants_per_room = limits.max_participants;
         let tcp_cap = if sfu.uses(SfuTransport::Tcp) {
             // Unknown limit: nothing to fit below.
-            let fd_limit = rlimit::Resource::NOFILE.get().map_or(u64::MAX, |(soft, _)| soft);
+            let fd_limit = rlimit::Resource::NOFILE
+                .get()
+                .map_or(u64::MAX, |(soft, _)| soft);
             let cap = http::ice_tcp_cap(sfu.tcp_max_connections, fd_limit);
             if cap < sfu.tcp_max_connections {
                 tracing::warn!(

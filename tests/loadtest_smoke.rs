@@ -69,7 +69,7 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
 }
 
 /// The run's configuration for `server`: `visits` held `hold` over `transport`.
-fn relay_config(server: &Server, visits: usize, hold: Duration) -> Config {
+fn run_config(server: &Server, visits: usize, hold: Duration, transport: Transport) -> Config {
     Config {
         url: server.base.clone(),
         api_key: server.admin_key.clone(),
@@ -77,7 +77,7 @@ fn relay_config(server: &Server, visits: usize, hold: Duration) -> Config {
         duration: hold,
         ramp_per_sec: 5.0,
         video: Video::P360,
-        transport: Transport::Relay,
+        transport,
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
     }
@@ -95,7 +95,7 @@ async fn relay_runs_go_through_turn_or_say_why_not() -> TestResult {
     })
     .await?;
     let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
-    let config = relay_config(&server, 2, Duration::from_secs(3));
+    let config = run_config(&server, 2, Duration::from_secs(3), Transport::Relay);
     let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown.clone()).await?;
     let summary = report.table();
     println!("{summary}");
@@ -110,7 +110,7 @@ async fn relay_runs_go_through_turn_or_say_why_not() -> TestResult {
     // A server without TURN: every visit fails, saying why.
     let bare = Server::start(signaling::Limits::default()).await?;
     let report = loadtest::run::run(
-        &relay_config(&bare, 1, Duration::from_secs(1)),
+        &run_config(&bare, 1, Duration::from_secs(1), Transport::Relay),
         Arc::new(Live::default()),
         shutdown,
     )
@@ -122,5 +122,36 @@ async fn relay_runs_go_through_turn_or_say_why_not() -> TestResult {
         "{reasons:?}"
     );
     assert_eq!(report.visits.ended, 1, "the visit is ended all the same");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_runs_reach_the_sfu_over_ice_tcp() -> TestResult {
+    // Both transports announced: peers that can only use TCP still get through.
+    let server = Server::start(signaling::Limits::default()).await?;
+    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let config = run_config(&server, 2, Duration::from_secs(3), Transport::Tcp);
+    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
+    let summary = report.table();
+    println!("{summary}");
+    assert!(report.passed(), "{summary}");
+    assert_eq!(
+        report.peers.paths,
+        [("host/tcp".to_owned(), 4)].into(),
+        "every peer went over ICE-TCP: {summary}"
+    );
+    assert!(
+        report.audio.streams == 4 && report.video.streams == 4,
+        "{summary}"
+    );
+    let metrics = server.get_text("/metrics").await?;
+    assert!(
+        common::metric_sum(
+            &metrics,
+            "bedside_sfu_tcp_accepts_total{",
+            "outcome=\"adopted\""
+        ) >= 4.0,
+        "the SFU adopted their connections"
+    );
     Ok(())
 }

@@ -38,9 +38,10 @@ struct Cli {
     /// Video every peer sends: 360p (~500 kbit/s), 720p (~1.5 Mbit/s) or none.
     #[arg(long, default_value = "360p")]
     video: Video,
-    /// How every peer's media reaches the SFU: udp (directly to the SFU's UDP port) or relay
-    /// (only through the TURN server of the start answer: the server needs turn.urls and
-    /// turn.shared_secret; webrtc-rs relays over UDP only).
+    /// How every peer's media reaches the SFU: udp (directly to the SFU's UDP port), tcp
+    /// (directly to its ICE-TCP port, no UDP) or relay (only through the TURN server of the
+    /// start answer: the server needs turn.urls and turn.shared_secret; webrtc-rs relays over
+    /// UDP only).
     #[arg(long, default_value = "udp")]
     transport: Transport,
     /// Write the report as JSON to this file.

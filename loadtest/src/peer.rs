@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt as _, StreamExt as _};
+use rtc::ice::network_type::NetworkType;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
@@ -19,6 +20,7 @@ use rtc::peer_connection::configuration::{
     RTCConfiguration, RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy,
 };
 use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -52,6 +54,9 @@ pub enum Transport {
     /// Directly over UDP to the SFU's host candidate; TURN servers are ignored.
     #[default]
     Udp,
+    /// Directly over ICE-TCP to the SFU's passive TCP candidate (an active TCP candidate on
+    /// 127.0.0.1, no UDP at all); TURN servers are ignored.
+    Tcp,
     /// Only through the TURN servers of the start answer (`RTCIceTransportPolicy::Relay`):
     /// the server must have `turn.urls` and `turn.shared_secret` (docs/config.md). webrtc-rs
     /// allocates over UDP only: it skips `?transport=tcp` and `turns:` URLs.
@@ -64,8 +69,11 @@ impl std::str::FromStr for Transport {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "udp" => Ok(Transport::Udp),
+            "tcp" => Ok(Transport::Tcp),
             "relay" => Ok(Transport::Relay),
-            other => Err(format!("unknown transport {other:?}: use udp or relay")),
+            other => Err(format!(
+                "unknown transport {other:?}: use udp, tcp or relay"
+            )),
         }
     }
 }
@@ -406,7 +414,7 @@ pub async fn participant(
     let (connected_tx, mut connected) = mpsc::channel(1);
     // Sender and receiver reports only: the receiver reports let the SFU measure the RTT of
     // every leg from RTCP; NACK and TWCC would add work to the generator for nothing it reports.
-    let pc = PeerConnectionBuilder::new()
+    let builder = PeerConnectionBuilder::new()
         .with_configuration(configuration(transport, ice_servers))
         .with_setting_engine(setting_engine(transport))
         .with_media_engine(engine)
@@ -415,12 +423,19 @@ pub async fn participant(
             seen: Arc::clone(&seen),
             gathered: gathered_tx,
             connected: connected_tx,
-        }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-        .build()
-        .await?;
+        }));
+    let loopback = vec!["127.0.0.1:0".to_owned()];
+    let pc = match transport {
+        Transport::Tcp => builder
+            .with_tcp_addrs(loopback)
+            .with_udp_addrs(Vec::<String>::new()),
+        Transport::Udp | Transport::Relay => builder.with_udp_addrs(loopback),
+    }
+    .build()
+    .await?;
     let result = run_peer(
         &pc,
+        transport,
         &signaling_url,
         &grant,
         admits,
@@ -438,10 +453,38 @@ pub async fn participant(
     Ok(closed?)
 }
 
+/// Hands the server's passive TCP candidates in `sdp` to ICE as if trickled: webrtc-rs opens
+/// an outgoing TCP connection only for a passive candidate given to `add_ice_candidate`, not
+/// for one in the remote description (the SFU, ICE-lite, never trickles).
+async fn connect_tcp_candidates(pc: &impl PeerConnection, sdp: &str) -> Result<(), PeerError> {
+    let mid = sdp
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("a=mid:"))
+        .map(str::to_owned);
+    for line in sdp.lines().map(str::trim) {
+        let Some(candidate) = line.strip_prefix("a=") else {
+            continue;
+        };
+        if candidate.starts_with("candidate:")
+            && candidate.contains(" tcp ")
+            && candidate.contains("tcptype passive")
+        {
+            pc.add_ice_candidate(RTCIceCandidateInit {
+                candidate: candidate.to_owned(),
+                sdp_mid: mid.clone(),
+                sdp_mline_index: Some(0),
+                ..RTCIceCandidateInit::default()
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The peer connection's ICE configuration for `transport`.
 fn configuration(transport: Transport, ice_servers: Vec<IceServer>) -> RTCConfiguration {
     match transport {
-        Transport::Udp => RTCConfigurationBuilder::new().build(),
+        Transport::Udp | Transport::Tcp => RTCConfigurationBuilder::new().build(),
         Transport::Relay => RTCConfigurationBuilder::new()
             .with_ice_servers(
                 ice_servers
@@ -465,6 +508,7 @@ fn setting_engine(transport: Transport) -> SettingEngine {
     let builder = SettingEngineBuilder::new();
     match transport {
         Transport::Udp => builder,
+        Transport::Tcp => builder.with_network_types(vec![NetworkType::Tcp4]),
         Transport::Relay => builder.with_relay_acceptance_min_wait(Some(Duration::ZERO)),
     }
     .build()
@@ -490,6 +534,7 @@ async fn selected_pair(sender: &Arc<dyn RtpSender>) -> Result<Option<SelectedPai
 #[allow(clippy::too_many_arguments)]
 async fn run_peer(
     pc: &impl PeerConnection,
+    transport: Transport,
     signaling_url: &str,
     grant: &str,
     admits: bool,
@@ -589,6 +634,9 @@ async fn run_peer(
                             *slot = ufrag;
                         }
                         pc.set_remote_description(RTCSessionDescription::answer(sdp.to_owned())?).await?;
+                        if transport == Transport::Tcp {
+                            connect_tcp_candidates(pc, sdp).await?;
+                        }
                     }
                     Some("offer") => {
                         let sdp = message["sdp"].as_str().ok_or(PeerError::Protocol("offer without sdp"))?;
@@ -630,6 +678,7 @@ mod tests {
     fn transports_parse_as_the_command_line_writes_them() {
         assert_eq!("udp".parse(), Ok(Transport::Udp));
         assert_eq!("relay".parse(), Ok(Transport::Relay));
+        assert_eq!("tcp".parse(), Ok(Transport::Tcp));
         assert!("carrier-pigeon".parse::<Transport>().is_err());
         assert_eq!(
             serde_json::to_value(Transport::Relay).ok(),
