@@ -9,17 +9,20 @@
 //!   decision for one track to one subscriber (drop, or which payload type, sequence number,
 //!   timestamp and marker to write) as a pure function of plain values, unit-tested on its
 //!   own; `core/routing.rs` looks up the track and its legs and writes what it decides.
-//! - [`driver`]: the tokio driver that feeds a core from a UDP socket, a timer and a command
-//!   channel, and [`driver::Workers`], one driver per CPU core with rooms pinned to one.
+//! - [`driver`]: the tokio driver that feeds a core from a UDP socket, the ICE-TCP connections
+//!   handed to it, a timer and a command channel; [`driver::Workers`], one driver per CPU core
+//!   with rooms pinned to one; and [`driver::TcpFront`], the one ICE-TCP listener that hands
+//!   each connection to the worker whose core expects it (`driver/tcp.rs`).
 //!
 //! # Run loop
 //!
 //! A driver owns one [`core::Core`] and repeats:
 //!
-//! 1. wait for the first of: a datagram on the socket, the deadline last returned by
-//!    [`core::Core::poll_timeout`], or a command from signaling;
-//! 2. feed exactly that input: [`core::Core::handle_datagram`],
-//!    [`core::Core::handle_timeout`] or [`core::Core::handle_command`];
+//! 1. wait for the first of: a datagram on the socket, a frame from a TCP connection, the
+//!    deadline last returned by [`core::Core::poll_timeout`], or a command from signaling;
+//! 2. feed exactly that input: [`core::Core::handle_datagram`] (or
+//!    [`core::Core::handle_packet`] for a TCP frame), [`core::Core::handle_timeout`] or
+//!    [`core::Core::handle_command`];
 //! 3. drain: send every [`core::Core::poll_transmit`], dispatch every
 //!    [`core::Core::poll_event`], then read [`core::Core::poll_timeout`] again.
 //!

@@ -1,7 +1,7 @@
 //! The sans-IO router.
 //!
-//! [`Core`] owns one [`str0m::Rtc`] per participant (ICE-lite, RTP mode, one announced host
-//! candidate) and the room graph. Its methods fall into four groups, like quinn-proto's
+//! [`Core`] owns one [`str0m::Rtc`] per participant (ICE-lite, RTP mode, a UDP and a passive
+//! TCP host candidate as configured) and the room graph. Its methods fall into four groups, like quinn-proto's
 //! `Connection`:
 //!
 //! - inputs: [`Core::handle_datagram`], [`Core::handle_timeout`], [`Core::handle_command`];
@@ -15,9 +15,10 @@
 //!
 //! # Routing
 //!
-//! A datagram is routed to its participant in O(1): by remote address, or for the first STUN
-//! packets from a new address by the local ICE ufrag in its USERNAME; the participant's session
-//! then authenticates it (`Rtc::accepts`) before the new address is remembered.
+//! A packet (a UDP datagram or an ICE-TCP frame) is routed to its participant in O(1): by
+//! transport and remote address, or for the first STUN packets from a new address by the local
+//! ICE ufrag in its USERNAME; the participant's session then authenticates it (`Rtc::accepts`)
+//! before the new address is remembered.
 //!
 //! Every RTP packet a publisher sends on a track is written to a send-only m-line (a leg) of
 //! every other admitted participant of the room; str0m then does RTCP, NACK/RTX and TWCC per
