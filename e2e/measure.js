@@ -2,9 +2,10 @@
 // `bedside serve` on loopback. Each join is a fresh visit without a waiting room: the
 // clinician is already in the call, the patient previews, presses Join, and the time until
 // the clinician's video presents its first frame on the patient's page is recorded.
-// Usage: node measure.js [N] [udp|relay-udp|relay-tcp|relay-tls]
+// Usage: node measure.js [N] [udp|tcp|relay-udp|relay-tcp|relay-tls]
 // `relay-*`: `turn.policy = "relay"` through a coturn on loopback (lib/coturn.js), reached
-// over that TURN transport; `udp` (the default): straight to the SFU.
+// over that TURN transport; `udp` (the default): straight to the SFU; `tcp`: straight to the
+// SFU's ICE-TCP port, the only transport it announces (`sfu.transports = ["tcp"]`).
 
 import { startServer } from './lib/server.js';
 import { client } from './lib/api.js';
@@ -14,14 +15,16 @@ import { startCoturn } from './lib/coturn.js';
 const runs = Number(process.argv[2]) || 20;
 const path = process.argv[3] || 'udp';
 const relay = path.match(/^relay-(udp|tcp|tls)$/);
-if (path !== 'udp' && !relay) throw new Error(`unknown path ${path}: use udp, relay-udp, relay-tcp or relay-tls`);
+if (!['udp', 'tcp'].includes(path) && !relay) {
+  throw new Error(`unknown path ${path}: use udp, tcp, relay-udp, relay-tcp or relay-tls`);
+}
 const coturn = relay ? await startCoturn() : null;
 const server = await startServer({
   env: coturn ? {
     BEDSIDE_TURN__URLS: JSON.stringify([coturn.urls[relay[1]]]),
     BEDSIDE_TURN__SHARED_SECRET: coturn.secret,
     BEDSIDE_TURN__POLICY: 'relay',
-  } : {},
+  } : path === 'tcp' ? { BEDSIDE_SFU__TRANSPORTS: '["tcp"]' } : {},
 });
 const browser = await launch({ args: coturn ? [`--ignore-certificate-errors-spki-list=${coturn.spki}`] : [] });
 const api = client(server.base);
