@@ -47,6 +47,7 @@ export async function startServer({ env = {} } = {}) {
     child.stderr.on('data', check);
     child.on('exit', (code) => {
       clearTimeout(timer);
+      rmSync(dataDir, { recursive: true, force: true });
       reject(new Error(`bedside serve exited with ${code}:\n${out}\n${err}`));
     });
   });
