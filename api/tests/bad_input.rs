@@ -745,6 +745,31 @@ async fn the_openapi_document_states_the_page_size_bounds() {
     }
 }
 
+/// The list routes' parameters are documented where they are read — the query string — not as
+/// path parameters their paths do not have, which a client built from the document (or a
+/// schema-based fuzzer) could never send.
+#[tokio::test]
+async fn the_openapi_document_puts_query_parameters_in_the_query() {
+    let t = TestApp::new().await;
+    let document = t
+        .send(Req::get("/api/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    for path in [
+        "/api/visits",
+        "/api/audit",
+        "/api/audit/export",
+        "/api/notifications",
+    ] {
+        let parameters = document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has parameters"));
+        for parameter in parameters {
+            assert_eq!(parameter["in"], json!("query"), "{path}: {parameter}");
+        }
+    }
+}
+
 /// A request announcing a body over the limit is refused from its header, at once, over a
 /// real socket: the body is never sent, and the server does not wait for it.
 #[tokio::test]

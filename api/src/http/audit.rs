@@ -21,6 +21,8 @@ use crate::store::{self, audit::AuditFilter, ms};
 
 /// Query of the audit routes.
 #[derive(Debug, Deserialize, IntoParams)]
+// Documented as query parameters: utoipa's default place is the path.
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this visit.

@@ -114,7 +114,9 @@ fn token_error(err: TokenError) -> ApiError {
     }
 }
 
-fn check_display_name(name: Option<&str>) -> ApiResult<Option<String>> {
+/// The `display_name` of a start body, checked before the store is asked: trimmed, 1–60
+/// characters and no control characters, or `invalid_request`; `None` when not given.
+pub fn check_display_name(name: Option<&str>) -> ApiResult<Option<String>> {
     match name.map(str::trim) {
         None => Ok(None),
         Some(n) if n.is_empty() || n.chars().count() > 60 || n.chars().any(char::is_control) => {

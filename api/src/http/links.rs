@@ -320,6 +320,8 @@ pub async fn resend(
 
 /// Query of `GET /api/notifications`.
 #[derive(Debug, Deserialize, IntoParams)]
+// Documented as query parameters: utoipa's default place is the path.
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationQuery {
     /// The visit whose notifications to list.

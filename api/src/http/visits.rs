@@ -198,6 +198,8 @@ pub async fn create(
 
 /// Query of `GET /api/visits`.
 #[derive(Debug, Deserialize, IntoParams)]
+// Documented as query parameters: utoipa's default place is the path.
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only visits in this status.
