@@ -623,3 +623,64 @@ fn a_client_ice_restart_gets_new_credentials_and_media_keeps_flowing() {
         "media flows both ways after the restart: {settled:?} → {later:?}"
     );
 }
+
+/// The active speakers the core reported since event `from`.
+fn active_speakers(sim: &sim::Sim, from: usize) -> Vec<Option<ParticipantId>> {
+    sim.events[from..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::ActiveSpeaker { participant, .. } => Some(*participant),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The RFC 6464 levels on the participants' audio decide the room's active speaker: the one
+/// who speaks, then the other who takes over, then nobody after 1.5 s (not 1 s) of silence;
+/// a speaker who leaves is cleared at once; a participant in the waiting room, however loud,
+/// never counts.
+#[test]
+fn the_active_speaker_follows_the_audio_levels_of_admitted_participants() {
+    let mut sim = Sim::new(11);
+    let alice = sim.join(Video::None, false);
+    let bob = sim.join(Video::None, false);
+    let carol = sim.join(Video::None, true);
+    sim.clients[alice].audio_level = Some(-20);
+    sim.clients[bob].audio_level = Some(-90);
+    sim.clients[carol].audio_level = Some(-5);
+    sim.run_until_connected(Duration::from_secs(2));
+    let (alice_id, bob_id) = (sim.clients[alice].id, sim.clients[bob].id);
+
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(active_speakers(&sim, 0), vec![Some(alice_id)]);
+
+    let mark = sim.events.len();
+    sim.clients[alice].audio_level = Some(-90);
+    sim.clients[bob].audio_level = Some(-25);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(active_speakers(&sim, mark), vec![Some(bob_id)]);
+
+    let mark = sim.events.len();
+    sim.clients[bob].audio_level = Some(-90);
+    sim.run_for(Duration::from_millis(900));
+    assert_eq!(
+        active_speakers(&sim, mark),
+        vec![],
+        "not cleared within 1 s"
+    );
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        active_speakers(&sim, mark),
+        vec![None],
+        "cleared after 1.5 s"
+    );
+
+    let mark = sim.events.len();
+    sim.clients[bob].audio_level = Some(-30);
+    sim.run_for(Duration::from_secs(1));
+    sim.command(Command::Leave {
+        participant: bob_id,
+    })
+    .expect("bob leaves");
+    assert_eq!(active_speakers(&sim, mark), vec![Some(bob_id), None]);
+}

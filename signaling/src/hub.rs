@@ -412,7 +412,7 @@ impl Hub {
                             entry.room.media_joined(participant);
                         }
                         for event in events {
-                            touched.push(event.subject());
+                            touched.extend(event.subject());
                             entry.room.on_media(Instant::now(), event);
                         }
                     }

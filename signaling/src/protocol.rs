@@ -290,6 +290,13 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attendee: Option<Box<serde_json::Value>>,
     },
+    /// The room's active speaker changed, from the audio levels of the admitted participants'
+    /// packets (SFU only; decided every half second): who speaks now, or `null` when nobody
+    /// has for 1.5 s or the speaker left. Waiting participants are not told.
+    ActiveSpeaker {
+        /// Who speaks, or `None` (`null`) for nobody.
+        participant: Option<String>,
+    },
     /// Someone left the room.
     ParticipantLeft {
         /// Who.
@@ -457,6 +464,14 @@ mod tests {
             text,
             r#"{"type":"error","code":"rate_limited","message":"slow"}"#
         );
+        let text = serde_json::to_string(&ServerMessage::ActiveSpeaker {
+            participant: Some("p".into()),
+        })
+        .expect("encode");
+        assert_eq!(text, r#"{"type":"active_speaker","participant":"p"}"#);
+        let text = serde_json::to_string(&ServerMessage::ActiveSpeaker { participant: None })
+            .expect("encode");
+        assert_eq!(text, r#"{"type":"active_speaker","participant":null}"#);
         let text = serde_json::to_string(&ServerMessage::ParticipantLeft {
             participant: "p".into(),
             reason: LeftReason::VisitEnded,

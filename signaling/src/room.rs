@@ -657,8 +657,8 @@ impl Room {
 
     /// Applies what the media backend reports at `now`.
     pub fn on_media(&mut self, now: Instant, event: MediaEvent) {
-        let subject = event.subject();
-        if let Some(pending) = self.replaced.get_mut(&subject)
+        if let Some(subject) = event.subject()
+            && let Some(pending) = self.replaced.get_mut(&subject)
             && *pending > 0
         {
             if matches!(event, MediaEvent::Left { .. }) {
@@ -748,6 +748,24 @@ impl Room {
                 participant,
                 ServerMessage::error(ErrorCode::TooManyTracks, reason),
             ),
+            MediaEvent::ActiveSpeaker { participant } => {
+                // The waiting room hears nobody, so it is not told who speaks.
+                let message = ServerMessage::ActiveSpeaker {
+                    participant: participant.map(wire_id),
+                };
+                let conns: Vec<ConnId> = self
+                    .seats
+                    .values()
+                    .filter(|seat| !seat.waiting)
+                    .filter_map(Seat::listening)
+                    .collect();
+                for conn in conns {
+                    self.out.push_back(Output::Send {
+                        conn,
+                        message: message.clone(),
+                    });
+                }
+            }
             MediaEvent::FirstMedia { participant } => {
                 if let Some(seat) = self.seats.get(&participant) {
                     let after = now.saturating_duration_since(seat.joined_at);

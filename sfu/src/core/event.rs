@@ -143,6 +143,15 @@ pub enum Event {
         /// The measured round trip.
         rtt: Duration,
     },
+    /// The room's active speaker changed (from the audio levels of its admitted members'
+    /// packets, decided every half second): who speaks now, or nobody after 1.5 s of silence
+    /// or when the speaker left.
+    ActiveSpeaker {
+        /// The room.
+        room: RoomId,
+        /// The new active speaker, or `None` for nobody.
+        participant: Option<ParticipantId>,
+    },
     /// A participant left its room; every resource it held is freed.
     Left {
         /// The room.

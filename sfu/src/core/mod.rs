@@ -27,6 +27,8 @@
 //! routing code (`routing.rs`) reads once per packet; no session, clock or socket is involved
 //! in the decision. Keyframe requests from subscribers
 //! travel back to the publisher, at most one per [`Config::keyframe_interval`] per track.
+//! The audio levels on forwarded packets (RFC 6464) decide each room's active speaker
+//! (`speaker.rs`), reported as [`Event::ActiveSpeaker`] when it changes.
 
 mod command;
 mod config;
@@ -40,6 +42,7 @@ mod outputs;
 mod participant;
 mod room;
 mod routing;
+mod speaker;
 mod stun;
 mod timers;
 mod track;
@@ -238,6 +241,7 @@ impl Core {
                     }
                 }
                 Timer::Keyframe(track) => self.send_deferred_keyframe(now, track),
+                Timer::Speakers(room) => self.decide_speaker(now, room),
             }
         }
         self.run(now);
@@ -316,7 +320,7 @@ impl Core {
     fn run(&mut self, now: Instant) {
         while let Some(work) = self.out.work.pop_front() {
             match work {
-                Work::Forward { track, packet } => self.forward(track, &packet),
+                Work::Forward { track, packet } => self.forward(now, track, &packet),
                 Work::Publish {
                     participant,
                     mid,
@@ -462,10 +466,16 @@ impl Core {
                 track.legs.remove(&id);
             }
         }
-        if let Some(members) = self.rooms.get_mut(&room).map(|r| &mut r.members) {
-            members.retain(|member| *member != id);
-            if members.is_empty() {
+        if let Some(entry) = self.rooms.get_mut(&room) {
+            entry.members.retain(|member| *member != id);
+            let cleared = entry.speakers.forget(id);
+            if entry.members.is_empty() {
                 self.rooms.remove(&room);
+                self.out.timers.cancel(Timer::Speakers(room));
+            } else if let Some(participant) = cleared {
+                self.out
+                    .events
+                    .push_back(Event::ActiveSpeaker { room, participant });
             }
         }
         participant.close(&mut self.out);

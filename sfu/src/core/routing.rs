@@ -10,6 +10,7 @@ use super::error::CoreError;
 use super::event::Event;
 use super::forwarder::{Incoming, LegState};
 use super::ids::{ParticipantId, RoomId, TrackId};
+use super::speaker;
 use super::timers::Timer;
 use super::track::{Gate, Track};
 
@@ -130,7 +131,8 @@ impl Core {
     /// Writes one publisher packet to every leg of its track whose [`Forwarder`] forwards it.
     ///
     /// [`Forwarder`]: super::forwarder::Forwarder
-    pub(super) fn forward(&mut self, id: TrackId, packet: &RtpPacket) {
+    /// Its audio level, if any, counts towards the room's active speaker.
+    pub(super) fn forward(&mut self, now: Instant, id: TrackId, packet: &RtpPacket) {
         let Some(track) = self.tracks.get_mut(&id) else {
             return;
         };
@@ -140,6 +142,17 @@ impl Core {
         let Some(publisher) = self.participants.get(&id.participant) else {
             return;
         };
+        if !track.kind.is_video()
+            && !track.muted
+            && !publisher.waiting
+            && let Some(dbov) = packet.header.ext_vals.audio_level
+            && let Some(room) = self.rooms.get_mut(&publisher.room)
+            && room.speakers.observe(id.participant, dbov)
+        {
+            self.out
+                .timers
+                .set(Timer::Speakers(publisher.room), now + speaker::WINDOW);
+        }
         let incoming = Incoming {
             pt: packet.header.payload_type,
             seq_no: packet.seq_no,
@@ -260,6 +273,25 @@ impl Core {
     pub(super) fn unpublish_live(&mut self, track: TrackId) {
         if let Some(room) = self.participants.get(&track.participant).map(|p| p.room) {
             self.unpublish(room, track);
+        }
+    }
+
+    /// The end of `room`'s active-speaker window: reports a change and collects another
+    /// window while there is audio or a speaker to clear.
+    pub(super) fn decide_speaker(&mut self, now: Instant, room: RoomId) {
+        let Some(entry) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let decision = entry.speakers.decide();
+        if decision.again {
+            self.out
+                .timers
+                .set(Timer::Speakers(room), now + speaker::WINDOW);
+        }
+        if let Some(participant) = decision.changed {
+            self.out
+                .events
+                .push_back(Event::ActiveSpeaker { room, participant });
         }
     }
 }

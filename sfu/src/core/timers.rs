@@ -1,7 +1,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use super::ids::{ParticipantId, TrackId};
+use super::ids::{ParticipantId, RoomId, TrackId};
 
 /// Everything in the core that waits for a moment in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -10,6 +10,8 @@ pub(crate) enum Timer {
     Rtc(ParticipantId),
     /// A coalesced keyframe request waits for the throttle interval of its track to pass.
     Keyframe(TrackId),
+    /// The end of a room's active-speaker window.
+    Speakers(RoomId),
 }
 
 /// One deadline per [`Timer`], ordered so the next one is found in O(log n) instead of asking

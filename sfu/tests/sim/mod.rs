@@ -14,7 +14,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 
 pub const ROOM: RoomId = RoomId(7);
@@ -106,6 +106,8 @@ pub struct Client {
     /// Keyframe packets this client sent, as `(frame, packet, sent at)`.
     pub sent_keyframe_packets: Vec<(u32, u8, Instant)>,
     pub publishing: bool,
+    /// The level (dBov) its audio packets carry in the RFC 6464 extension; `None`: no level.
+    pub audio_level: Option<i8>,
     /// The server's ICE ufrag for this client, from the first SDP the server sent it.
     pub server_ufrag: Option<String>,
     pending: Option<SdpPendingOffer>,
@@ -308,6 +310,7 @@ impl Sim {
             keyframe_requests: Vec::new(),
             sent_keyframe_packets: Vec::new(),
             publishing: true,
+            audio_level: None,
             server_ufrag: None,
             pending: None,
             video_codec,
@@ -683,6 +686,16 @@ fn send_frame(
         (48_000, AUDIO_PERIOD)
     };
     let rtp_time = (u128::from(stream.frame) * rate * period.as_millis() / 1000) as u32;
+    let ext_vals = ExtensionValues {
+        audio_level: if video { None } else { client.audio_level },
+        // str0m writes the extension only with its voice-activity flag.
+        voice_activity: if video {
+            None
+        } else {
+            client.audio_level.map(|dbov| dbov >= -50)
+        },
+        ..ExtensionValues::default()
+    };
     for packet in 0..packets {
         let mut payload = vec![0u8; payload_len];
         payload[0] = if video { 0x10 } else { b'A' };
@@ -698,7 +711,8 @@ fn send_frame(
         tx.write_rtp(
             RtpWrite::new(pt, stream.seq.into(), rtp_time, now, payload)
                 .marker(packet + 1 == packets)
-                .nackable(video),
+                .nackable(video)
+                .ext_vals(ext_vals.clone()),
         );
         stream.seq += 1;
         if keyframe {

@@ -127,6 +127,11 @@ pub enum MediaEvent {
         /// Why, for the participant.
         reason: String,
     },
+    /// The room's active speaker changed (`None`: nobody speaks).
+    ActiveSpeaker {
+        /// Who speaks now.
+        participant: Option<ParticipantId>,
+    },
     /// The participant's first media packet arrived.
     FirstMedia {
         /// The publisher.
@@ -142,9 +147,9 @@ pub enum MediaEvent {
 }
 
 impl MediaEvent {
-    /// The participant the event is about.
-    pub fn subject(&self) -> ParticipantId {
-        match self {
+    /// The participant the event is about; `None` for a room-wide event about nobody.
+    pub fn subject(&self) -> Option<ParticipantId> {
+        Some(match self {
             Self::Answer { participant, .. }
             | Self::Offer { participant, .. }
             | Self::Admitted { participant, .. }
@@ -157,7 +162,8 @@ impl MediaEvent {
             | Self::TrackUnpublished { track }
             | Self::TrackMuted { track, .. } => track.participant,
             Self::TrackRouted { subscriber, .. } => *subscriber,
-        }
+            Self::ActiveSpeaker { participant } => return *participant,
+        })
     }
 }
 

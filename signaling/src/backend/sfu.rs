@@ -143,6 +143,12 @@ pub fn translate(event: Event) -> Translated {
                 },
             };
         }
+        Event::ActiveSpeaker { room, participant } => {
+            return Translated::Room {
+                room: Some(room),
+                event: MediaEvent::ActiveSpeaker { participant },
+            };
+        }
         Event::Rtt { rtt, .. } => return Translated::Rtt(rtt),
         Event::Joined { .. } | Event::KeyframeRequested { .. } => return Translated::Nothing,
     };

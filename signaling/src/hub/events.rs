@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use api::events::VisitEvent;
-use sfu::core::{Event, RoomId};
+use sfu::core::{Event, ParticipantId, RoomId};
 use sfu::driver::WorkerStats;
 use tokio::sync::{broadcast, mpsc};
 
@@ -41,14 +41,18 @@ impl Hub {
         let subject = event.subject();
         let (room_id, pending) = {
             let mut state = self.state();
-            let Some(room_id) = state.index.get(&subject).copied().or(hint) else {
+            let Some(room_id) = subject
+                .and_then(|subject| state.index.get(&subject).copied())
+                .or(hint)
+            else {
                 return;
             };
             let Some(entry) = state.rooms.get_mut(&room_id) else {
                 return;
             };
             entry.room.on_media(Instant::now(), event);
-            (room_id, self.flush(&mut state, room_id, &[subject]))
+            let touched: Vec<ParticipantId> = subject.into_iter().collect();
+            (room_id, self.flush(&mut state, room_id, &touched))
         };
         let _ = self.execute(room_id, pending).await;
     }

@@ -723,3 +723,45 @@ fn first_media_is_measured_from_the_join() {
     );
     assert_eq!(drain(&mut room).first_media, [Duration::from_millis(700)]);
 }
+
+#[test]
+fn the_active_speaker_reaches_the_admitted_and_not_the_waiting_room() {
+    let now = Instant::now();
+    let mut room = room(true);
+    let _ = join(&mut room, now, CLINICIAN, 10);
+    let _ = join(&mut room, now, PATIENT, 20);
+    drain(&mut room);
+    room.on_media(
+        now,
+        MediaEvent::ActiveSpeaker {
+            participant: Some(CLINICIAN),
+        },
+    );
+    room.on_media(now, MediaEvent::ActiveSpeaker { participant: None });
+    let out = drain(&mut room);
+    assert_eq!(out.types_to(10), ["active_speaker", "active_speaker"]);
+    assert_eq!(
+        out.frames_to(10),
+        [
+            &ServerMessage::ActiveSpeaker {
+                participant: Some(wire_id(CLINICIAN))
+            },
+            &ServerMessage::ActiveSpeaker { participant: None }
+        ]
+    );
+    assert!(
+        out.types_to(20).is_empty(),
+        "the waiting patient is not told"
+    );
+
+    let mut room = call(now, true);
+    room.on_media(
+        now,
+        MediaEvent::ActiveSpeaker {
+            participant: Some(PATIENT),
+        },
+    );
+    let out = drain(&mut room);
+    assert_eq!(out.types_to(10), ["active_speaker"]);
+    assert_eq!(out.types_to(20), ["active_speaker"], "once admitted it is");
+}

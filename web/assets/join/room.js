@@ -38,14 +38,18 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
   const remoteName = h('span', { class: 'name' }, clinician ? 'Patient' : otherName || 'Clinician');
   const remoteMic = h('span', { class: 'badge mic-off', hidden: true }, icon('mic-off'), 'Microphone off');
   const remoteLevel = h('span', { class: 'speaking', 'aria-hidden': 'true', 'data-level': '0' });
+  // Who the server hears speaking (`active_speaker`): shown, not announced, since it changes
+  // every few seconds in a conversation.
+  const remoteSpeaking = h('span', { class: 'badge is-speaking', hidden: true }, 'Speaking');
   const remoteTile = h('div', { class: 'tile remote', 'data-video': 'none' },
-    remoteVideo, remoteHolder, h('div', { class: 'label' }, remoteLevel, remoteName, remoteMic));
+    remoteVideo, remoteHolder, h('div', { class: 'label' }, remoteLevel, remoteName, remoteMic, remoteSpeaking));
   const screenVideo = h('video', { class: 'screen-video', autoplay: true, playsInline: true, muted: true, 'aria-label': 'Shared screen' });
   const screenTile = h('div', { class: 'tile screen', hidden: true }, screenVideo, h('div', { class: 'label' }, h('span', { class: 'name' }, 'Shared screen')));
   const selfVideo = h('video', { class: 'self-video mirror', autoplay: true, playsInline: true, muted: true, 'aria-label': 'Your video' });
   const selfOff = h('p', { class: 'placeholder' }, 'Camera off');
   const selfMic = h('span', { class: 'badge mic-off', hidden: true }, icon('mic-off'), 'Muted');
-  const selfTile = h('div', { class: 'tile self' }, selfVideo, selfOff, h('div', { class: 'label' }, h('span', { class: 'name' }, 'You'), selfMic));
+  const selfSpeaking = h('span', { class: 'badge is-speaking', hidden: true }, 'Speaking');
+  const selfTile = h('div', { class: 'tile self' }, selfVideo, selfOff, h('div', { class: 'label' }, h('span', { class: 'name' }, 'You'), selfMic, selfSpeaking));
   const audios = h('div', { class: 'audios', hidden: true });
   const soundButton = h('button', { type: 'button', class: 'secondary sound', hidden: true }, 'Turn on sound');
 
@@ -254,6 +258,12 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
         focusHeading(room);
         return;
       case 'roster': showRoster(detail); return;
+      case 'speaker':
+        selfSpeaking.hidden = detail !== call.me;
+        remoteSpeaking.hidden = !detail || detail === call.me;
+        selfTile.classList.toggle('active-speaker', !selfSpeaking.hidden);
+        remoteTile.classList.toggle('active-speaker', !remoteSpeaking.hidden);
+        return;
       case 'remote': showRemote(detail); return;
       case 'local': showSelf(); return;
       case 'screen':

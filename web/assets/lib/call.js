@@ -192,6 +192,7 @@ export class Call {
       case 'track_unpublished':
         for (const [mid, info] of this.midInfo) if (info.track === msg.track) this.midInfo.delete(mid);
         return this.renderRemote();
+      case 'active_speaker': return this.emit('speaker', msg.participant);
       case 'track_muted':
         if (msg.participant === this.me) return undefined;
         this.remoteMuted.set(msg.track, msg.muted);
