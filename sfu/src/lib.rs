@@ -18,13 +18,13 @@
 //!
 //! A driver owns one [`core::Core`] and repeats:
 //!
-//! 1. wait for the first of: a datagram on the socket, a frame from a TCP connection, the
+//! 1. wait for the first of: datagrams on the socket, a frame from a TCP connection, the
 //!    deadline last returned by [`core::Core::poll_timeout`], or a command from signaling;
-//! 2. feed exactly that input: [`core::Core::handle_datagram`] (or
-//!    [`core::Core::handle_packet`] for a TCP frame), [`core::Core::handle_timeout`] or
-//!    [`core::Core::handle_command`];
-//! 3. drain: send every [`core::Core::poll_transmit`], dispatch every
-//!    [`core::Core::poll_event`], then read [`core::Core::poll_timeout`] again.
+//! 2. feed exactly that input: [`core::Core::handle_datagram`] for each datagram of one
+//!    receive batch (or [`core::Core::handle_packet`] for a TCP frame),
+//!    [`core::Core::handle_timeout`] or [`core::Core::handle_command`];
+//! 3. drain: send every [`core::Core::poll_transmit`] (the UDP ones together, batched),
+//!    dispatch every [`core::Core::poll_event`], then read [`core::Core::poll_timeout`] again.
 //!
 //! # The drain invariant
 //!

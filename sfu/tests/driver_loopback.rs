@@ -430,3 +430,35 @@ async fn an_idle_worker_publishes_its_stats_after_the_last_participant_leaves() 
     );
     assert_eq!(driver.handle.stats().core.rooms, 0);
 }
+
+/// A burst of datagrams several receive batches long reaches the core whole.
+#[tokio::test]
+async fn a_burst_longer_than_one_receive_batch_reaches_the_core() -> std::io::Result<()> {
+    let socket = sfu::driver::bind_udp("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
+    let server = socket.local_addr()?;
+    let driver = Driver::spawn(socket, Config::new(server))?;
+    let sender = UdpSocket::bind("127.0.0.1:0").await?;
+    const BURST: u64 = 200;
+    for seq in 0..BURST {
+        // Not STUN, DTLS or RTP from a known peer: each one is counted in, then dropped.
+        sender
+            .send_to(&[0x80, 0x60, 0, seq as u8, 0, 0, 0, 0], server)
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while driver.handle.stats().core.datagrams_in < BURST {
+        assert!(
+            Instant::now() < deadline,
+            "the core saw {:?}",
+            driver.handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = driver.handle.stats();
+    assert_eq!(stats.core.datagrams_in, BURST);
+    // How many calls it took depends on how fast the worker is against this sender; the
+    // unit tests of the driver's UDP module show the batching itself.
+    assert_eq!(stats.udp.datagrams_received, BURST);
+    assert!(stats.udp.recv_calls >= 1 && stats.udp.recv_calls <= BURST);
+    Ok(())
+}

@@ -10,11 +10,15 @@
 //! one that handles it, instead of a work-stealing pool's cross-thread wakeups.
 //!
 //! The loop is the crate's run loop: drain the core (send its datagrams and frames, hand out
-//! its events), then wait for the first of a datagram, a TCP frame, the core's deadline or a
+//! its events), then wait for the first of datagrams, a TCP frame, the core's deadline or a
 //! command, feed it, repeat.
 //!
-//! Each worker publishes a [`WorkerStats`] snapshot (the core's [`Stats`] and the time the
-//! worker spent busy) a few times a second, for metrics.
+//! UDP I/O is batched both ways (`driver/udp.rs`): one `recvmmsg` reads a batch of datagrams,
+//! all of which are fed to the core before it is drained, so that the drain sends their
+//! forwarded copies together, grouped by destination, as UDP GSO messages in one `sendmmsg`.
+//!
+//! Each worker publishes a [`WorkerStats`] snapshot (the core's [`Stats`], the time the
+//! worker spent busy and its sockets' counts) a few times a second, for metrics.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,18 +31,18 @@ use tokio::task::JoinHandle;
 use crate::core::{Command, Config, Core, CoreError, Event, Stats, Transport};
 
 pub mod tcp;
+mod udp;
 mod workers;
 
 pub use tcp::{AcceptCounts, MAX_FRAME, TcpFront, TcpLimits, TcpStats};
+pub use udp::UdpStats;
 pub use workers::{Listen, Workers, worker_for};
 
 use tcp::{Accepted, Connections, Inbound};
+use udp::UdpIo;
 
 /// Room for commands in flight to one worker before senders wait.
 const COMMAND_QUEUE: usize = 256;
-/// Larger than any datagram a WebRTC peer sends (MTU-sized); longer ones are truncated and
-/// then refused by str0m.
-const RECEIVE_BUFFER: usize = 2048;
 /// Kernel buffer asked for on each worker's socket, both ways. One worker takes every packet of
 /// its rooms on one socket: at 100 visits of 360p (≈ 20,000 datagrams/s, 14 MB/s) the default
 /// 208 KiB holds 15 ms, so any pause of the worker (a burst of sends, a context switch) drops
@@ -61,6 +65,8 @@ pub struct WorkerStats {
     pub busy: Duration,
     /// Its ICE-TCP connections.
     pub tcp: TcpStats,
+    /// Its UDP socket's system calls and datagrams.
+    pub udp: UdpStats,
 }
 
 /// Why a command did not take effect.
@@ -177,7 +183,8 @@ impl Driver {
     /// [`Driver::task`]).
     ///
     /// # Errors
-    /// When the socket cannot be moved or the runtime or thread cannot be created.
+    /// When the socket cannot be moved or set up for batched I/O, or the runtime or thread
+    /// cannot be created.
     pub fn spawn_worker(
         index: usize,
         socket: Option<UdpSocket>,
@@ -193,7 +200,9 @@ impl Driver {
         let socket = {
             // Registers the socket with the worker's reactor, not the caller's.
             let _context = runtime.enter();
-            socket.map(UdpSocket::from_std).transpose()?
+            socket
+                .map(|socket| UdpIo::new(UdpSocket::from_std(socket)?))
+                .transpose()?
         };
         let (requests, request_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::unbounded_channel();
@@ -229,7 +238,7 @@ impl Driver {
 
 /// A worker's sockets: its UDP socket unless UDP is off, and its ICE-TCP connections.
 struct Io {
-    udp: Option<UdpSocket>,
+    udp: Option<UdpIo>,
     tcp: Connections,
 }
 
@@ -242,26 +251,19 @@ async fn run(
 ) -> io::Result<()> {
     let announced = core.config().host_candidate;
     let announced_tcp = core.config().tcp_candidate.unwrap_or(announced);
-    let mut buf = vec![0; RECEIVE_BUFFER];
     let mut busy = Duration::ZERO;
     let mut published = Instant::now();
     let mut woke = Instant::now();
     loop {
         while let Some(transmit) = core.poll_transmit() {
-            match (transmit.transport, &io.udp) {
-                (Transport::Udp, Some(socket)) => {
-                    // One unreachable peer must not stop the worker; str0m retransmits what
-                    // matters.
-                    if let Err(error) = socket
-                        .send_to(&transmit.contents, transmit.destination)
-                        .await
-                    {
-                        tracing::debug!(%error, destination = %transmit.destination, "send failed");
-                    }
-                }
+            match (transmit.transport, &mut io.udp) {
+                (Transport::Udp, Some(udp)) => udp.push(transmit),
                 (Transport::Udp, None) => {}
                 (Transport::Tcp, _) => io.tcp.send(transmit.destination, transmit.contents),
             }
+        }
+        if let Some(udp) = &mut io.udp {
+            udp.flush().await?;
         }
         while let Some(event) = core.poll_event() {
             // Nobody listening is not an error for media: keep forwarding.
@@ -275,6 +277,7 @@ async fn run(
                 core: core.stats(),
                 busy,
                 tcp: io.tcp.stats,
+                udp: io.udp.as_ref().map(|udp| udp.stats).unwrap_or_default(),
             });
         }
         let mut deadline = core
@@ -290,14 +293,21 @@ async fn run(
         // Each arm notes when the input arrived, so busy time counts handling and draining
         // but not waiting.
         tokio::select! {
-            received = recv_udp(io.udp.as_ref(), &mut buf) => {
+            ready = readable(io.udp.as_ref()) => {
                 woke = Instant::now();
-                match received {
-                    Ok((len, source)) => {
-                        let _ = core.handle_datagram(woke, source, announced, &buf[..len]);
+                ready?;
+                if let Some(udp) = &mut io.udp {
+                    // One batch per turn: its forwarded copies leave together in the drain,
+                    // and the other inputs are not starved under load.
+                    match udp.try_recv() {
+                        Ok(_) => {
+                            for (source, datagram) in udp.datagrams() {
+                                let _ = core.handle_datagram(woke, source, announced, datagram);
+                            }
+                        }
+                        Err(error) if is_transient(&error) => {}
+                        Err(error) => return Err(error),
                     }
-                    Err(error) if is_transient(&error) => {}
-                    Err(error) => return Err(error),
                 }
             }
             Some(inbound) = io.tcp.next() => {
@@ -353,10 +363,10 @@ fn adopt(
     Ok(())
 }
 
-/// The next datagram on `socket`; never, when UDP is off.
-async fn recv_udp(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(socket) => socket.recv_from(buf).await,
+/// Once `udp` has datagrams to read; never, when UDP is off.
+async fn readable(udp: Option<&UdpIo>) -> io::Result<()> {
+    match udp {
+        Some(udp) => udp.readable().await,
         None => std::future::pending().await,
     }
 }
