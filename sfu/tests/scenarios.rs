@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sfu::core::{Command, CoreError, Event, LeaveReason, ParticipantId};
+use sfu::core::{Command, CoreError, Event, LeaveReason, ParticipantId, Quality};
 use sim::{Sim, Video};
 
 #[test]
@@ -683,4 +683,72 @@ fn the_active_speaker_follows_the_audio_levels_of_admitted_participants() {
     })
     .expect("bob leaves");
     assert_eq!(active_speakers(&sim, mark), vec![Some(bob_id), None]);
+}
+
+/// The connection qualities the core reported for `participant` since event `from`.
+fn qualities(sim: &sim::Sim, from: usize, participant: ParticipantId) -> Vec<Quality> {
+    sim.events[from..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::ConnectionQuality {
+                participant: p,
+                quality,
+            } if *p == participant => Some(*quality),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each participant's connection is graded from what its session sees: excellent on a clean
+/// network, poor within seconds of 15% loss, better again (not at once) after it clears, and
+/// lost when nothing gets through any more.
+#[test]
+fn connection_quality_follows_loss_and_is_lost_with_the_session() {
+    let mut sim = Sim::new(12);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(3));
+    let ids = [sim.clients[alice].id, sim.clients[bob].id];
+    for id in ids {
+        assert_eq!(qualities(&sim, 0, id), [Quality::Excellent], "{id:?}");
+    }
+
+    let mark = sim.events.len();
+    sim.net.loss = 0.15;
+    sim.run_for(Duration::from_secs(4));
+    for id in ids {
+        assert_eq!(
+            qualities(&sim, mark, id),
+            [Quality::Poor],
+            "{id:?} under loss"
+        );
+    }
+
+    let mark = sim.events.len();
+    sim.net.loss = 0.0;
+    sim.run_for(Duration::from_secs(1));
+    for id in ids {
+        assert_eq!(qualities(&sim, mark, id), [], "{id:?}: not better at once");
+    }
+    sim.run_for(Duration::from_secs(5));
+    for id in ids {
+        let after = qualities(&sim, mark, id);
+        assert_eq!(after.last(), Some(&Quality::Excellent), "{id:?}: {after:?}");
+        assert!(
+            after.iter().all(|q| *q < Quality::Poor),
+            "{id:?}: {after:?}"
+        );
+    }
+
+    let mark = sim.events.len();
+    sim.net.loss = 1.0;
+    sim.run_for(Duration::from_secs(30));
+    for id in ids {
+        assert_eq!(
+            qualities(&sim, mark, id).last(),
+            Some(&Quality::Lost),
+            "{id:?}"
+        );
+    }
 }

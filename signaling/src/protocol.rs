@@ -116,6 +116,20 @@ impl From<api::model::ParticipantRole> for Role {
     }
 }
 
+/// How a participant's connection is, in `connection_quality` (docs/signaling.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// Loss under 2% both ways and a round trip under 200 ms.
+    Excellent,
+    /// Loss under 8% and a round trip under 400 ms.
+    Good,
+    /// More loss or a longer round trip.
+    Poor,
+    /// The media connection is gone until it reconnects.
+    Lost,
+}
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -297,6 +311,15 @@ pub enum ServerMessage {
         /// Who speaks, or `None` (`null`) for nobody.
         participant: Option<String>,
     },
+    /// A participant's connection quality changed, as the server sees its media session
+    /// (SFU only): sent about everyone to every admitted participant, and to a waiting one
+    /// about itself.
+    ConnectionQuality {
+        /// Whose connection.
+        participant: String,
+        /// How it is now.
+        quality: Quality,
+    },
     /// Someone left the room.
     ParticipantLeft {
         /// Who.
@@ -469,6 +492,15 @@ mod tests {
         })
         .expect("encode");
         assert_eq!(text, r#"{"type":"active_speaker","participant":"p"}"#);
+        let text = serde_json::to_string(&ServerMessage::ConnectionQuality {
+            participant: "p".into(),
+            quality: Quality::Poor,
+        })
+        .expect("encode");
+        assert_eq!(
+            text,
+            r#"{"type":"connection_quality","participant":"p","quality":"poor"}"#
+        );
         let text = serde_json::to_string(&ServerMessage::ActiveSpeaker { participant: None })
             .expect("encode");
         assert_eq!(text, r#"{"type":"active_speaker","participant":null}"#);

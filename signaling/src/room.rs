@@ -748,6 +748,30 @@ impl Room {
                 participant,
                 ServerMessage::error(ErrorCode::TooManyTracks, reason),
             ),
+            MediaEvent::ConnectionQuality {
+                participant,
+                quality,
+            } => {
+                // A waiting participant learns only of itself; the others of everyone,
+                // the waiting patient included, so the clinician sees a weak link before
+                // admitting.
+                let message = ServerMessage::ConnectionQuality {
+                    participant: wire_id(participant),
+                    quality,
+                };
+                let conns: Vec<ConnId> = self
+                    .seats
+                    .iter()
+                    .filter(|(id, seat)| !seat.waiting || **id == participant)
+                    .filter_map(|(_, seat)| seat.listening())
+                    .collect();
+                for conn in conns {
+                    self.out.push_back(Output::Send {
+                        conn,
+                        message: message.clone(),
+                    });
+                }
+            }
             MediaEvent::ActiveSpeaker { participant } => {
                 // The waiting room hears nobody, so it is not told who speaks.
                 let message = ServerMessage::ActiveSpeaker {

@@ -6,6 +6,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 
 use super::error::CoreError;
 use super::ids::{ParticipantId, RoomId, TrackId, Transport};
+use super::quality::Quality;
 
 /// A packet the driver must send: a UDP datagram, or a frame on the client's TCP connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,16 @@ pub enum Event {
         room: RoomId,
         /// The new active speaker, or `None` for nobody.
         participant: Option<ParticipantId>,
+    },
+    /// A participant's connection quality changed (graded once per
+    /// [`Config::stats_interval`](super::Config::stats_interval) from loss both ways and the
+    /// round trip; worse at once, better after it held; `Lost` as soon as ICE loses its path
+    /// or restarts).
+    ConnectionQuality {
+        /// Whose connection.
+        participant: ParticipantId,
+        /// How it is now.
+        quality: Quality,
     },
     /// A participant left its room; every resource it held is freed.
     Left {

@@ -40,6 +40,7 @@ mod ids;
 mod negotiate;
 mod outputs;
 mod participant;
+mod quality;
 mod room;
 mod routing;
 mod speaker;
@@ -61,6 +62,7 @@ pub use config::Config;
 pub use error::CoreError;
 pub use event::{Event, LeaveReason, Transmit};
 pub use ids::{ParticipantId, RoomId, TrackId, Transport};
+pub use quality::Quality;
 
 use demux::Demux;
 use outputs::{Outputs, Work};

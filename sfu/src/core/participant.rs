@@ -13,6 +13,7 @@ use super::error::CoreError;
 use super::event::{Event, Transmit};
 use super::ids::{ParticipantId, RoomId, TrackId, Transport};
 use super::outputs::{Outputs, Work};
+use super::quality::QualityMeter;
 use super::timers::Timer;
 
 /// Upper bound on datagrams flushed from a closing `Rtc` (RTCP BYE, DTLS close_notify); the
@@ -36,6 +37,8 @@ pub(crate) struct Participant {
     feedback: HashMap<Mid, (u64, u64)>,
     /// Whether an RTP packet from this participant has arrived yet.
     media_seen: bool,
+    /// Its connection quality, from its session's statistics.
+    quality: QualityMeter,
 }
 
 /// Server-initiated SDP renegotiation. Only one offer is outstanding at a time; changes that
@@ -93,6 +96,7 @@ impl Participant {
             negotiation: Negotiation::default(),
             feedback: HashMap::new(),
             media_seen: false,
+            quality: QualityMeter::default(),
         })
     }
 
@@ -128,7 +132,26 @@ impl Participant {
         match event {
             RtcEvent::Connected => out.events.push_back(Event::Connected { participant }),
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected)
-            | RtcEvent::Closed => out.events.push_back(Event::Disconnected { participant }),
+            | RtcEvent::Closed => {
+                out.events.push_back(Event::Disconnected { participant });
+                if let Some(quality) = self.quality.disconnected() {
+                    out.events.push_back(Event::ConnectionQuality {
+                        participant,
+                        quality,
+                    });
+                }
+            }
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Checking) => {
+                if let Some(quality) = self.quality.checking() {
+                    out.events.push_back(Event::ConnectionQuality {
+                        participant,
+                        quality,
+                    });
+                }
+            }
+            RtcEvent::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => self.quality.reconnected(),
             RtcEvent::MediaAdded(added) if added.direction.is_receiving() => {
                 out.work.push_back(Work::Publish {
                     participant,
@@ -184,16 +207,39 @@ impl Participant {
                 out.nacks_received += stats.nacks.saturating_sub(last.0);
                 out.plis_received += stats.plis.saturating_sub(last.1);
                 *last = (stats.nacks.max(last.0), stats.plis.max(last.1));
+                if let Some(loss) = stats.loss {
+                    self.quality.stream_loss(loss);
+                }
                 // The RTT from the client's RTCP receiver reports (LSR/DLSR) on this leg. The
                 // peer-level RTT below comes from TWCC only, so without this a client that
                 // sends receiver reports but no TWCC feedback (webrtc-rs by default) has none.
                 if let Some(rtt) = stats.rtt {
+                    self.quality.rtt(rtt);
                     out.events.push_back(Event::Rtt { participant, rtt });
                 }
             }
+            RtcEvent::MediaIngressStats(stats) => {
+                if let Some(loss) = stats.loss {
+                    self.quality.stream_loss(loss);
+                }
+            }
+            // The session's statistics come once per interval: grade it then.
             RtcEvent::PeerStats(stats) => {
+                for loss in [stats.egress_loss_fraction, stats.ingress_loss_fraction]
+                    .into_iter()
+                    .flatten()
+                {
+                    self.quality.loss(loss);
+                }
                 if let Some(rtt) = stats.rtt {
+                    self.quality.rtt(rtt);
                     out.events.push_back(Event::Rtt { participant, rtt });
+                }
+                if let Some(quality) = self.quality.grade() {
+                    out.events.push_back(Event::ConnectionQuality {
+                        participant,
+                        quality,
+                    });
                 }
             }
             _ => {}

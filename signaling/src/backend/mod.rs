@@ -12,7 +12,7 @@ use ::sfu::driver::DriverError;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::Mid;
 
-use crate::protocol::{ErrorCode, LeftReason, ServerMessage, TrackKind};
+use crate::protocol::{ErrorCode, LeftReason, Quality, ServerMessage, TrackKind};
 
 /// What the room asks of its media backend.
 #[derive(Debug)]
@@ -127,6 +127,13 @@ pub enum MediaEvent {
         /// Why, for the participant.
         reason: String,
     },
+    /// A participant's connection quality changed.
+    ConnectionQuality {
+        /// Whose.
+        participant: ParticipantId,
+        /// How it is now.
+        quality: Quality,
+    },
     /// The room's active speaker changed (`None`: nobody speaks).
     ActiveSpeaker {
         /// Who speaks now.
@@ -157,6 +164,7 @@ impl MediaEvent {
             | Self::Disconnected { participant }
             | Self::TrackRefused { participant, .. }
             | Self::FirstMedia { participant }
+            | Self::ConnectionQuality { participant, .. }
             | Self::Left { participant, .. } => *participant,
             Self::TrackPublished { track, .. }
             | Self::TrackUnpublished { track }

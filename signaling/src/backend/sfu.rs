@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use sfu::core::{Command, CoreError, Event, RoomId};
+use sfu::core::{Command, CoreError, Event, Quality, RoomId};
 use sfu::driver::{DriverError, Handle};
 
 use super::{BackendError, MediaCommand, MediaEvent, Relay};
-use crate::protocol::{CloseCode, ErrorCode, ServerMessage};
+use crate::protocol::{self, CloseCode, ErrorCode, ServerMessage};
 use crate::wire::track_kind;
 
 /// One room on one SFU worker.
@@ -143,6 +143,18 @@ pub fn translate(event: Event) -> Translated {
                 },
             };
         }
+        Event::ConnectionQuality {
+            participant,
+            quality,
+        } => MediaEvent::ConnectionQuality {
+            participant,
+            quality: match quality {
+                Quality::Excellent => protocol::Quality::Excellent,
+                Quality::Good => protocol::Quality::Good,
+                Quality::Poor => protocol::Quality::Poor,
+                Quality::Lost => protocol::Quality::Lost,
+            },
+        },
         Event::ActiveSpeaker { room, participant } => {
             return Translated::Room {
                 room: Some(room),

@@ -1,6 +1,7 @@
 //! Every room rule, driven directly: no sockets, no tasks, no database, virtual time.
 
 use super::*;
+use crate::protocol::Quality;
 use str0m::media::Mid;
 
 const CLINICIAN: ParticipantId = ParticipantId(1);
@@ -764,4 +765,36 @@ fn the_active_speaker_reaches_the_admitted_and_not_the_waiting_room() {
     let out = drain(&mut room);
     assert_eq!(out.types_to(10), ["active_speaker"]);
     assert_eq!(out.types_to(20), ["active_speaker"], "once admitted it is");
+}
+
+#[test]
+fn connection_quality_reaches_the_admitted_about_everyone_and_the_waiting_about_itself() {
+    let now = Instant::now();
+    let mut room = room(true);
+    let _ = join(&mut room, now, CLINICIAN, 10);
+    let _ = join(&mut room, now, PATIENT, 20);
+    drain(&mut room);
+    for participant in [PATIENT, CLINICIAN] {
+        room.on_media(
+            now,
+            MediaEvent::ConnectionQuality {
+                participant,
+                quality: Quality::Poor,
+            },
+        );
+    }
+    let out = drain(&mut room);
+    assert_eq!(
+        out.types_to(10),
+        ["connection_quality", "connection_quality"],
+        "the clinician hears of the waiting patient and of itself"
+    );
+    assert_eq!(
+        out.frames_to(20),
+        [&ServerMessage::ConnectionQuality {
+            participant: wire_id(PATIENT),
+            quality: Quality::Poor
+        }],
+        "the waiting patient hears of itself only"
+    );
 }

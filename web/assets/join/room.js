@@ -41,8 +41,11 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
   // Who the server hears speaking (`active_speaker`): shown, not announced, since it changes
   // every few seconds in a conversation.
   const remoteSpeaking = h('span', { class: 'badge is-speaking', hidden: true }, 'Speaking');
+  // The other participant's connection as the server sees it (`connection_quality`), shown
+  // only when it hurts the call.
+  const remoteWeak = h('span', { class: 'badge weak-link', hidden: true });
   const remoteTile = h('div', { class: 'tile remote', 'data-video': 'none' },
-    remoteVideo, remoteHolder, h('div', { class: 'label' }, remoteLevel, remoteName, remoteMic, remoteSpeaking));
+    remoteVideo, remoteHolder, h('div', { class: 'label' }, remoteLevel, remoteName, remoteMic, remoteSpeaking, remoteWeak));
   const screenVideo = h('video', { class: 'screen-video', autoplay: true, playsInline: true, muted: true, 'aria-label': 'Shared screen' });
   const screenTile = h('div', { class: 'tile screen', hidden: true }, screenVideo, h('div', { class: 'label' }, h('span', { class: 'name' }, 'Shared screen')));
   const selfVideo = h('video', { class: 'self-video mirror', autoplay: true, playsInline: true, muted: true, 'aria-label': 'Your video' });
@@ -234,6 +237,8 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
       if (!other) remoteHolder.textContent = waiting ? 'Your patient is in the waiting room.' : 'Your patient hasn’t joined yet.';
     }
     if (other) remoteName.textContent = other.name || remoteName.textContent;
+    // Nobody there: a weak link shown for whoever left no longer applies.
+    if (!other) remoteWeak.hidden = true;
     if (!other && !clinician) remoteHolder.textContent = `${otherName || 'Your clinician'} will be here soon.`;
   }
 
@@ -258,6 +263,19 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
         focusHeading(room);
         return;
       case 'roster': showRoster(detail); return;
+      case 'peer-quality': {
+        const words = { poor: 'Weak connection', lost: 'Connection lost' }[detail.quality];
+        const was = remoteWeak.hidden ? null : remoteWeak.textContent;
+        remoteWeak.hidden = !words;
+        remoteTile.dataset.link = detail.quality;
+        if (words && words !== was) {
+          remoteWeak.textContent = words;
+          announce(detail.quality === 'lost'
+            ? `${remoteName.textContent}’s connection was lost.`
+            : `${remoteName.textContent}’s connection is weak.`);
+        }
+        return;
+      }
       case 'speaker':
         selfSpeaking.hidden = detail !== call.me;
         remoteSpeaking.hidden = !detail || detail === call.me;

@@ -193,6 +193,10 @@ export class Call {
         for (const [mid, info] of this.midInfo) if (info.track === msg.track) this.midInfo.delete(mid);
         return this.renderRemote();
       case 'active_speaker': return this.emit('speaker', msg.participant);
+      case 'connection_quality':
+        // About the others only: the page measures its own connection itself (quality.js).
+        if (msg.participant === this.me) return undefined;
+        return this.emit('peer-quality', { participant: msg.participant, quality: msg.quality });
       case 'track_muted':
         if (msg.participant === this.me) return undefined;
         this.remoteMuted.set(msg.track, msg.muted);
