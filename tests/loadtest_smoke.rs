@@ -65,6 +65,26 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
         .get(&server.admin_key, "/api/visits?status=ended&limit=50")
         .await?;
     assert_eq!(ended["items"].as_array().map(Vec::len), Some(5), "{ended}");
+
+    // What an operator graphs of that: the UDP socket's batches and every session's grade.
+    let metrics = server.get_text("/metrics").await?;
+    let udp = |counter: &str| {
+        common::metric_sum(
+            &metrics,
+            "bedside_sfu_events_total{",
+            &format!("counter=\"{counter}\""),
+        )
+    };
+    let (sent, calls) = (udp("udp_datagrams_sent"), udp("udp_send_calls"));
+    assert!(
+        sent > 1000.0 && calls > 0.0 && calls <= sent,
+        "{sent} in {calls}"
+    );
+    assert!(udp("udp_datagrams_received") >= udp("udp_recv_calls"));
+    assert!(
+        common::metric_sum(&metrics, "bedside_sfu_connection_quality_total{", "") >= 10.0,
+        "a grade for each of the ten sessions"
+    );
     Ok(())
 }
 

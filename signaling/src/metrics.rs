@@ -29,6 +29,8 @@ pub struct Metrics {
     pub rtt: Histogram,
     /// Time from joining to the first RTP packet from the participant.
     pub join_to_first_media: Histogram,
+    /// Connection-quality grades reported to rooms, by grade.
+    pub connection_quality: IntCounterVec,
     rooms: IntGaugeVec,
     participants: IntGaugeVec,
     tracks: IntGaugeVec,
@@ -45,9 +47,9 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
     Ok(collector)
 }
 
-/// The SFU counters exported from [`sfu::core::Stats`] and [`sfu::driver::TcpStats`], by
-/// `counter` label.
-const SFU_COUNTERS: [&str; 16] = [
+/// The SFU counters exported from [`sfu::core::Stats`], [`sfu::driver::TcpStats`] and
+/// [`sfu::driver::UdpStats`], by `counter` label.
+const SFU_COUNTERS: [&str; 22] = [
     "packets_in",
     "bytes_in",
     "packets_out",
@@ -64,10 +66,16 @@ const SFU_COUNTERS: [&str; 16] = [
     "tcp_closed_idle",
     "tcp_closed_oversize",
     "tcp_closed_stalled",
+    "udp_recv_calls",
+    "udp_datagrams_received",
+    "udp_send_calls",
+    "udp_datagrams_sent",
+    "udp_gso_messages",
+    "udp_send_errors",
 ];
 
-fn counter_values(stats: &WorkerStats) -> [u64; 16] {
-    let (s, tcp) = (stats.core, stats.tcp);
+fn counter_values(stats: &WorkerStats) -> [u64; 22] {
+    let (s, tcp, udp) = (stats.core, stats.tcp, stats.udp);
     [
         s.datagrams_in,
         s.bytes_in,
@@ -85,6 +93,12 @@ fn counter_values(stats: &WorkerStats) -> [u64; 16] {
         tcp.closed_idle,
         tcp.closed_oversize,
         tcp.closed_stalled,
+        udp.recv_calls,
+        udp.datagrams_received,
+        udp.send_calls,
+        udp.datagrams_sent,
+        udp.gso_messages,
+        udp.send_errors,
     ]
 }
 
@@ -128,6 +142,16 @@ impl Metrics {
                         "Time from join to the participant's first RTP packet",
                     )
                     .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]),
+                )?,
+            )?,
+            connection_quality: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sfu_connection_quality_total",
+                        "Connection-quality grades of media sessions, as reported to rooms",
+                    ),
+                    &["quality"],
                 )?,
             )?,
             rooms: register(registry, gauge("sfu_rooms", "Rooms with participants")?)?,
@@ -266,6 +290,8 @@ mod tests {
         metrics.observe_worker(0, &WorkerStats::default(), &first);
         let mut second = first;
         second.core.forwarded_packets = 25;
+        second.udp.datagrams_sent = 40;
+        second.udp.send_calls = 4;
         metrics.observe_worker(0, &first, &second);
         let text = {
             let mut out = Vec::new();
@@ -281,6 +307,16 @@ mod tests {
         );
         assert!(
             text.contains(r#"bedside_sfu_events_total{counter="forwarded_packets",worker="0"} 25"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"bedside_sfu_events_total{counter="udp_datagrams_sent",worker="0"} 40"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bedside_sfu_events_total{counter="udp_send_calls",worker="0"} 4"#),
             "{text}"
         );
         assert!(

@@ -130,6 +130,18 @@ pub enum Quality {
     Lost,
 }
 
+impl Quality {
+    /// The wire name (`excellent`, `good`, `poor`, `lost`), also the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Excellent => "excellent",
+            Self::Good => "good",
+            Self::Poor => "poor",
+            Self::Lost => "lost",
+        }
+    }
+}
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

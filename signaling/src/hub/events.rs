@@ -11,6 +11,7 @@ use sfu::driver::WorkerStats;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Hub, METRICS_PERIOD};
+use crate::backend::MediaEvent;
 use crate::backend::sfu::{Translated, translate};
 use crate::wire::uuid_id;
 
@@ -38,6 +39,12 @@ impl Hub {
             }
             Translated::Nothing => return,
         };
+        if let MediaEvent::ConnectionQuality { quality, .. } = &event {
+            self.metrics
+                .connection_quality
+                .with_label_values(&[quality.as_str()])
+                .inc();
+        }
         let subject = event.subject();
         let (room_id, pending) = {
             let mut state = self.state();
