@@ -752,3 +752,53 @@ fn connection_quality_follows_loss_and_is_lost_with_the_session() {
         );
     }
 }
+
+/// The m-sections of an SDP, each as its lines (the first is the `m=` line).
+fn m_sections(sdp: &str) -> Vec<Vec<&str>> {
+    let mut sections: Vec<Vec<&str>> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if line.starts_with("m=") {
+            sections.push(vec![line]);
+        } else if let Some(section) = sections.last_mut() {
+            section.push(line);
+        }
+    }
+    sections
+}
+
+/// Loss recovery favours audio within what each kind can use: every SDP the server sends
+/// offers or answers Opus with in-band FEC (`useinbandfec=1`, so a sender on a lossy link
+/// carries each frame's low-rate copy in the next packet) and no NACK for audio (a
+/// retransmission would arrive too late to be played); video gets NACK and RTX for every
+/// codec.
+#[test]
+fn audio_is_negotiated_with_opus_fec_and_video_with_nack_and_rtx() {
+    let mut sim = Sim::new(5);
+    sim.join(Video::Vp8, false);
+    sim.join(Video::H264, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.server_sdps.len() >= 4, "answers and later offers");
+    for (to, sdp) in &sim.server_sdps {
+        for section in m_sections(sdp) {
+            let has = |needle: &str| section.iter().any(|line| line.contains(needle));
+            if section[0].starts_with("m=audio") {
+                assert!(has("opus/48000/2"), "{to}: {section:?}");
+                assert!(has("useinbandfec=1"), "{to}: Opus FEC: {section:?}");
+                assert!(!has(" nack"), "{to}: no NACK for audio: {section:?}");
+            } else if section[0].starts_with("m=video") {
+                let codecs = section
+                    .iter()
+                    .filter(|line| line.starts_with("a=rtpmap:") && !line.contains("rtx/"))
+                    .count();
+                let nacked = section
+                    .iter()
+                    .filter(|line| line.starts_with("a=rtcp-fb:") && line.ends_with(" nack"))
+                    .count();
+                let repaired = section.iter().filter(|line| line.contains("apt=")).count();
+                assert!(codecs > 0 && nacked == codecs, "{to}: NACK: {section:?}");
+                assert_eq!(repaired, codecs, "{to}: an RTX per codec: {section:?}");
+            }
+        }
+    }
+}
