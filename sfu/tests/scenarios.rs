@@ -1,6 +1,8 @@
 //! Whole rooms in virtual time: simulated str0m clients talk to the core through an in-memory
 //! network. Every assertion is about what a client actually received.
 
+// Each test binary uses part of the simulated world.
+#[allow(dead_code)]
 mod sim;
 
 use std::net::SocketAddr;
@@ -131,15 +133,16 @@ fn a_subscribers_pli_reaches_the_publisher_throttled() {
         2,
         "five PLIs in 100 ms become one at once and one after the interval: {requests:?}"
     );
-    assert!(requests.iter().all(|(_, mid, _)| *mid == alice_video));
+    assert!(requests.iter().all(|(_, mid, _, _)| *mid == alice_video));
     let first = requests[0].0 - asked_at;
     let second = requests[1].0 - requests[0].0;
     assert!(
         first < Duration::from_millis(100),
         "first PLI after {first:?}"
     );
+    // The server sends them the interval apart; the network's jitter (2 ms) moves arrivals.
     assert!(
-        second >= Duration::from_millis(500),
+        second >= Duration::from_millis(498),
         "second PLI only {second:?} after the first"
     );
     let stats = sim.core.stats();

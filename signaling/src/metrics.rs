@@ -36,6 +36,7 @@ pub struct Metrics {
     tracks: IntGaugeVec,
     tcp_connections: IntGaugeVec,
     sfu_counters: IntCounterVec,
+    layer_switches: IntCounterVec,
     busy: prometheus::CounterVec,
 }
 
@@ -174,6 +175,16 @@ impl Metrics {
                     &["worker", "counter"],
                 )?,
             )?,
+            layer_switches: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sfu_layer_switches_total",
+                        "Simulcast layer switches of subscribers, up or down",
+                    ),
+                    &["worker", "direction"],
+                )?,
+            )?,
             busy: register(
                 registry,
                 prometheus::CounterVec::new(
@@ -207,6 +218,22 @@ impl Metrics {
         {
             self.sfu_counters
                 .with_label_values(&[label.as_str(), name])
+                .inc_by(after.saturating_sub(before));
+        }
+        for (direction, before, after) in [
+            (
+                "up",
+                last.core.layer_switches_up,
+                now.core.layer_switches_up,
+            ),
+            (
+                "down",
+                last.core.layer_switches_down,
+                now.core.layer_switches_down,
+            ),
+        ] {
+            self.layer_switches
+                .with_label_values(&[label.as_str(), direction])
                 .inc_by(after.saturating_sub(before));
         }
         let busy: Duration = now.busy.saturating_sub(last.busy);
@@ -292,6 +319,7 @@ mod tests {
         second.core.forwarded_packets = 25;
         second.udp.datagrams_sent = 40;
         second.udp.send_calls = 4;
+        second.core.layer_switches_down = 3;
         metrics.observe_worker(0, &first, &second);
         let text = {
             let mut out = Vec::new();
@@ -307,6 +335,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"bedside_sfu_events_total{counter="forwarded_packets",worker="0"} 25"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bedside_sfu_layer_switches_total{direction="down",worker="0"} 3"#),
             "{text}"
         );
         assert!(

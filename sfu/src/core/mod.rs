@@ -109,6 +109,10 @@ pub struct Stats {
     pub nacks_received: u64,
     /// PLIs subscribers sent (each one feeds the throttled keyframe request path).
     pub plis_received: u64,
+    /// Times a leg switched to a higher simulcast layer.
+    pub layer_switches_up: u64,
+    /// Times a leg switched to a lower simulcast layer.
+    pub layer_switches_down: u64,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +125,8 @@ struct Counters {
     bytes_in: u64,
     datagrams_out: u64,
     bytes_out: u64,
+    layer_switches_up: u64,
+    layer_switches_down: u64,
 }
 
 /// The SFU router for any number of rooms. See the [module documentation](self).
@@ -242,7 +248,7 @@ impl Core {
                         }
                     }
                 }
-                Timer::Keyframe(track) => self.send_deferred_keyframe(now, track),
+                Timer::Keyframe(track, layer) => self.send_deferred_keyframe(now, track, layer),
                 Timer::Speakers(room) => self.decide_speaker(now, room),
             }
         }
@@ -315,6 +321,8 @@ impl Core {
             bytes_out: self.counters.bytes_out,
             nacks_received: self.out.nacks_received,
             plis_received: self.out.plis_received,
+            layer_switches_up: self.counters.layer_switches_up,
+            layer_switches_down: self.counters.layer_switches_down,
         }
     }
 
@@ -322,14 +330,21 @@ impl Core {
     fn run(&mut self, now: Instant) {
         while let Some(work) = self.out.work.pop_front() {
             match work {
-                Work::Forward { track, packet } => self.forward(now, track, &packet),
+                Work::Forward { track, rid, packet } => self.forward(now, track, rid, &packet),
                 Work::Publish {
                     participant,
                     mid,
                     kind,
                 } => self.publish(participant, mid, kind),
                 Work::Unpublish { track } => self.unpublish_live(track),
-                Work::Keyframe { track, kind } => self.request_keyframe(now, track, kind),
+                Work::Keyframe {
+                    track,
+                    subscriber,
+                    kind,
+                } => self.request_keyframe(now, track, subscriber, kind),
+                Work::LayerPaused { track, rid, paused } => {
+                    self.layer_paused(now, track, rid, paused)
+                }
                 Work::Fail { participant, error } => {
                     tracing::warn!(%participant, %error, "WebRTC session failed");
                     let _ = self.depart(participant, LeaveReason::Failed);
@@ -438,7 +453,7 @@ impl Core {
             muted,
         });
         if !muted && is_video {
-            self.request_keyframe(now, id, str0m::media::KeyframeRequestKind::Pli);
+            self.request_keyframes(now, id, str0m::media::KeyframeRequestKind::Pli);
         }
         Ok(())
     }

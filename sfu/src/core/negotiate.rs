@@ -47,7 +47,7 @@ impl Core {
                 Some(track_id.to_string()),
                 None,
             );
-            track.legs.insert(id, Leg::new(mid));
+            track.legs.insert(id, Leg::new(mid, track.best_layer()));
             participant.outgoing.insert(mid, track_id);
             offered_send.push(mid);
             self.out.events.push_back(Event::TrackRouted {
@@ -173,7 +173,7 @@ impl Core {
         }
         // A new subscriber sees nothing until the next keyframe; ask for one now.
         for track in ready {
-            self.request_keyframe(now, track, KeyframeRequestKind::Pli);
+            self.request_keyframe(now, track, id, KeyframeRequestKind::Pli);
         }
         self.run(now);
         self.negotiate(id);

@@ -1,7 +1,7 @@
 use std::collections::VecDeque;
 
 use str0m::RtcError;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
 
 use super::event::{Event, Transmit};
@@ -18,6 +18,8 @@ use super::timers::Timers;
 pub(crate) enum Work {
     Forward {
         track: TrackId,
+        /// The simulcast layer the packet belongs to, if the track has layers.
+        rid: Option<Rid>,
         packet: RtpPacket,
     },
     Publish {
@@ -28,9 +30,17 @@ pub(crate) enum Work {
     Unpublish {
         track: TrackId,
     },
+    /// A subscriber asked for a keyframe on its leg of `track`.
     Keyframe {
         track: TrackId,
+        subscriber: ParticipantId,
         kind: KeyframeRequestKind,
+    },
+    /// The publisher stopped or resumed sending one layer of `track`.
+    LayerPaused {
+        track: TrackId,
+        rid: Option<Rid>,
+        paused: bool,
     },
     Fail {
         participant: ParticipantId,

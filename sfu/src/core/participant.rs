@@ -182,14 +182,15 @@ impl Participant {
                     self.media_seen = true;
                     out.events.push_back(Event::FirstMedia { participant });
                 }
-                let mid = self
+                let stream = self
                     .rtc
                     .direct_api()
                     .stream_rx(&packet.header.ssrc)
-                    .map(|stream| stream.mid());
-                if let Some(mid) = mid {
+                    .map(|stream| (stream.mid(), stream.rid()));
+                if let Some((mid, rid)) = stream {
                     out.work.push_back(Work::Forward {
                         track: TrackId { participant, mid },
+                        rid,
                         packet,
                     });
                 }
@@ -198,10 +199,19 @@ impl Participant {
                 if let Some(track) = self.outgoing.get(&request.mid) {
                     out.work.push_back(Work::Keyframe {
                         track: *track,
+                        subscriber: participant,
                         kind: request.kind,
                     });
                 }
             }
+            RtcEvent::StreamPaused(paused) => out.work.push_back(Work::LayerPaused {
+                track: TrackId {
+                    participant,
+                    mid: paused.mid,
+                },
+                rid: paused.rid,
+                paused: paused.paused,
+            }),
             RtcEvent::MediaEgressStats(stats) => {
                 let last = self.feedback.entry(stats.mid).or_default();
                 out.nacks_received += stats.nacks.saturating_sub(last.0);

@@ -2,13 +2,14 @@
 
 use std::time::Instant;
 
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::format::{Codec, detect_av1_keyframe, detect_h264_keyframe, detect_h264_nalu};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid, Rids};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch};
 
 use super::Core;
 use super::error::CoreError;
 use super::event::Event;
-use super::forwarder::{Incoming, LegState};
+use super::forwarder::{DropReason, Incoming, LegState, Vp8Ids};
 use super::ids::{ParticipantId, RoomId, TrackId};
 use super::speaker;
 use super::timers::Timer;
@@ -36,13 +37,17 @@ impl Core {
             return;
         }
         participant.published.push(mid);
+        let rids = match participant.rtc.media(mid).map(|media| media.rids_rx()) {
+            Some(Rids::Specific(rids)) => rids.clone(),
+            _ => Vec::new(),
+        };
         let room = participant.room;
         let waiting = participant.waiting;
         let track = TrackId {
             participant: id,
             mid,
         };
-        self.tracks.insert(track, Track::new(kind));
+        self.tracks.insert(track, Track::new(kind, &rids));
         self.out
             .events
             .push_back(Event::TrackPublished { room, track, kind });
@@ -56,7 +61,11 @@ impl Core {
         let Some(track) = self.tracks.remove(&id) else {
             return;
         };
-        self.out.timers.cancel(Timer::Keyframe(id));
+        for layer in 0..track.layers.len() {
+            if let Ok(layer) = u8::try_from(layer) {
+                self.out.timers.cancel(Timer::Keyframe(id, layer));
+            }
+        }
         if let Some(publisher) = self.participants.get_mut(&id.participant) {
             publisher.published.retain(|mid| *mid != id.mid);
         }
@@ -128,11 +137,30 @@ impl Core {
             .unwrap_or_default()
     }
 
-    /// Writes one publisher packet to every leg of its track whose [`Forwarder`] forwards it.
+    /// Writes one publisher packet of the layer `rid` to every leg of its track whose
+    /// [`Forwarder`] forwards it. Its audio level, if any, counts towards the room's active
+    /// speaker.
     ///
     /// [`Forwarder`]: super::forwarder::Forwarder
-    /// Its audio level, if any, counts towards the room's active speaker.
-    pub(super) fn forward(&mut self, now: Instant, id: TrackId, packet: &RtpPacket) {
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        id: TrackId,
+        rid: Option<Rid>,
+        packet: &RtpPacket,
+    ) {
+        let Some(track) = self.tracks.get_mut(&id) else {
+            return;
+        };
+        let Some(layer) = track.layer_of(rid) else {
+            return;
+        };
+        if let Some(entry) = track.layers.get_mut(usize::from(layer))
+            && !entry.active
+        {
+            entry.active = true;
+            self.choose_layers(now, id);
+        }
         let Some(track) = self.tracks.get_mut(&id) else {
             return;
         };
@@ -153,6 +181,23 @@ impl Core {
                 .timers
                 .set(Timer::Speakers(publisher.room), now + speaker::WINDOW);
         }
+        // Every leg would drop it for the same reason: skip them and their subscribers.
+        if track.muted || publisher.waiting {
+            return;
+        }
+        let Some(params) = publisher
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == packet.header.payload_type)
+            .copied()
+        else {
+            return;
+        };
+        let codec = params.spec().codec;
+        // Only a simulcast track switches layers, so only its packets are inspected.
+        let descriptor = (track.is_simulcast() && codec == Codec::Vp8)
+            .then(|| Vp8Descriptor::parse(&packet.payload).ok())
+            .flatten();
         let incoming = Incoming {
             pt: packet.header.payload_type,
             seq_no: packet.seq_no,
@@ -160,18 +205,17 @@ impl Core {
             marker: packet.header.marker,
             muted: track.muted,
             waiting: publisher.waiting,
-        };
-        // Every leg would drop it for the same reason: skip them and their subscribers.
-        if incoming.check().is_err() {
-            return;
-        }
-        let Some(params) = publisher
-            .rtc
-            .codec_config()
-            .find(|p| p.pt() == incoming.pt)
-            .copied()
-        else {
-            return;
+            layer,
+            keyframe: track.is_simulcast() && starts_keyframe(codec, descriptor, &packet.payload),
+            arrival: packet.timestamp,
+            clock_rate: params.spec().clock_rate.get(),
+            vp8: descriptor.map(|d| Vp8Ids {
+                picture_id: d
+                    .picture_id()
+                    .map(|id| (id, is_long_picture_id(&packet.payload))),
+                tl0_pic_idx: d.tl0_pic_idx(),
+                key_idx: d.key_idx(),
+            }),
         };
         let nackable = track.kind.is_video();
         let ext_vals = ExtensionValues {
@@ -180,6 +224,7 @@ impl Core {
             video_orientation: packet.header.ext_vals.video_orientation,
             ..ExtensionValues::default()
         };
+        let mut missed = None;
         for (subscriber_id, leg) in &mut track.legs {
             let Some(subscriber) = self.participants.get_mut(subscriber_id) else {
                 continue;
@@ -190,40 +235,154 @@ impl Core {
             };
             let mid = leg.mid;
             let rtc = &subscriber.rtc;
+            let before = leg.forwarder.current();
             let decision = leg.forwarder.forward(&incoming, state, || {
                 let remote_pts = rtc.media(mid)?.remote_pts();
                 let matched = rtc.codec_config().match_params(params)?.pt();
                 remote_pts.contains(&matched).then_some(matched)
             });
-            let Ok(out) = decision else {
-                continue;
+            let out = match decision {
+                Ok(out) => out,
+                Err(DropReason::MissedKeyframe) => {
+                    missed = Some(leg.forwarder.target());
+                    continue;
+                }
+                Err(_) => continue,
             };
             let mut direct = subscriber.rtc.direct_api();
             let Some(stream) = direct.stream_tx_by_mid(mid, None) else {
                 continue;
             };
-            stream.write_rtp(
-                RtpWrite::new(
-                    out.pt,
-                    out.seq_no,
-                    out.timestamp,
-                    packet.timestamp,
-                    packet.payload.clone(),
-                )
-                .marker(out.marker)
-                .nackable(nackable)
-                .ext_vals(ext_vals.clone()),
-            );
+            let mut write = RtpWrite::new(
+                out.pt,
+                out.seq_no,
+                out.timestamp,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(out.marker)
+            .nackable(nackable)
+            .ext_vals(ext_vals.clone());
+            if let Some(patch) = descriptor
+                .zip(out.vp8)
+                .and_then(|(d, ids)| vp8_patch(&d, ids))
+            {
+                write = write.vp8_patch(patch);
+            }
+            stream.write_rtp(write);
             subscriber.drain(&mut self.out);
             self.counters.forwarded_packets += 1;
+            if out.switched {
+                if before.is_some_and(|from| from < layer) {
+                    self.counters.layer_switches_up += 1;
+                } else {
+                    self.counters.layer_switches_down += 1;
+                }
+            }
+        }
+        if let Some(layer) = missed {
+            self.request_layer_keyframe(now, id, layer, KeyframeRequestKind::Pli);
         }
     }
 
-    /// A subscriber (or the core, for a new leg) wants a keyframe on `id`.
+    /// Points every leg of a simulcast track at the best layer its publisher sends, and asks
+    /// for a keyframe of that layer where this switches a leg that already forwards another.
+    pub(super) fn choose_layers(&mut self, now: Instant, id: TrackId) {
+        let Some(track) = self.tracks.get_mut(&id) else {
+            return;
+        };
+        if !track.is_simulcast() {
+            return;
+        }
+        let best = track.best_layer();
+        let mut switching = false;
+        for leg in track.legs.values_mut() {
+            if leg.forwarder.target() != best {
+                leg.forwarder.set_target(best);
+                switching |= leg
+                    .forwarder
+                    .current()
+                    .is_some_and(|current| current != best);
+            }
+        }
+        if switching {
+            self.request_layer_keyframe(now, id, best, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// The publisher stopped (or resumed) sending the layer `rid` of a track.
+    pub(super) fn layer_paused(
+        &mut self,
+        now: Instant,
+        id: TrackId,
+        rid: Option<Rid>,
+        paused: bool,
+    ) {
+        let Some(track) = self.tracks.get_mut(&id) else {
+            return;
+        };
+        let Some(layer) = track
+            .layer_of(rid)
+            .and_then(|layer| track.layers.get_mut(usize::from(layer)))
+        else {
+            return;
+        };
+        if layer.active == paused {
+            layer.active = !paused;
+            self.choose_layers(now, id);
+        }
+    }
+
+    /// `subscriber` (or the core, for its new leg) wants a keyframe on `id`: of the layer its
+    /// leg forwards or switches to.
     pub(super) fn request_keyframe(
         &mut self,
         now: Instant,
         id: TrackId,
+        subscriber: ParticipantId,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(layer) = self
+            .tracks
+            .get(&id)
+            .and_then(|track| track.legs.get(&subscriber))
+            .map(|leg| leg.forwarder.target())
+        else {
+            return;
+        };
+        self.request_layer_keyframe(now, id, layer, kind);
+    }
+
+    /// Asks for a keyframe of every layer some leg of `id` forwards or switches to (after an
+    /// unmute, every subscriber needs one).
+    pub(super) fn request_keyframes(
+        &mut self,
+        now: Instant,
+        id: TrackId,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(track) = self.tracks.get(&id) else {
+            return;
+        };
+        let mut wanted = 0u64;
+        for leg in track.legs.values() {
+            wanted |= 1 << (leg.forwarder.target() % 64);
+        }
+        for layer in 0..track.layers.len().min(64) {
+            if wanted & (1 << layer) != 0
+                && let Ok(layer) = u8::try_from(layer)
+            {
+                self.request_layer_keyframe(now, id, layer, kind);
+            }
+        }
+    }
+
+    /// Asks the publisher of `id` for a keyframe of `layer`, through that layer's throttle.
+    fn request_layer_keyframe(
+        &mut self,
+        now: Instant,
+        id: TrackId,
+        layer: u8,
         kind: KeyframeRequestKind,
     ) {
         let interval = self.config.keyframe_interval;
@@ -233,32 +392,46 @@ impl Core {
         if !track.kind.is_video() {
             return;
         }
-        match track.keyframes.request(now, kind, interval) {
-            Gate::Send => self.send_keyframe_request(id, kind),
+        let Some(entry) = track.layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        match entry.keyframes.request(now, kind, interval) {
+            Gate::Send => self.send_keyframe_request(id, layer, kind),
             Gate::DeferUntil(at) => {
                 self.counters.keyframe_requests_throttled += 1;
-                self.out.timers.set(Timer::Keyframe(id), at);
+                self.out.timers.set(Timer::Keyframe(id, layer), at);
             }
             Gate::Coalesced => self.counters.keyframe_requests_throttled += 1,
         }
     }
 
-    pub(super) fn send_deferred_keyframe(&mut self, now: Instant, id: TrackId) {
+    pub(super) fn send_deferred_keyframe(&mut self, now: Instant, id: TrackId, layer: u8) {
         let deferred = self
             .tracks
             .get_mut(&id)
-            .and_then(|track| track.keyframes.take_deferred(now));
+            .and_then(|track| track.layers.get_mut(usize::from(layer)))
+            .and_then(|layer| layer.keyframes.take_deferred(now));
         if let Some(kind) = deferred {
-            self.send_keyframe_request(id, kind);
+            self.send_keyframe_request(id, layer, kind);
         }
     }
 
-    fn send_keyframe_request(&mut self, id: TrackId, kind: KeyframeRequestKind) {
+    /// Sends a keyframe request for one layer. The layer's stream is named by its rid:
+    /// without one, str0m would pick any layer of the m-line.
+    fn send_keyframe_request(&mut self, id: TrackId, layer: u8, kind: KeyframeRequestKind) {
+        let Some(rid) = self
+            .tracks
+            .get(&id)
+            .and_then(|track| track.layers.get(usize::from(layer)))
+            .map(|layer| layer.rid)
+        else {
+            return;
+        };
         let Some(publisher) = self.participants.get_mut(&id.participant) else {
             return;
         };
         let mut direct = publisher.rtc.direct_api();
-        let Some(stream) = direct.stream_rx_by_mid(id.mid, None) else {
+        let Some(stream) = direct.stream_rx_by_mid(id.mid, rid) else {
             return;
         };
         stream.request_keyframe(kind);
@@ -294,4 +467,40 @@ impl Core {
                 .push_back(Event::ActiveSpeaker { room, participant });
         }
     }
+}
+
+/// Whether `payload` (of `codec`) starts a keyframe, where a subscriber can switch to its
+/// layer. H.264 switches at the SPS, which Chrome sends just before the IDR slice; switching
+/// at the IDR would lose the parameter sets.
+fn starts_keyframe(codec: Codec, vp8: Option<Vp8Descriptor>, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => vp8.is_some_and(|d| d.starts_keyframe(payload)),
+        Codec::H264 => detect_h264_nalu(payload, 7) || detect_h264_keyframe(payload),
+        // The B (beginning of frame) and not-P bits of the VP9 descriptor.
+        Codec::Vp9 => payload.first().is_some_and(|b| b & 0x48 == 0x08),
+        Codec::Av1 => detect_av1_keyframe(payload),
+        _ => false,
+    }
+}
+
+/// Whether the VP8 descriptor's PictureID is the 15-bit form (its M bit), for a descriptor
+/// known to carry one: byte 0 has X, byte 1 has I, so the PictureID starts at byte 2.
+fn is_long_picture_id(payload: &[u8]) -> bool {
+    payload.get(2).is_some_and(|b| b & 0x80 != 0)
+}
+
+/// The patch that writes `ids` into a copy of the payload `descriptor` was parsed from; `None`
+/// when they do not fit it (not expected: the fields come from the same descriptor).
+fn vp8_patch(descriptor: &Vp8Descriptor, ids: Vp8Ids) -> Option<Vp8Patch> {
+    let mut patch = descriptor.patch();
+    if let Some((id, _)) = ids.picture_id {
+        patch = patch.picture_id(id);
+    }
+    if let Some(tl0) = ids.tl0_pic_idx {
+        patch = patch.tl0_pic_idx(tl0);
+    }
+    if let Some(key_idx) = ids.key_idx {
+        patch = patch.key_idx(key_idx);
+    }
+    patch.build().ok()
 }

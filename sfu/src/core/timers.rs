@@ -8,8 +8,9 @@ use super::ids::{ParticipantId, RoomId, TrackId};
 pub(crate) enum Timer {
     /// The deadline str0m asked for in one participant's `Rtc`.
     Rtc(ParticipantId),
-    /// A coalesced keyframe request waits for the throttle interval of its track to pass.
-    Keyframe(TrackId),
+    /// A coalesced keyframe request waits for the throttle interval of its track's layer
+    /// (index into the track's layers) to pass.
+    Keyframe(TrackId, u8),
     /// The end of a room's active-speaker window.
     Speakers(RoomId),
 }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 
 use super::forwarder::Forwarder;
 use super::ids::ParticipantId;
@@ -12,15 +12,82 @@ pub(crate) struct Track {
     pub(crate) kind: MediaKind,
     pub(crate) muted: bool,
     pub(crate) legs: HashMap<ParticipantId, Leg>,
-    pub(crate) keyframes: KeyframeGate,
+    /// The encodings the publisher sends, lowest first: one without a rid, or a simulcast
+    /// layer per rid. A leg's forwarder names a layer by its index here.
+    pub(crate) layers: Vec<Layer>,
 }
 
 impl Track {
-    pub(crate) fn new(kind: MediaKind) -> Self {
+    /// A track of `kind` sent as the simulcast layers `rids` (in any order), or as one
+    /// encoding when `rids` is empty.
+    pub(crate) fn new(kind: MediaKind, rids: &[Rid]) -> Self {
+        let mut rids = rids.to_vec();
+        rids.sort_by_key(layer_rank);
+        rids.dedup();
+        let layers = if rids.is_empty() {
+            vec![Layer::new(None)]
+        } else {
+            rids.into_iter().map(|rid| Layer::new(Some(rid))).collect()
+        };
         Track {
             kind,
             muted: false,
             legs: HashMap::new(),
+            layers,
+        }
+    }
+
+    /// The index of the layer a packet with `rid` belongs to; `None` for a rid the track was
+    /// not negotiated with.
+    pub(crate) fn layer_of(&self, rid: Option<Rid>) -> Option<u8> {
+        let index = self.layers.iter().position(|layer| layer.rid == rid)?;
+        u8::try_from(index).ok()
+    }
+
+    /// Whether the track is sent as more than one layer.
+    pub(crate) fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// The best layer for a leg: the highest one the publisher is sending, or the lowest
+    /// when it sends none (a switch then waits for the layer to come back).
+    pub(crate) fn best_layer(&self) -> u8 {
+        let best = self.layers.iter().rposition(|layer| layer.active);
+        best.and_then(|index| u8::try_from(index).ok()).unwrap_or(0)
+    }
+}
+
+/// Where a simulcast rid sorts among the layers: the page's `q`, `h`, `f` (quarter, half,
+/// full resolution) in that order, then any other rid by name (`r0` < `r1` < `r2`, as other
+/// clients name them). Never by SDP position: some browsers list encodings high to low.
+fn layer_rank(rid: &Rid) -> (u8, String) {
+    let name: &str = rid;
+    let known = match name {
+        "q" => 0,
+        "h" => 1,
+        "f" => 2,
+        _ => 3,
+    };
+    (known, name.to_owned())
+}
+
+/// One encoding of a track.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    /// Its simulcast rid; `None` for a track sent as one encoding.
+    pub(crate) rid: Option<Rid>,
+    /// Whether packets of it arrive: set by the first one, cleared when str0m reports the
+    /// stream paused (the publisher's browser stopped it, as Chrome does on a short uplink).
+    pub(crate) active: bool,
+    /// Throttles keyframe requests for this layer.
+    pub(crate) keyframes: KeyframeGate,
+}
+
+impl Layer {
+    fn new(rid: Option<Rid>) -> Self {
+        Layer {
+            rid,
+            active: false,
             keyframes: KeyframeGate::default(),
         }
     }
@@ -39,12 +106,15 @@ pub(crate) struct Leg {
 }
 
 impl Leg {
-    /// A leg on the subscriber's new m-line `mid`, not ready until the subscriber answers.
-    pub(crate) fn new(mid: Mid) -> Self {
+    /// A leg on the subscriber's new m-line `mid` that will forward `layer`, not ready until
+    /// the subscriber answers.
+    pub(crate) fn new(mid: Mid, layer: u8) -> Self {
+        let mut forwarder = Forwarder::default();
+        forwarder.set_target(layer);
         Leg {
             mid,
             ready: false,
-            forwarder: Forwarder::default(),
+            forwarder,
         }
     }
 }
@@ -107,6 +177,43 @@ impl KeyframeGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_sort_by_rid_meaning_not_by_sdp_order() {
+        let rids = |names: &[&str]| names.iter().map(|n| Rid::from(*n)).collect::<Vec<_>>();
+        let track = Track::new(MediaKind::Video, &rids(&["f", "q", "h"]));
+        let order: Vec<_> = track.layers.iter().map(|l| l.rid).collect();
+        assert_eq!(
+            order,
+            rids(&["q", "h", "f"])
+                .into_iter()
+                .map(Some)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(track.layer_of(Some(Rid::from("h"))), Some(1));
+        assert_eq!(track.layer_of(Some(Rid::from("x"))), None);
+        assert_eq!(track.layer_of(None), None);
+        let other = Track::new(MediaKind::Video, &rids(&["r2", "r0", "r1"]));
+        assert_eq!(other.layer_of(Some(Rid::from("r0"))), Some(0));
+        assert_eq!(other.layer_of(Some(Rid::from("r2"))), Some(2));
+        let single = Track::new(MediaKind::Audio, &[]);
+        assert_eq!(single.layer_of(None), Some(0));
+        assert!(!single.is_simulcast());
+    }
+
+    #[test]
+    fn the_best_layer_is_the_highest_one_sent() {
+        let rids = [Rid::from("q"), Rid::from("h"), Rid::from("f")];
+        let mut track = Track::new(MediaKind::Video, &rids);
+        assert_eq!(track.best_layer(), 0);
+        track.layers[1].active = true;
+        assert_eq!(track.best_layer(), 1);
+        track.layers[2].active = true;
+        assert_eq!(track.best_layer(), 2);
+        track.layers[2].active = false;
+        track.layers[0].active = true;
+        assert_eq!(track.best_layer(), 1);
+    }
 
     const INTERVAL: Duration = Duration::from_millis(500);
 

@@ -4,7 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -12,9 +12,11 @@ use rand::{Rng, SeedableRng};
 use sfu::core::{Command, Config, Core, Event, ParticipantId, RoomId, TrackId, Transport};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 
 pub const ROOM: RoomId = RoomId(7);
@@ -32,12 +34,20 @@ pub const PAYLOAD_LEN: usize = 200;
 /// Guards against a simulation that stops advancing time.
 const MAX_STEPS: usize = 5_000_000;
 
-/// Byte offsets of the tags every test payload carries.
+/// The simulcast layers of [`Sim::join_simulcast`], lowest first, with their packets per
+/// delta frame (a keyframe has four times as many).
+pub const SIMULCAST: [(&str, u8); 3] = [("q", 1), ("h", 2), ("f", 4)];
+
+/// Byte offsets of the tags every test payload carries, after an 8-byte codec header: `A` for
+/// audio; for video a VP8 payload descriptor with a 15-bit picture id, TL0PICIDX and KEYIDX,
+/// then the VP8 header byte whose P bit is clear on the first packet of a keyframe.
 pub mod tag {
-    pub const PUBLISHER: usize = 2;
-    pub const KEYFRAME: usize = 3;
-    pub const FRAME: usize = 4;
-    pub const PACKET: usize = 8;
+    pub const PUBLISHER: usize = 8;
+    pub const KEYFRAME: usize = 9;
+    pub const FRAME: usize = 10;
+    pub const PACKET: usize = 14;
+    /// The index of the simulcast layer (0 without simulcast).
+    pub const LAYER: usize = 15;
 }
 
 /// What a client publishes.
@@ -52,9 +62,30 @@ pub enum Video {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub payload: Vec<u8>,
+    /// The extended sequence number.
+    pub seq_no: u64,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub marker: bool,
+    pub at: Instant,
 }
 
 impl Received {
+    /// The simulcast layer the publisher sent it on (0 without simulcast).
+    pub fn layer(&self) -> u8 {
+        self.payload[tag::LAYER]
+    }
+
+    /// The VP8 picture id of a video packet.
+    pub fn picture_id(&self) -> Option<u16> {
+        Vp8Descriptor::parse(&self.payload).ok()?.picture_id()
+    }
+
+    /// Whether it is the first packet of a frame (the VP8 descriptor's S bit).
+    pub fn starts_frame(&self) -> bool {
+        !self.is_audio() && self.payload[0] & 0x10 != 0
+    }
+
     pub fn publisher(&self) -> u8 {
         self.payload[tag::PUBLISHER]
     }
@@ -78,19 +109,60 @@ impl Received {
 struct Stream {
     mid: Mid,
     codec: Codec,
-    seq: u64,
     next: Instant,
     frame: u32,
+    /// One encoding, or the simulcast layers lowest first.
+    layers: Vec<Encoding>,
+}
+
+/// The numbering of one encoding, each layer with its own bases as browsers do.
+struct Encoding {
+    rid: Option<Rid>,
+    seq: u64,
+    timestamp_base: u32,
+    picture_id: u16,
+    tl0_pic_idx: u8,
+    key_idx: u8,
+    /// Packets per delta frame.
+    packets: u8,
+    /// Its next frame is a keyframe (simulcast layers send one only when asked).
+    keyframe_due: bool,
+    /// The publisher stopped sending it (as Chrome stops its top layers on a short uplink).
+    pub paused: bool,
+}
+
+impl Encoding {
+    fn new(rid: Option<Rid>, index: u16, packets: u8) -> Self {
+        Encoding {
+            rid,
+            seq: 1 + 20_000 * u64::from(index),
+            timestamp_base: 12_345 * u32::from(index),
+            picture_id: 100 + 9_000 * index,
+            tl0_pic_idx: 7 * index as u8,
+            key_idx: 3 * index as u8,
+            packets,
+            keyframe_due: true,
+            paused: false,
+        }
+    }
 }
 
 impl Stream {
-    fn new(mid: Mid, codec: Codec, now: Instant) -> Self {
+    fn new(mid: Mid, codec: Codec, now: Instant, simulcast: bool) -> Self {
+        let layers = if simulcast && codec != Codec::Opus {
+            (0u16..)
+                .zip(SIMULCAST)
+                .map(|(index, (rid, packets))| Encoding::new(Some(Rid::from(rid)), index, packets))
+                .collect()
+        } else {
+            vec![Encoding::new(None, 0, DELTA_PACKETS)]
+        };
         Stream {
             mid,
             codec,
-            seq: 1,
             next: now,
             frame: 0,
+            layers,
         }
     }
 }
@@ -102,7 +174,8 @@ pub struct Client {
     pub rtc: Rtc,
     pub connected: bool,
     pub received: Vec<Received>,
-    pub keyframe_requests: Vec<(Instant, Mid, KeyframeRequestKind)>,
+    /// Keyframe requests the server sent this client, as `(at, mid, rid, kind)`.
+    pub keyframe_requests: Vec<(Instant, Mid, Option<Rid>, KeyframeRequestKind)>,
     /// Keyframe packets this client sent, as `(frame, packet, sent at)`.
     pub sent_keyframe_packets: Vec<(u32, u8, Instant)>,
     pub publishing: bool,
@@ -112,6 +185,10 @@ pub struct Client {
     pub server_ufrag: Option<String>,
     pending: Option<SdpPendingOffer>,
     video_codec: Option<Codec>,
+    /// Whether it sends its video as the [`SIMULCAST`] layers.
+    simulcast: bool,
+    /// Simulcast layers the server asked a keyframe of, not yet sent.
+    keyframes_asked: Vec<(Mid, Option<Rid>)>,
     audio: Option<Stream>,
     video: Option<Stream>,
     timeout: Instant,
@@ -124,6 +201,15 @@ impl Client {
 
     pub fn audio_mid(&self) -> Option<Mid> {
         self.audio.as_ref().map(|s| s.mid)
+    }
+
+    /// Stops or resumes sending the simulcast layer `index` of its video.
+    pub fn pause_layer(&mut self, index: usize, paused: bool) {
+        if let Some(layer) = self.video.as_mut().and_then(|v| v.layers.get_mut(index)) {
+            layer.paused = paused;
+            // A browser resumes a layer with a keyframe.
+            layer.keyframe_due |= !paused;
+        }
     }
 
     pub fn received_from(&self, publisher: u8) -> impl Iterator<Item = &Received> {
@@ -143,6 +229,19 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
+/// A rate-limited link towards one address, shaped like the kernel's `tbf`: datagrams leave
+/// one after another at `rate_bps`, and one that would wait in the queue longer than `queue`
+/// is dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub rate_bps: u64,
+    pub queue: Duration,
+    busy_until: Option<Instant>,
+}
+
+/// Bytes of IPv4 and UDP headers each datagram costs on a link.
+const DATAGRAM_OVERHEAD: usize = 28;
+
 /// The network between clients and the server.
 pub struct Net {
     rng: StdRng,
@@ -153,6 +252,12 @@ pub struct Net {
     order: u64,
     /// Datagrams dropped by simulated loss, per destination.
     pub lost: HashMap<SocketAddr, u64>,
+    /// Rate-limited links, by destination address.
+    links: HashMap<IpAddr, Link>,
+    /// When the last datagram on each path arrives, so none overtakes another.
+    last_arrival: HashMap<(SocketAddr, SocketAddr), Instant>,
+    /// Datagrams a link's queue had no room for, by destination address.
+    pub queue_drops: HashMap<IpAddr, u64>,
     /// When set, datagrams to this address are kept in `captured` instead of delivered, so a
     /// benchmark can feed them to the core itself and time only that.
     pub capture_to: Option<SocketAddr>,
@@ -183,9 +288,25 @@ impl Net {
         } else {
             self.jitter.mul_f64(self.rng.random::<f64>())
         };
+        let mut leaves = now;
+        if let Some(link) = self.links.get_mut(&to.ip()) {
+            let start = link.busy_until.map_or(now, |busy| busy.max(now));
+            if start - now > link.queue {
+                *self.queue_drops.entry(to.ip()).or_default() += 1;
+                return;
+            }
+            let bits = 8 * (bytes.len() + DATAGRAM_OVERHEAD) as u64;
+            leaves = start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
+            link.busy_until = Some(leaves);
+        }
+        // Jitter varies the delay, but a path keeps its order: real networks seldom reorder,
+        // while independent jitter per datagram would shuffle every burst a frame makes.
+        let last = self.last_arrival.entry((from, to)).or_insert(now);
+        let at = (leaves + self.delay + jitter).max(*last);
+        *last = at;
         self.order += 1;
         self.queue.push(Reverse(InFlight {
-            at: now + self.delay + jitter,
+            at,
             order: self.order,
             transport,
             from,
@@ -196,6 +317,27 @@ impl Net {
 
     fn next(&self) -> Option<Instant> {
         self.queue.peek().map(|Reverse(p)| p.at)
+    }
+
+    /// Limits the link towards `ip` to `rate_bps` with a queue of `queue`; `None` lifts the
+    /// limit (what is queued still arrives).
+    pub fn limit(&mut self, ip: IpAddr, limit: Option<(u64, Duration)>) {
+        match limit {
+            Some((rate_bps, queue)) => {
+                let busy_until = self.links.get(&ip).and_then(|link| link.busy_until);
+                self.links.insert(
+                    ip,
+                    Link {
+                        rate_bps: rate_bps.max(1),
+                        queue,
+                        busy_until,
+                    },
+                );
+            }
+            None => {
+                self.links.remove(&ip);
+            }
+        }
     }
 }
 
@@ -240,6 +382,9 @@ impl Sim {
                 queue: BinaryHeap::new(),
                 order: 0,
                 lost: HashMap::new(),
+                links: HashMap::new(),
+                last_arrival: HashMap::new(),
+                queue_drops: HashMap::new(),
                 capture_to: None,
                 captured: Vec::new(),
             },
@@ -269,16 +414,28 @@ impl Sim {
     /// do, and joins.
     /// Returns its index in `clients`.
     pub fn join(&mut self, video: Video, waiting: bool) -> usize {
-        self.add_client(video, waiting, true)
+        self.add_client(video, waiting, true, false)
+    }
+
+    /// Like [`Sim::join`], with the video offered and sent as the [`SIMULCAST`] layers, as the
+    /// join page sends its camera.
+    pub fn join_simulcast(&mut self, video: Video) -> usize {
+        self.add_client(video, false, true, true)
     }
 
     /// Like [`Sim::join`], but the client does not offer: it answers the core's offer and
     /// publishes on the m-lines the core offered to receive on.
     pub fn join_on_server_offer(&mut self, video: Video) -> usize {
-        self.add_client(video, false, false)
+        self.add_client(video, false, false, false)
     }
 
-    fn add_client(&mut self, video: Video, waiting: bool, client_offers: bool) -> usize {
+    fn add_client(
+        &mut self,
+        video: Video,
+        waiting: bool,
+        client_offers: bool,
+        simulcast: bool,
+    ) -> usize {
         let index = self.clients.len();
         let tag = u8::try_from(index + 1).expect("few clients");
         let addr = SocketAddr::from(([192, 168, 0, tag], 5000));
@@ -314,6 +471,8 @@ impl Sim {
             server_ufrag: None,
             pending: None,
             video_codec,
+            simulcast,
+            keyframes_asked: Vec::new(),
             audio: None,
             video: None,
             timeout: self.now,
@@ -321,14 +480,21 @@ impl Sim {
         let offer = client_offers.then(|| {
             let mut api = client.rtc.sdp_api();
             let audio = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+            let layers = simulcast.then(|| {
+                let mut layers = Simulcast::new();
+                for (rid, _) in SIMULCAST {
+                    layers.add_send_layer(SimulcastLayer::new(rid));
+                }
+                layers
+            });
             let video = video_codec
-                .map(|_| api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
+                .map(|_| api.add_media(MediaKind::Video, Direction::SendRecv, None, None, layers));
             let (offer, pending) = api.apply().expect("offer");
             client.pending = Some(pending);
-            client.audio = Some(Stream::new(audio, Codec::Opus, self.now));
+            client.audio = Some(Stream::new(audio, Codec::Opus, self.now, false));
             client.video = video
                 .zip(video_codec)
-                .map(|(mid, c)| Stream::new(mid, c, self.now));
+                .map(|(mid, c)| Stream::new(mid, c, self.now, simulcast));
             offer
         });
         let id = client.id;
@@ -642,15 +808,24 @@ fn drain(client: &mut Client, net: &mut Net, now: Instant) {
                         MediaKind::Audio => Some(Codec::Opus),
                         MediaKind::Video => client.video_codec,
                     };
-                    *stream = codec.map(|codec| Stream::new(added.mid, codec, now));
+                    *stream = codec.map(|codec| Stream::new(added.mid, codec, now, false));
                 }
                 RtcEvent::RtpPacket(packet) => client.received.push(Received {
                     payload: packet.payload.to_vec(),
+                    seq_no: *packet.seq_no,
+                    timestamp: packet.header.timestamp,
+                    ssrc: *packet.header.ssrc,
+                    marker: packet.header.marker,
+                    at: now,
                 }),
                 RtcEvent::KeyframeRequest(request) => {
                     client
                         .keyframe_requests
-                        .push((now, request.mid, request.kind));
+                        .push((now, request.mid, request.rid, request.kind));
+                    // Single-encoding video keeps its own keyframe period, as the tests expect.
+                    if request.rid.is_some() {
+                        client.keyframes_asked.push((request.mid, request.rid));
+                    }
                 }
                 _ => {}
             },
@@ -674,12 +849,6 @@ fn send_frame(
     else {
         return;
     };
-    let keyframe = video && stream.frame.is_multiple_of(KEYFRAME_EVERY);
-    let packets = match (video, keyframe) {
-        (false, _) => 1,
-        (true, true) => KEYFRAME_PACKETS,
-        (true, false) => DELTA_PACKETS,
-    };
     let (rate, period) = if video {
         (90_000, VIDEO_PERIOD)
     } else {
@@ -696,31 +865,80 @@ fn send_frame(
         },
         ..ExtensionValues::default()
     };
-    for packet in 0..packets {
-        let mut payload = vec![0u8; payload_len];
-        payload[0] = if video { 0x10 } else { b'A' };
-        payload[1] = u8::from(!keyframe);
-        payload[tag::PUBLISHER] = client.tag;
-        payload[tag::KEYFRAME] = u8::from(keyframe);
-        payload[tag::FRAME..tag::FRAME + 4].copy_from_slice(&stream.frame.to_be_bytes());
-        payload[tag::PACKET] = packet;
-        let mut direct = client.rtc.direct_api();
-        let Some(tx) = direct.stream_tx_by_mid(stream.mid, None) else {
-            return;
+    let periodic = stream.frame.is_multiple_of(KEYFRAME_EVERY);
+    if video {
+        for (mid, rid) in std::mem::take(&mut client.keyframes_asked) {
+            if let Some(layer) = stream
+                .layers
+                .iter_mut()
+                .find(|layer| mid == stream.mid && layer.rid == rid)
+            {
+                layer.keyframe_due = true;
+            }
+        }
+    }
+    for (index, layer) in stream.layers.iter_mut().enumerate() {
+        if layer.paused {
+            continue;
+        }
+        let keyframe = video && (layer.keyframe_due || (layer.rid.is_none() && periodic));
+        layer.keyframe_due = false;
+        let packets = match (video, keyframe, layer.rid) {
+            (false, _, _) => 1,
+            (true, true, None) => KEYFRAME_PACKETS,
+            (true, true, Some(_)) => 4 * layer.packets,
+            (true, false, _) => layer.packets,
         };
-        tx.write_rtp(
-            RtpWrite::new(pt, stream.seq.into(), rtp_time, now, payload)
+        if video {
+            layer.picture_id = (layer.picture_id + 1) & 0x7fff;
+            layer.tl0_pic_idx = layer.tl0_pic_idx.wrapping_add(1);
+            if keyframe {
+                layer.key_idx = (layer.key_idx + 1) & 0x1f;
+            }
+        }
+        for packet in 0..packets {
+            let mut payload = vec![0u8; payload_len];
+            if video {
+                let first = packet == 0;
+                payload[0] = 0x80 | if first { 0x10 } else { 0 };
+                payload[1] = 0xf0;
+                payload[2] = 0x80 | (layer.picture_id >> 8) as u8;
+                payload[3] = layer.picture_id as u8;
+                payload[4] = layer.tl0_pic_idx;
+                payload[5] = layer.key_idx;
+                payload[6] = u8::from(!(first && keyframe));
+            } else {
+                payload[0] = b'A';
+            }
+            payload[tag::PUBLISHER] = client.tag;
+            payload[tag::KEYFRAME] = u8::from(keyframe);
+            payload[tag::FRAME..tag::FRAME + 4].copy_from_slice(&stream.frame.to_be_bytes());
+            payload[tag::PACKET] = packet;
+            payload[tag::LAYER] = index as u8;
+            let mut direct = client.rtc.direct_api();
+            let Some(tx) = direct.stream_tx_by_mid(stream.mid, layer.rid) else {
+                break;
+            };
+            tx.write_rtp(
+                RtpWrite::new(
+                    pt,
+                    layer.seq.into(),
+                    rtp_time.wrapping_add(layer.timestamp_base),
+                    now,
+                    payload,
+                )
                 .marker(packet + 1 == packets)
                 .nackable(video)
                 .ext_vals(ext_vals.clone()),
-        );
-        stream.seq += 1;
-        if keyframe {
-            client
-                .sent_keyframe_packets
-                .push((stream.frame, packet, now));
+            );
+            layer.seq += 1;
+            if keyframe {
+                client
+                    .sent_keyframe_packets
+                    .push((stream.frame, packet, now));
+            }
+            drain(client, net, now);
         }
-        drain(client, net, now);
     }
     stream.frame += 1;
     stream.next += period;
