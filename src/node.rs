@@ -159,6 +159,7 @@ impl Node {
         let announce_ip = sfu.announce_ip.unwrap_or_else(default_announce_ip);
         let mut core = sfu::core::Config::new(SocketAddr::new(announce_ip, 0));
         core.max_participants_per_room = limits.max_participants;
+        core.bwe_initial_bps = sfu.bwe_initial_bps();
         let tcp_cap = if sfu.uses(SfuTransport::Tcp) {
             // Unknown limit: nothing to fit below.
             let fd_limit = rlimit::Resource::NOFILE

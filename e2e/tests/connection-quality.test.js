@@ -41,6 +41,15 @@ test('the clinician sees the patient’s connection lost and back', async () => 
       await page.waitForFunction(() => document.body.dataset.state === 'call');
     }
     await videoPlaying(doctor, 'video.remote-video');
+    // Everything said to screen readers, in order: a later message replaces an earlier one in
+    // the live region, and the patient's page may find a new path soon after "lost".
+    await doctor.evaluate(() => {
+      const region = document.querySelector('#announcer');
+      window.__announced = [];
+      new MutationObserver(() => {
+        if (region.textContent) window.__announced.push(region.textContent);
+      }).observe(region, { childList: true, characterData: true, subtree: true });
+    });
     const notice = doctor.locator('.tile.remote .weak-link');
     assert.equal(await notice.isHidden(), true, 'a clean loopback link shows nothing');
 
@@ -71,7 +80,7 @@ test('the clinician sees the patient’s connection lost and back', async () => 
     );
     assert.equal(await notice.textContent(), 'Connection lost');
     await doctor.waitForFunction(
-      () => document.querySelector('#announcer').textContent.includes('connection was lost'),
+      () => window.__announced.some((text) => text.includes('connection was lost')),
       null,
       { timeout: 5000 },
     );

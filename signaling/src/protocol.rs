@@ -66,6 +66,17 @@ pub enum ClientMessage {
         /// `true` to stop forwarding.
         muted: bool,
     },
+    /// The size at which the client shows another participant's video track, so the
+    /// server sends no larger simulcast layer than that needs (SFU only).
+    VideoSize {
+        /// Track id from `track_published`.
+        track: String,
+        /// Width in device pixels (CSS pixels × `devicePixelRatio`), at most 8192; 0 with
+        /// `height` 0 when the video is not shown.
+        width: u32,
+        /// Height in device pixels, at most 8192.
+        height: u32,
+    },
     /// Heartbeat; answered with `pong`.
     Ping {
         /// Echoed in the `pong`.
@@ -90,6 +101,7 @@ impl ClientMessage {
             Self::Admit { .. } => "admit",
             Self::Remove { .. } => "remove",
             Self::Mute { .. } => "mute",
+            Self::VideoSize { .. } => "video_size",
             Self::Ping { .. } => "ping",
             Self::Leave => "leave",
             Self::EndVisit => "end_visit",
@@ -114,6 +126,14 @@ impl From<api::model::ParticipantRole> for Role {
             api::model::ParticipantRole::Clinician => Self::Clinician,
         }
     }
+}
+
+/// Why a track is paused for a subscriber, in `track_paused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// The subscriber's link has no room for the video.
+    Bandwidth,
 }
 
 /// How a participant's connection is, in `connection_quality` (docs/signaling.md §3).
@@ -367,6 +387,20 @@ pub enum ServerMessage {
         /// New state.
         muted: bool,
     },
+    /// Another participant's video track is paused for the recipient alone: its link holds
+    /// not even the lowest layer, so only audio is forwarded to it until the link recovers
+    /// (`track_resumed`). SFU only.
+    TrackPaused {
+        /// Track id.
+        track: String,
+        /// Why: `bandwidth`.
+        reason: PauseReason,
+    },
+    /// A track paused for the recipient is forwarded again.
+    TrackResumed {
+        /// Track id.
+        track: String,
+    },
     /// An SDP offer from the server; reply with `answer`.
     Offer {
         /// The SDP.
@@ -487,6 +521,24 @@ mod tests {
         };
         let text = serde_json::to_string(&mute).expect("encode");
         assert_eq!(text, r#"{"type":"mute","track":"p:0","muted":true}"#);
+        let size: ClientMessage =
+            serde_json::from_str(r#"{"type":"video_size","track":"p:1","width":0,"height":0}"#)
+                .expect("video_size");
+        assert_eq!(size.kind(), "video_size");
+        let paused = serde_json::to_string(&ServerMessage::TrackPaused {
+            track: "p:1".into(),
+            reason: PauseReason::Bandwidth,
+        })
+        .expect("encode");
+        assert_eq!(
+            paused,
+            r#"{"type":"track_paused","track":"p:1","reason":"bandwidth"}"#
+        );
+        let resumed = serde_json::to_string(&ServerMessage::TrackResumed {
+            track: "p:1".into(),
+        })
+        .expect("encode");
+        assert_eq!(resumed, r#"{"type":"track_resumed","track":"p:1"}"#);
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"dance"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"offer"}"#).is_err());
     }

@@ -36,8 +36,8 @@ use str0m::change::SdpOffer;
 
 pub use crate::backend::{MediaCommand, MediaEvent};
 use crate::protocol::{
-    CloseCode, ErrorCode, LeftReason, PROTOCOL_VERSION, ParticipantInfo, Role, ServerMessage,
-    TrackKind,
+    CloseCode, ErrorCode, LeftReason, PROTOCOL_VERSION, ParticipantInfo, PauseReason, Role,
+    ServerMessage, TrackKind,
 };
 use crate::wire::{wire_id, wire_track};
 
@@ -739,6 +739,19 @@ impl Room {
                     track: wire_track(track),
                     participant: wire_id(track.participant),
                     muted,
+                },
+            ),
+            MediaEvent::TrackPaused { subscriber, track } => self.send(
+                subscriber,
+                ServerMessage::TrackPaused {
+                    track: wire_track(track),
+                    reason: PauseReason::Bandwidth,
+                },
+            ),
+            MediaEvent::TrackResumed { subscriber, track } => self.send(
+                subscriber,
+                ServerMessage::TrackResumed {
+                    track: wire_track(track),
                 },
             ),
             MediaEvent::TrackRefused {

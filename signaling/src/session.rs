@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{ClientMessage, CloseCode, ErrorCode, PROTOCOL_VERSION, Role, ServerMessage};
 
+/// The largest video size a client may report in `video_size`, per side.
+const MAX_VIDEO_SIDE: u32 = 8192;
+
 /// Per-socket limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -77,6 +80,15 @@ pub enum Request {
         track: String,
         /// New state.
         muted: bool,
+    },
+    /// Report the size another participant's video is shown at.
+    VideoSize {
+        /// Track id.
+        track: String,
+        /// Width in device pixels.
+        width: u32,
+        /// Height in device pixels.
+        height: u32,
     },
     /// Leave for good.
     Leave,
@@ -349,6 +361,23 @@ impl Session {
             }
             ClientMessage::Remove { participant } => Step::Request(Request::Remove { participant }),
             ClientMessage::Mute { track, muted } => Step::Request(Request::Mute { track, muted }),
+            ClientMessage::VideoSize { width, height, .. }
+                if width > MAX_VIDEO_SIDE || height > MAX_VIDEO_SIDE =>
+            {
+                Step::Reply(ServerMessage::error(
+                    ErrorCode::InvalidMessage,
+                    format!("video_size: width and height must be at most {MAX_VIDEO_SIDE}"),
+                ))
+            }
+            ClientMessage::VideoSize {
+                track,
+                width,
+                height,
+            } => Step::Request(Request::VideoSize {
+                track,
+                width,
+                height,
+            }),
             ClientMessage::Leave => Step::Request(Request::Leave),
             ClientMessage::EndVisit if identity.role != Role::Clinician => {
                 clinician_only("end the visit")
@@ -386,6 +415,39 @@ mod tests {
             role,
         });
         (session, t0)
+    }
+
+    #[test]
+    fn video_size_is_passed_on_within_its_bounds_and_refused_beyond() {
+        let (mut session, t0) = seated(Role::Patient);
+        let step = session.on_text(
+            t0,
+            r#"{"type":"video_size","track":"p:1","width":640,"height":360}"#,
+        );
+        assert_eq!(
+            step,
+            Some(Step::Request(Request::VideoSize {
+                track: "p:1".into(),
+                width: 640,
+                height: 360
+            }))
+        );
+        for bad in [
+            r#"{"type":"video_size","track":"p:1","width":8193,"height":360}"#,
+            r#"{"type":"video_size","track":"p:1","width":640,"height":100000}"#,
+        ] {
+            let step = session.on_text(t0, bad).expect("a reply");
+            assert_eq!(error_code(&step), Some(ErrorCode::InvalidMessage), "{bad}");
+        }
+        // Negative or fractional sizes are not a `video_size` at all.
+        let step = session
+            .on_text(
+                t0,
+                r#"{"type":"video_size","track":"p:1","width":-1,"height":2}"#,
+            )
+            .expect("a reply");
+        assert_eq!(error_code(&step), Some(ErrorCode::InvalidMessage));
+        assert!(!session.is_closed());
     }
 
     #[test]

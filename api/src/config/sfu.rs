@@ -36,6 +36,10 @@ pub struct SfuConfig {
     pub announce_ip: Option<IpAddr>,
     /// Media workers; 0 = one per core.
     pub workers: usize,
+    /// The bandwidth estimate towards each subscriber before its feedback refines it, in
+    /// kbit/s; 0 turns bandwidth estimation off (layers then follow size alone, and video
+    /// is never paused for bandwidth).
+    pub bwe_initial_kbps: u32,
 }
 
 impl Default for SfuConfig {
@@ -48,6 +52,7 @@ impl Default for SfuConfig {
             tcp_max_connections_per_ip: 64,
             announce_ip: None,
             workers: 0,
+            bwe_initial_kbps: 1000,
         }
     }
 }
@@ -58,12 +63,23 @@ impl SfuConfig {
         self.transports.contains(&transport)
     }
 
+    /// The initial bandwidth estimate in bit/s, or `None` when estimation is off.
+    pub fn bwe_initial_bps(&self) -> Option<u64> {
+        (self.bwe_initial_kbps > 0).then(|| u64::from(self.bwe_initial_kbps) * 1000)
+    }
+
     /// The ICE-TCP listener's address: `sfu.tcp`, else `sfu.udp`'s.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp.unwrap_or(self.udp)
     }
 
     pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.bwe_initial_kbps != 0 && !(50..=100_000).contains(&self.bwe_initial_kbps) {
+            return Err(ConfigError::new(
+                "sfu.bwe_initial_kbps",
+                "must be 0 (off) or between 50 and 100000",
+            ));
+        }
         if self.transports.is_empty() {
             return Err(ConfigError::new(
                 "sfu.transports",
@@ -116,6 +132,19 @@ mod tests {
             sfu.check().unwrap_err().key,
             "sfu.tcp_max_connections_per_ip"
         );
+    }
+
+    #[test]
+    fn the_initial_estimate_is_off_or_within_bounds() {
+        let mut sfu = SfuConfig::default();
+        assert_eq!(sfu.bwe_initial_bps(), Some(1_000_000));
+        sfu.bwe_initial_kbps = 0;
+        sfu.check().expect("off");
+        assert_eq!(sfu.bwe_initial_bps(), None);
+        for bad in [1, 49, 100_001] {
+            sfu.bwe_initial_kbps = bad;
+            assert_eq!(sfu.check().unwrap_err().key, "sfu.bwe_initial_kbps");
+        }
     }
 
     #[test]

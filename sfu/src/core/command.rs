@@ -50,6 +50,18 @@ pub enum Command {
         /// Who is removed.
         participant: ParticipantId,
     },
+    /// The size at which a subscriber renders a video track, so it gets no larger simulcast
+    /// layer than that needs. Sizes above 8192 count as 8192.
+    VideoSize {
+        /// Who renders it.
+        subscriber: ParticipantId,
+        /// The video track.
+        track: TrackId,
+        /// Width in device pixels; 0 with `height` 0 when the video is not shown.
+        width: u32,
+        /// Height in device pixels.
+        height: u32,
+    },
     /// Stop or resume forwarding one published track.
     Mute {
         /// The track.

@@ -21,6 +21,10 @@ pub struct Config {
     /// Keyframe requests reach a publisher at most once per this interval per track; requests
     /// in between are coalesced into one sent when the interval ends.
     pub keyframe_interval: Duration,
+    /// The bandwidth estimate (bit/s) each subscriber's session starts from before transport
+    /// feedback refines it; `None` turns send-side estimation off, and with it choosing
+    /// simulcast layers and pausing video by bandwidth.
+    pub bwe_initial_bps: Option<u64>,
     /// How often each session reports its RTP statistics (feeding NACK/PLI counters and
     /// [`Event::Rtt`](super::Event::Rtt)); `None` turns the reports off.
     pub stats_interval: Option<Duration>,
@@ -29,7 +33,7 @@ pub struct Config {
 impl Config {
     /// Defaults for a telehealth visit: UDP only, 4 participants per room, 4 tracks each
     /// (camera, microphone, screen share and its audio), keyframe requests at most every
-    /// 500 ms, statistics every second.
+    /// 500 ms, bandwidth estimation from 1 Mbit/s, statistics every second.
     pub fn new(host_candidate: SocketAddr) -> Self {
         Config {
             host_candidate,
@@ -38,6 +42,7 @@ impl Config {
             max_participants_per_room: 4,
             max_tracks_per_participant: 4,
             keyframe_interval: Duration::from_millis(500),
+            bwe_initial_bps: Some(1_000_000),
             stats_interval: Some(Duration::from_secs(1)),
         }
     }

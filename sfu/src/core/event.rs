@@ -163,6 +163,21 @@ pub enum Event {
         /// How it is now.
         quality: Quality,
     },
+    /// `subscriber`'s link no longer holds even the lowest layer of a video `track`: the track
+    /// is paused for it (audio goes on) until the link recovers.
+    TrackPaused {
+        /// Whose link.
+        subscriber: ParticipantId,
+        /// The paused video track.
+        track: TrackId,
+    },
+    /// A track paused for `subscriber` is forwarded again.
+    TrackResumed {
+        /// Whose link.
+        subscriber: ParticipantId,
+        /// The resumed video track.
+        track: TrackId,
+    },
     /// A participant left its room; every resource it held is freed.
     Left {
         /// The room.

@@ -46,6 +46,8 @@ pub(crate) enum DropReason {
     OtherLayer,
     /// The packet belongs to the leg's target layer, which is switched to only at a keyframe.
     AwaitingKeyframe,
+    /// The leg is paused: the subscriber's link holds no video layer of the track.
+    Paused,
     /// The packet starts a keyframe of the target layer, but later packets of it arrived
     /// first and were dropped: switching here would leave a gap the subscriber cannot get
     /// back. The core asks for another keyframe.
@@ -157,10 +159,10 @@ struct Last {
 }
 
 /// The rewriting state of one leg, carried from packet to packet.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Forwarder {
-    /// The layer the core wants this subscriber to get.
-    target: u8,
+    /// The layer the core wants this subscriber to get; `None` pauses the leg.
+    target: Option<u8>,
     /// The layer being forwarded and its mapping; `None` until the first packet.
     current: Option<Mapping>,
     last: Option<Last>,
@@ -253,9 +255,22 @@ fn ticks(elapsed: Duration, clock_rate: u32) -> u32 {
     u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
+impl Default for Forwarder {
+    /// A leg that forwards layer 0 (the only one of a track without simulcast).
+    fn default() -> Self {
+        Forwarder {
+            target: Some(0),
+            current: None,
+            last: None,
+            skipped: None,
+            pts: Vec::new(),
+        }
+    }
+}
+
 impl Forwarder {
-    /// The layer the core wants this leg to forward.
-    pub(crate) fn target(&self) -> u8 {
+    /// The layer the core wants this leg to forward; `None` while paused.
+    pub(crate) fn target(&self) -> Option<u8> {
         self.target
     }
 
@@ -264,11 +279,16 @@ impl Forwarder {
         self.current.map(|mapping| mapping.layer)
     }
 
-    /// Asks for `layer` from now on. The leg keeps forwarding its current layer until a
-    /// keyframe of `layer` arrives, so the caller must see that one is requested.
-    pub(crate) fn set_target(&mut self, layer: u8) {
+    /// Asks for `layer` from now on, or pauses the leg (`None`). The leg keeps forwarding its
+    /// current layer until a keyframe of `layer` arrives, so the caller must see that one is
+    /// requested; after a pause it forwards nothing until then, since the subscriber missed
+    /// the frames in between.
+    pub(crate) fn set_target(&mut self, layer: Option<u8>) {
         if layer != self.target {
             self.skipped = None;
+        }
+        if layer.is_none() {
+            self.current = None;
         }
         self.target = layer;
     }
@@ -299,21 +319,24 @@ impl Forwarder {
         if !leg.connected {
             return Err(DropReason::Disconnected);
         }
+        if self.target.is_none() {
+            return Err(DropReason::Paused);
+        }
         let seq = *packet.seq_no;
-        let (mapping, switched) = match (self.current, &self.last) {
-            (Some(mapping), _) if mapping.layer == packet.layer => (mapping, false),
-            _ if packet.layer != self.target => return Err(DropReason::OtherLayer),
-            (None, _) => (Mapping::first(packet), false),
-            (Some(_), _) if !packet.keyframe => {
+        let mapping = match (self.current, &self.last) {
+            (Some(mapping), _) if mapping.layer == packet.layer => mapping,
+            _ if Some(packet.layer) != self.target => return Err(DropReason::OtherLayer),
+            (_, None) => Mapping::first(packet),
+            _ if !packet.keyframe => {
                 self.skipped = self.skipped.max(Some(seq));
                 return Err(DropReason::AwaitingKeyframe);
             }
-            (Some(_), _) if self.skipped.is_some_and(|skipped| skipped > seq) => {
+            _ if self.skipped.is_some_and(|skipped| skipped > seq) => {
                 return Err(DropReason::MissedKeyframe);
             }
-            (Some(_), Some(last)) => (Mapping::continuing(last, packet), true),
-            (Some(_), None) => (Mapping::first(packet), true),
+            (_, Some(last)) => Mapping::continuing(last, packet),
         };
+        let switched = self.current.is_some_and(|m| m.layer != mapping.layer);
         self.current = Some(mapping);
         if switched {
             self.skipped = None;
@@ -604,7 +627,7 @@ mod tests {
     #[test]
     fn a_leg_starts_on_any_packet_of_its_target_and_ignores_other_layers() {
         let mut forwarder = Forwarder::default();
-        forwarder.set_target(1);
+        forwarder.set_target(Some(1));
         assert_eq!(forwarder.current(), None);
         assert_eq!(
             send(&mut forwarder, layered(0, 500, 1_000, 0)),
@@ -618,7 +641,7 @@ mod tests {
         let first = send(&mut forwarder, layered(1, 300, 4_000, 0)).unwrap();
         assert_eq!((*first.seq_no, first.timestamp), (300, 4_000));
         assert_eq!(forwarder.current(), Some(1));
-        assert_eq!(forwarder.target(), 1);
+        assert_eq!(forwarder.target(), Some(1));
     }
 
     #[test]
@@ -637,7 +660,7 @@ mod tests {
                 1_000 + u64::from(frame)
             );
         }
-        forwarder.set_target(2);
+        forwarder.set_target(Some(2));
         // Until a keyframe of layer 2 comes, layer 0 still flows and layer 2 waits.
         assert_eq!(
             send(&mut forwarder, layered(2, 40_000, 777_000, 70)),
@@ -668,7 +691,7 @@ mod tests {
             Err(DropReason::BeforeBase)
         );
         // And back down: the numbering goes on from layer 2's last packet.
-        forwarder.set_target(0);
+        forwarder.set_target(Some(0));
         let down = send(&mut forwarder, keyframe(layered(0, 1_010, 40_000, 198))).unwrap();
         assert_eq!(
             (*down.seq_no, down.timestamp),
@@ -680,7 +703,7 @@ mod tests {
     fn a_keyframe_whose_later_packets_came_first_is_not_switched_at() {
         let mut forwarder = Forwarder::default();
         send(&mut forwarder, layered(0, 10, 1_000, 0)).unwrap();
-        forwarder.set_target(1);
+        forwarder.set_target(Some(1));
         // The network reordered the keyframe: its second packet came before its first.
         assert_eq!(
             send(&mut forwarder, layered(1, 501, 9_000, 30)),
@@ -702,17 +725,52 @@ mod tests {
         assert!(switch.switched);
         assert_eq!(*switch.seq_no, 12);
         // A new target forgets what was skipped for the old one.
-        forwarder.set_target(0);
+        forwarder.set_target(Some(0));
         assert_eq!(
             send(&mut forwarder, layered(0, 40, 8_000, 90)),
             Err(DropReason::AwaitingKeyframe)
         );
-        forwarder.set_target(1);
-        forwarder.set_target(0);
+        forwarder.set_target(Some(1));
+        forwarder.set_target(Some(0));
         assert!(
             send(&mut forwarder, keyframe(layered(0, 39, 8_000, 91)))
                 .unwrap()
                 .switched
+        );
+    }
+
+    #[test]
+    fn a_paused_leg_drops_everything_and_resumes_only_at_a_keyframe() {
+        let mut forwarder = Forwarder::default();
+        assert_eq!(
+            *send(&mut forwarder, layered(0, 10, 1_000, 0))
+                .unwrap()
+                .seq_no,
+            10
+        );
+        forwarder.set_target(None);
+        assert_eq!(forwarder.target(), None);
+        for seq in [11, 12] {
+            assert_eq!(
+                send(&mut forwarder, keyframe(layered(0, seq, 4_000, 33))),
+                Err(DropReason::Paused)
+            );
+        }
+        // Resumed on the same layer: the frames in between are gone, so a keyframe is needed
+        // and the numbering continues without a gap.
+        forwarder.set_target(Some(0));
+        assert_eq!(
+            send(&mut forwarder, layered(0, 13, 7_000, 66)),
+            Err(DropReason::AwaitingKeyframe)
+        );
+        let resumed = send(&mut forwarder, keyframe(layered(0, 14, 10_000, 99))).unwrap();
+        assert_eq!((*resumed.seq_no, resumed.timestamp), (11, 1_000 + 8_910));
+        assert!(!resumed.switched, "a resume is not a layer switch");
+        assert_eq!(
+            *send(&mut forwarder, layered(0, 15, 13_000, 132))
+                .unwrap()
+                .seq_no,
+            12
         );
     }
 
@@ -722,7 +780,7 @@ mod tests {
         // The subscriber's numbering is near a 16-bit rollover and its timestamps near 2^32.
         let last = send(&mut forwarder, layered(0, 65_534, u32::MAX - 100, 0)).unwrap();
         assert_eq!(*last.seq_no, 65_534);
-        forwarder.set_target(1);
+        forwarder.set_target(Some(1));
         // The target layer's own numbering is far below: the output still moves forward.
         let switch = send(&mut forwarder, keyframe(layered(1, 17, 5, 10))).unwrap();
         assert_eq!(*switch.seq_no, 65_535);
@@ -736,7 +794,7 @@ mod tests {
     fn the_timestamp_advances_at_least_one_tick_at_a_switch() {
         let mut forwarder = Forwarder::default();
         send(&mut forwarder, layered(0, 10, 1_000, 5)).unwrap();
-        forwarder.set_target(1);
+        forwarder.set_target(Some(1));
         let switch = send(&mut forwarder, keyframe(layered(1, 90, 50_000, 5))).unwrap();
         assert_eq!(switch.timestamp, 1_001);
     }
@@ -751,7 +809,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(before.vp8, None);
-        forwarder.set_target(1);
+        forwarder.set_target(Some(1));
         let switch = send(
             &mut forwarder,
             keyframe(with_vp8(layered(1, 1, 0, 33), (1_234, true), 40, 3)),
@@ -788,7 +846,7 @@ mod tests {
             with_vp8(layered(0, 1, 0, 0), (126, false), 0, 0),
         )
         .unwrap();
-        forwarder.set_target(1);
+        forwarder.set_target(Some(1));
         let ids = |forward: Forward| forward.vp8.and_then(|ids| ids.picture_id);
         let switch = send(
             &mut forwarder,

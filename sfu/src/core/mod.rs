@@ -29,10 +29,22 @@
 //! travel back to the publisher, at most one per [`Config::keyframe_interval`] per track.
 //! The audio levels on forwarded packets (RFC 6464) decide each room's active speaker
 //! (`speaker.rs`), reported as [`Event::ActiveSpeaker`] when it changes.
+//!
+//! # Simulcast and the subscriber's link
+//!
+//! A simulcast track has a layer per rid (`track.rs`); each leg forwards one at a time and
+//! switches at a keyframe of its target, rewriting the numbering so the subscriber sees one
+//! stream (`forwarder.rs`). Every 500 ms, and when an estimate or a layer changes, each
+//! subscriber's targets are decided (`downlink.rs`) by a pure allocator (`allocator.rs`) from
+//! str0m's send-side bandwidth estimate towards it, the layers' measured rates and the size it
+//! renders each video at ([`Command::VideoSize`]); a leg whose lowest layer does not fit is
+//! paused ([`Event::TrackPaused`]) so its audio keeps the link.
 
+mod allocator;
 mod command;
 mod config;
 mod demux;
+mod downlink;
 mod error;
 mod event;
 mod forwarder;
@@ -70,6 +82,9 @@ use participant::Participant;
 use room::Room;
 use timers::Timer;
 use track::Track;
+
+/// The RTP header extension of transport-wide congestion control feedback.
+const TWCC_EXTENSION: &str = "transport-wide-cc-extensions";
 
 /// Counts of what the core holds and has done, for metrics and for tests that check that
 /// leaving frees everything.
@@ -113,6 +128,10 @@ pub struct Stats {
     pub layer_switches_up: u64,
     /// Times a leg switched to a lower simulcast layer.
     pub layer_switches_down: u64,
+    /// Legs paused now because the subscriber's link holds none of the track's video layers.
+    pub paused_legs: usize,
+    /// Times a leg was paused for bandwidth.
+    pub legs_paused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +146,7 @@ struct Counters {
     bytes_out: u64,
     layer_switches_up: u64,
     layer_switches_down: u64,
+    legs_paused: u64,
 }
 
 /// The SFU router for any number of rooms. See the [module documentation](self).
@@ -250,6 +270,7 @@ impl Core {
                 }
                 Timer::Keyframe(track, layer) => self.send_deferred_keyframe(now, track, layer),
                 Timer::Speakers(room) => self.decide_speaker(now, room),
+                Timer::Allocate(participant) => self.allocate_tick(now, participant),
             }
         }
         self.run(now);
@@ -273,6 +294,12 @@ impl Core {
             Command::Leave { participant } => self.depart(participant, LeaveReason::Left),
             Command::Remove { participant } => self.depart(participant, LeaveReason::Removed),
             Command::Mute { track, muted } => self.mute(now, track, muted),
+            Command::VideoSize {
+                subscriber,
+                track,
+                width,
+                height,
+            } => self.video_size(now, subscriber, track, width, height),
         };
         self.run(now);
         result
@@ -323,6 +350,13 @@ impl Core {
             plis_received: self.out.plis_received,
             layer_switches_up: self.counters.layer_switches_up,
             layer_switches_down: self.counters.layer_switches_down,
+            paused_legs: self
+                .tracks
+                .values()
+                .flat_map(|track| track.legs.values())
+                .filter(|leg| leg.forwarder.target().is_none())
+                .count(),
+            legs_paused: self.counters.legs_paused,
         }
     }
 
@@ -342,6 +376,7 @@ impl Core {
                     subscriber,
                     kind,
                 } => self.request_keyframe(now, track, subscriber, kind),
+                Work::Allocate { participant } => self.allocate(now, participant),
                 Work::LayerPaused { track, rid, paused } => {
                     self.layer_paused(now, track, rid, paused)
                 }
@@ -372,7 +407,14 @@ impl Core {
         {
             return Err(CoreError::RoomFull { room, max });
         }
-        let mut participant = Participant::new(id, room, waiting, &self.config, &self.crypto, now)?;
+        // Send-side estimation needs the client's transport-wide feedback. Without it str0m
+        // would still pace the client's media at its initial estimate, so a client that does
+        // not offer the extension (some non-browser stacks) gets no estimator at all.
+        let bwe = offer
+            .as_ref()
+            .is_none_or(|offer| offer.to_sdp_string().contains(TWCC_EXTENSION));
+        let mut participant =
+            Participant::new(id, room, waiting, &self.config, &self.crypto, now, bwe)?;
         let answer = match offer {
             Some(offer) => {
                 let offer = negotiate::publishing_only(offer, |_| false)?;
@@ -398,6 +440,9 @@ impl Core {
         }
         participant.drain(&mut self.out);
         self.participants.insert(id, participant);
+        self.out
+            .timers
+            .set(Timer::Allocate(id), now + downlink::ALLOCATE_EVERY);
         if !waiting {
             self.subscribe_to_room(id);
         }
@@ -468,6 +513,7 @@ impl Core {
             .ok_or(CoreError::UnknownParticipant(id))?;
         self.demux.unregister(id, &participant.ufrag);
         self.out.timers.cancel(Timer::Rtc(id));
+        self.out.timers.cancel(Timer::Allocate(id));
         let room = participant.room;
         for &mid in &participant.published {
             self.unpublish(

@@ -36,6 +36,10 @@ pub(crate) enum Work {
         subscriber: ParticipantId,
         kind: KeyframeRequestKind,
     },
+    /// The subscriber's bandwidth estimate changed: decide its layers again.
+    Allocate {
+        participant: ParticipantId,
+    },
     /// The publisher stopped or resumed sending one layer of `track`.
     LayerPaused {
         track: TrackId,

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
 use str0m::crypto::CryptoProvider;
 use str0m::media::Mid;
@@ -9,6 +10,7 @@ use str0m::net::TcpType;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Output, Rtc};
 
 use super::config::Config;
+use super::downlink::Downlink;
 use super::error::CoreError;
 use super::event::{Event, Transmit};
 use super::ids::{ParticipantId, RoomId, TrackId, Transport};
@@ -39,6 +41,8 @@ pub(crate) struct Participant {
     media_seen: bool,
     /// Its connection quality, from its session's statistics.
     quality: QualityMeter,
+    /// Its link as a subscriber: the bandwidth estimate and the layer decisions.
+    pub(crate) downlink: Downlink,
 }
 
 /// Server-initiated SDP renegotiation. Only one offer is outstanding at a time; changes that
@@ -69,6 +73,7 @@ impl Participant {
         config: &Config,
         crypto: &Arc<CryptoProvider>,
         now: Instant,
+        bwe: bool,
     ) -> Result<Self, CoreError> {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
@@ -78,6 +83,7 @@ impl Participant {
             .set_local_ice_credentials(creds)
             .set_crypto_provider(Arc::clone(crypto))
             .set_stats_interval(config.stats_interval)
+            .enable_bwe(config.bwe_initial_bps.filter(|_| bwe).map(Bitrate::bps))
             .build(now);
         for candidate in candidates(config)? {
             let addr = candidate.addr();
@@ -97,6 +103,7 @@ impl Participant {
             feedback: HashMap::new(),
             media_seen: false,
             quality: QualityMeter::default(),
+            downlink: Downlink::default(),
         })
     }
 
@@ -233,8 +240,16 @@ impl Participant {
                     self.quality.stream_loss(loss);
                 }
             }
+            RtcEvent::EgressBitrateEstimate(BweKind::Twcc {
+                estimate,
+                can_probe,
+            }) => {
+                self.downlink.smoothed = can_probe.then(|| estimate.as_u64());
+                out.work.push_back(Work::Allocate { participant });
+            }
             // The session's statistics come once per interval: grade it then.
             RtcEvent::PeerStats(stats) => {
+                self.downlink.raw = stats.bwe_tx.map(|bwe| bwe.as_u64());
                 for loss in [stats.egress_loss_fraction, stats.ingress_loss_fraction]
                     .into_iter()
                     .flatten()

@@ -155,11 +155,15 @@ impl Core {
         let Some(layer) = track.layer_of(rid) else {
             return;
         };
-        if let Some(entry) = track.layers.get_mut(usize::from(layer))
-            && !entry.active
-        {
+        let Some(entry) = track.layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        entry
+            .rate
+            .add(packet.timestamp, packet.payload.len() + RTP_HEADER_BYTES);
+        if !entry.active {
             entry.active = true;
-            self.choose_layers(now, id);
+            self.reallocate_track(now, id);
         }
         let Some(track) = self.tracks.get_mut(&id) else {
             return;
@@ -198,6 +202,13 @@ impl Core {
         let descriptor = (track.is_simulcast() && codec == Codec::Vp8)
             .then(|| Vp8Descriptor::parse(&packet.payload).ok())
             .flatten();
+        let keyframe = track.is_simulcast() && starts_keyframe(codec, descriptor, &packet.payload);
+        if keyframe
+            && let Some(size) = descriptor.and_then(|d| vp8_keyframe_size(&d, &packet.payload))
+            && let Some(entry) = track.layers.get_mut(usize::from(layer))
+        {
+            entry.size = Some(size);
+        }
         let incoming = Incoming {
             pt: packet.header.payload_type,
             seq_no: packet.seq_no,
@@ -206,7 +217,7 @@ impl Core {
             muted: track.muted,
             waiting: publisher.waiting,
             layer,
-            keyframe: track.is_simulcast() && starts_keyframe(codec, descriptor, &packet.payload),
+            keyframe,
             arrival: packet.timestamp,
             clock_rate: params.spec().clock_rate.get(),
             vp8: descriptor.map(|d| Vp8Ids {
@@ -244,7 +255,7 @@ impl Core {
             let out = match decision {
                 Ok(out) => out,
                 Err(DropReason::MissedKeyframe) => {
-                    missed = Some(leg.forwarder.target());
+                    missed = leg.forwarder.target();
                     continue;
                 }
                 Err(_) => continue,
@@ -285,31 +296,6 @@ impl Core {
         }
     }
 
-    /// Points every leg of a simulcast track at the best layer its publisher sends, and asks
-    /// for a keyframe of that layer where this switches a leg that already forwards another.
-    pub(super) fn choose_layers(&mut self, now: Instant, id: TrackId) {
-        let Some(track) = self.tracks.get_mut(&id) else {
-            return;
-        };
-        if !track.is_simulcast() {
-            return;
-        }
-        let best = track.best_layer();
-        let mut switching = false;
-        for leg in track.legs.values_mut() {
-            if leg.forwarder.target() != best {
-                leg.forwarder.set_target(best);
-                switching |= leg
-                    .forwarder
-                    .current()
-                    .is_some_and(|current| current != best);
-            }
-        }
-        if switching {
-            self.request_layer_keyframe(now, id, best, KeyframeRequestKind::Pli);
-        }
-    }
-
     /// The publisher stopped (or resumed) sending the layer `rid` of a track.
     pub(super) fn layer_paused(
         &mut self,
@@ -329,7 +315,7 @@ impl Core {
         };
         if layer.active == paused {
             layer.active = !paused;
-            self.choose_layers(now, id);
+            self.reallocate_track(now, id);
         }
     }
 
@@ -346,7 +332,7 @@ impl Core {
             .tracks
             .get(&id)
             .and_then(|track| track.legs.get(&subscriber))
-            .map(|leg| leg.forwarder.target())
+            .and_then(|leg| leg.forwarder.target())
         else {
             return;
         };
@@ -365,8 +351,8 @@ impl Core {
             return;
         };
         let mut wanted = 0u64;
-        for leg in track.legs.values() {
-            wanted |= 1 << (leg.forwarder.target() % 64);
+        for layer in track.legs.values().filter_map(|leg| leg.forwarder.target()) {
+            wanted |= 1 << (layer % 64);
         }
         for layer in 0..track.layers.len().min(64) {
             if wanted & (1 << layer) != 0
@@ -378,7 +364,7 @@ impl Core {
     }
 
     /// Asks the publisher of `id` for a keyframe of `layer`, through that layer's throttle.
-    fn request_layer_keyframe(
+    pub(super) fn request_layer_keyframe(
         &mut self,
         now: Instant,
         id: TrackId,
@@ -483,6 +469,43 @@ fn starts_keyframe(codec: Codec, vp8: Option<Vp8Descriptor>, payload: &[u8]) -> 
     }
 }
 
+/// Bytes of an RTP header without extensions, counted with each payload in a layer's rate.
+const RTP_HEADER_BYTES: usize = 12;
+
+/// The width and height a VP8 keyframe codes (RFC 6386 §9.1: after the 3-byte frame tag, the
+/// start code `9d 01 2a`, then 14-bit width and height, little-endian, each with 2 scaling
+/// bits), from the first packet of the frame.
+fn vp8_keyframe_size(descriptor: &Vp8Descriptor, payload: &[u8]) -> Option<(u16, u16)> {
+    let offset = vp8_descriptor_len(payload)?;
+    let header = payload.get(offset..offset + 10)?;
+    if !descriptor.starts_keyframe(payload) || header[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([header[6], header[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([header[8], header[9]]) & 0x3fff;
+    (width > 0 && height > 0).then_some((width, height))
+}
+
+/// The length of the VP8 payload descriptor at the start of `payload` (RFC 7741 §4.2).
+fn vp8_descriptor_len(payload: &[u8]) -> Option<usize> {
+    let first = *payload.first()?;
+    if first & 0x80 == 0 {
+        return Some(1);
+    }
+    let extension = *payload.get(1)?;
+    let mut len = 2;
+    if extension & 0x80 != 0 {
+        len += if payload.get(len)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if extension & 0x40 != 0 {
+        len += 1;
+    }
+    if extension & 0x30 != 0 {
+        len += 1;
+    }
+    Some(len)
+}
+
 /// Whether the VP8 descriptor's PictureID is the 15-bit form (its M bit), for a descriptor
 /// known to carry one: byte 0 has X, byte 1 has I, so the PictureID starts at byte 2.
 fn is_long_picture_id(payload: &[u8]) -> bool {
@@ -503,4 +526,31 @@ fn vp8_patch(descriptor: &Vp8Descriptor, ids: Vp8Ids) -> Option<Vp8Patch> {
         patch = patch.key_idx(key_idx);
     }
     patch.build().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vp8_keyframe_tells_its_size() {
+        // Descriptor: X, then I + L + T/K with a 15-bit picture id; then the frame tag of a
+        // keyframe, the start code and 1280 x 720 with scaling bits set.
+        let mut payload = vec![0x90, 0xf0, 0x81, 0x23, 0x05, 0x21];
+        payload.extend([0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+        payload.extend((1280u16 | 0x4000).to_le_bytes());
+        payload.extend((720u16 | 0x8000).to_le_bytes());
+        payload.extend([0; 20]);
+        let descriptor = Vp8Descriptor::parse(&payload).expect("descriptor");
+        assert_eq!(vp8_descriptor_len(&payload), Some(6));
+        assert_eq!(vp8_keyframe_size(&descriptor, &payload), Some((1280, 720)));
+        // A delta frame (P bit set) or a short packet has none.
+        let mut delta = payload.clone();
+        delta[6] |= 0x01;
+        let descriptor = Vp8Descriptor::parse(&delta).expect("descriptor");
+        assert_eq!(vp8_keyframe_size(&descriptor, &delta), None);
+        assert_eq!(vp8_keyframe_size(&descriptor, &payload[..12]), None);
+        // Without the extension byte the descriptor is one byte.
+        assert_eq!(vp8_descriptor_len(&[0x10, 0x00]), Some(1));
+    }
 }

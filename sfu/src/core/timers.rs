@@ -13,6 +13,8 @@ pub(crate) enum Timer {
     Keyframe(TrackId, u8),
     /// The end of a room's active-speaker window.
     Speakers(RoomId),
+    /// The next periodic layer decision for one subscriber.
+    Allocate(ParticipantId),
 }
 
 /// One deadline per [`Timer`], ordered so the next one is found in O(log n) instead of asking

@@ -55,6 +55,90 @@ impl Track {
         let best = self.layers.iter().rposition(|layer| layer.active);
         best.and_then(|index| u8::try_from(index).ok()).unwrap_or(0)
     }
+
+    /// The rate of each layer, lowest first; `None` for a layer the publisher is not sending.
+    /// A layer not yet measured counts as a typical camera layer of its rank.
+    pub(crate) fn rates(&self, now: Instant) -> Vec<Option<u64>> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(index, layer)| {
+                let typical = TYPICAL_BPS[index.min(TYPICAL_BPS.len() - 1)];
+                layer
+                    .active
+                    .then(|| layer.rate.estimate(now).unwrap_or(typical))
+            })
+            .collect()
+    }
+
+    /// The lowest layer at least as large as `size` (the width and height a subscriber
+    /// renders the video at, in device pixels), or the top one; `(0, 0)`, a hidden video, gets
+    /// the lowest. Layers whose size is not known yet (no keyframe parsed) are passed over.
+    pub(crate) fn cap(&self, size: Option<(u32, u32)>) -> u8 {
+        let top = u8::try_from(self.layers.len().saturating_sub(1)).unwrap_or(u8::MAX);
+        let Some((width, height)) = size else {
+            return top;
+        };
+        if width == 0 || height == 0 {
+            return 0;
+        }
+        let large_enough = self.layers.iter().position(|layer| {
+            layer
+                .size
+                .is_some_and(|(w, h)| u32::from(w) >= width && u32::from(h) >= height)
+        });
+        large_enough
+            .and_then(|index| u8::try_from(index).ok())
+            .unwrap_or(top)
+    }
+}
+
+/// What a camera layer of each rank typically sends (bit/s), counted until its own rate is
+/// measured: the join page's `q`, `h` and `f` limits.
+const TYPICAL_BPS: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+/// A bit rate measured over whole windows.
+#[derive(Debug, Default)]
+pub(crate) struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    bps: Option<u64>,
+}
+
+/// The length of a [`RateMeter`] window.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl RateMeter {
+    /// Counts `bytes` that arrived at `now`.
+    pub(crate) fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            let bits = u128::from(self.bytes) * 8 * 1_000_000;
+            let bps = bits / elapsed.as_micros().max(1);
+            self.bps = Some(u64::try_from(bps).unwrap_or(u64::MAX));
+            self.bytes = 0;
+            self.window_start = Some(now);
+        }
+        self.bytes += bytes as u64;
+    }
+
+    /// The rate over the last whole window; `None` before one has passed.
+    pub(crate) fn bps(&self) -> Option<u64> {
+        self.bps
+    }
+
+    /// [`RateMeter::bps`], or before a whole window the rate so far, once a quarter of a
+    /// window has passed.
+    pub(crate) fn estimate(&self, now: Instant) -> Option<u64> {
+        self.bps.or_else(|| {
+            let elapsed = now.saturating_duration_since(self.window_start?);
+            (elapsed >= RATE_WINDOW / 4).then(|| {
+                let bps = u128::from(self.bytes) * 8 * 1_000_000 / elapsed.as_micros().max(1);
+                u64::try_from(bps).unwrap_or(u64::MAX)
+            })
+        })
+    }
 }
 
 /// Where a simulcast rid sorts among the layers: the page's `q`, `h`, `f` (quarter, half,
@@ -81,6 +165,10 @@ pub(crate) struct Layer {
     pub(crate) active: bool,
     /// Throttles keyframe requests for this layer.
     pub(crate) keyframes: KeyframeGate,
+    /// Its bit rate, RTP payloads and headers.
+    pub(crate) rate: RateMeter,
+    /// Its width and height, from its last VP8 keyframe.
+    pub(crate) size: Option<(u16, u16)>,
 }
 
 impl Layer {
@@ -89,6 +177,8 @@ impl Layer {
             rid,
             active: false,
             keyframes: KeyframeGate::default(),
+            rate: RateMeter::default(),
+            size: None,
         }
     }
 }
@@ -103,6 +193,8 @@ pub(crate) struct Leg {
     pub(crate) ready: bool,
     /// Decides, per packet, what the subscriber gets on this leg.
     pub(crate) forwarder: Forwarder,
+    /// The size the subscriber renders the video at (device pixels), once it said so.
+    pub(crate) size: Option<(u32, u32)>,
 }
 
 impl Leg {
@@ -110,11 +202,12 @@ impl Leg {
     /// the subscriber answers.
     pub(crate) fn new(mid: Mid, layer: u8) -> Self {
         let mut forwarder = Forwarder::default();
-        forwarder.set_target(layer);
+        forwarder.set_target(Some(layer));
         Leg {
             mid,
             ready: false,
             forwarder,
+            size: None,
         }
     }
 }
@@ -147,6 +240,9 @@ impl KeyframeGate {
         interval: Duration,
     ) -> Gate {
         match self.last_sent {
+            // A request sent at this very moment brings a keyframe that arrives after it, so
+            // it serves this one too (several subscribers switching at once).
+            Some(last) if now == last && self.deferred.is_none() => Gate::Coalesced,
             Some(last) if now < last + interval => {
                 let first = self.deferred.is_none();
                 self.deferred = Some(match self.deferred {
@@ -215,6 +311,43 @@ mod tests {
         assert_eq!(track.best_layer(), 1);
     }
 
+    #[test]
+    fn the_size_cap_is_the_lowest_layer_large_enough() {
+        let rids = [Rid::from("q"), Rid::from("h"), Rid::from("f")];
+        let mut track = Track::new(MediaKind::Video, &rids);
+        assert_eq!(track.cap(None), 2);
+        assert_eq!(track.cap(Some((640, 360))), 2, "sizes unknown: no cap");
+        assert_eq!(track.cap(Some((0, 0))), 0, "hidden");
+        for (layer, size) in track
+            .layers
+            .iter_mut()
+            .zip([(320, 180), (640, 360), (1280, 720)])
+        {
+            layer.size = Some(size);
+        }
+        assert_eq!(track.cap(Some((300, 170))), 0);
+        assert_eq!(track.cap(Some((640, 360))), 1);
+        assert_eq!(track.cap(Some((641, 200))), 2);
+        assert_eq!(track.cap(Some((3840, 2160))), 2);
+    }
+
+    #[test]
+    fn a_rate_is_measured_over_whole_windows() {
+        let t0 = Instant::now();
+        let mut meter = RateMeter::default();
+        for ms in (0..1000).step_by(20) {
+            meter.add(t0 + Duration::from_millis(ms), 250);
+        }
+        assert_eq!(meter.bps(), None);
+        assert_eq!(meter.estimate(t0 + Duration::from_millis(100)), None);
+        assert_eq!(
+            meter.estimate(t0 + Duration::from_millis(1000)),
+            Some(100_000)
+        );
+        meter.add(t0 + Duration::from_millis(1000), 250);
+        assert_eq!(meter.bps(), Some(100_000));
+    }
+
     const INTERVAL: Duration = Duration::from_millis(500);
 
     #[test]
@@ -223,6 +356,7 @@ mod tests {
         let mut gate = KeyframeGate::default();
         let pli = KeyframeRequestKind::Pli;
         assert_eq!(gate.request(t0, pli, INTERVAL), Gate::Send);
+        assert_eq!(gate.request(t0, pli, INTERVAL), Gate::Coalesced);
         let at = t0 + INTERVAL;
         assert_eq!(
             gate.request(t0 + Duration::from_millis(10), pli, INTERVAL),

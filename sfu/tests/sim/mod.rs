@@ -36,18 +36,22 @@ const MAX_STEPS: usize = 5_000_000;
 
 /// The simulcast layers of [`Sim::join_simulcast`], lowest first, with their packets per
 /// delta frame (a keyframe has four times as many).
-pub const SIMULCAST: [(&str, u8); 3] = [("q", 1), ("h", 2), ("f", 4)];
+pub const SIMULCAST: [(&str, u8); 3] = [("q", 1), ("h", 3), ("f", 8)];
 
-/// Byte offsets of the tags every test payload carries, after an 8-byte codec header: `A` for
+/// The size each simulcast layer codes, lowest first (the single encoding is the middle one).
+pub const LAYER_SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+
+/// Byte offsets of the tags every test payload carries, after a 16-byte codec header: `A` for
 /// audio; for video a VP8 payload descriptor with a 15-bit picture id, TL0PICIDX and KEYIDX,
-/// then the VP8 header byte whose P bit is clear on the first packet of a keyframe.
+/// then the VP8 frame tag whose P bit is clear on the first packet of a keyframe, which also
+/// has the keyframe start code and the frame size.
 pub mod tag {
-    pub const PUBLISHER: usize = 8;
-    pub const KEYFRAME: usize = 9;
-    pub const FRAME: usize = 10;
-    pub const PACKET: usize = 14;
+    pub const PUBLISHER: usize = 16;
+    pub const KEYFRAME: usize = 17;
+    pub const FRAME: usize = 18;
+    pub const PACKET: usize = 22;
     /// The index of the simulcast layer (0 without simulcast).
-    pub const LAYER: usize = 15;
+    pub const LAYER: usize = 23;
 }
 
 /// What a client publishes.
@@ -356,6 +360,9 @@ pub struct Sim {
     pub datagram_errors: u64,
     /// RTP payload bytes of every media packet clients send.
     pub payload_len: usize,
+    /// RTP payload bytes of audio packets, when they differ from [`Sim::payload_len`] (Opus
+    /// is about 100 bytes a packet in life).
+    pub audio_payload_len: Option<usize>,
     /// The server's new ufrag from the answer to a client's ICE restart.
     restart_ufrag: Option<String>,
 }
@@ -392,6 +399,7 @@ impl Sim {
             server_sdps: Vec::new(),
             datagram_errors: 0,
             payload_len: PAYLOAD_LEN,
+            audio_payload_len: None,
             restart_ufrag: None,
         }
     }
@@ -656,14 +664,11 @@ impl Sim {
                 continue;
             };
             if stream.next <= now {
-                send_frame(
-                    client,
-                    &mut stream,
-                    video,
-                    &mut self.net,
-                    now,
-                    self.payload_len,
-                );
+                let len = match self.audio_payload_len {
+                    Some(len) if !video => len,
+                    _ => self.payload_len,
+                };
+                send_frame(client, &mut stream, video, &mut self.net, now, len);
             }
             if video {
                 client.video = Some(stream);
@@ -907,6 +912,15 @@ fn send_frame(
                 payload[4] = layer.tl0_pic_idx;
                 payload[5] = layer.key_idx;
                 payload[6] = u8::from(!(first && keyframe));
+                if first && keyframe {
+                    let (width, height) = match layer.rid {
+                        Some(_) => LAYER_SIZES[index.min(LAYER_SIZES.len() - 1)],
+                        None => LAYER_SIZES[1],
+                    };
+                    payload[9..12].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+                    payload[12..14].copy_from_slice(&width.to_le_bytes());
+                    payload[14..16].copy_from_slice(&height.to_le_bytes());
+                }
             } else {
                 payload[0] = b'A';
             }

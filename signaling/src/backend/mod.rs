@@ -120,6 +120,20 @@ pub enum MediaEvent {
         /// New state.
         muted: bool,
     },
+    /// A video track is paused for `subscriber`: its link holds none of the track's layers.
+    TrackPaused {
+        /// Whose link.
+        subscriber: ParticipantId,
+        /// The track.
+        track: TrackId,
+    },
+    /// A track paused for `subscriber` is forwarded again.
+    TrackResumed {
+        /// Whose link.
+        subscriber: ParticipantId,
+        /// The track.
+        track: TrackId,
+    },
     /// A track of `participant` was refused.
     TrackRefused {
         /// The publisher.
@@ -169,7 +183,9 @@ impl MediaEvent {
             Self::TrackPublished { track, .. }
             | Self::TrackUnpublished { track }
             | Self::TrackMuted { track, .. } => track.participant,
-            Self::TrackRouted { subscriber, .. } => *subscriber,
+            Self::TrackRouted { subscriber, .. }
+            | Self::TrackPaused { subscriber, .. }
+            | Self::TrackResumed { subscriber, .. } => *subscriber,
             Self::ActiveSpeaker { participant } => return *participant,
         })
     }
@@ -232,6 +248,17 @@ pub enum Relay {
         track: TrackId,
         /// New state.
         muted: bool,
+    },
+    /// The size a subscriber shows another participant's video at.
+    VideoSize {
+        /// Who shows it.
+        subscriber: ParticipantId,
+        /// The video track.
+        track: TrackId,
+        /// Width in device pixels.
+        width: u32,
+        /// Height in device pixels.
+        height: u32,
     },
 }
 

@@ -65,6 +65,17 @@ impl SfuRoom {
                 answer,
             },
             Relay::Mute { track, muted } => Command::Mute { track, muted },
+            Relay::VideoSize {
+                subscriber,
+                track,
+                width,
+                height,
+            } => Command::VideoSize {
+                subscriber,
+                track,
+                width,
+                height,
+            },
         };
         Ok(self.worker.command(command).await?)
     }
@@ -161,6 +172,8 @@ pub fn translate(event: Event) -> Translated {
                 event: MediaEvent::ActiveSpeaker { participant },
             };
         }
+        Event::TrackPaused { subscriber, track } => MediaEvent::TrackPaused { subscriber, track },
+        Event::TrackResumed { subscriber, track } => MediaEvent::TrackResumed { subscriber, track },
         Event::Rtt { rtt, .. } => return Translated::Rtt(rtt),
         Event::Joined { .. } | Event::KeyframeRequested { .. } => return Translated::Nothing,
     };

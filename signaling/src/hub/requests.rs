@@ -71,6 +71,26 @@ impl Hub {
                 })
                 .await
             }
+            Request::VideoSize {
+                track,
+                width,
+                height,
+            } => {
+                self.relay(&backend, || {
+                    let track = parse_track(&track)
+                        .filter(|t| t.participant != me)
+                        .ok_or_else(|| {
+                            ServerMessage::error(ErrorCode::UnknownTrack, "not a track you receive")
+                        })?;
+                    Ok(Relay::VideoSize {
+                        subscriber: me,
+                        track,
+                        width,
+                        height,
+                    })
+                })
+                .await
+            }
             Request::Admit { participant } => {
                 let target = target(&participant)?;
                 self.act(room_id, &[target], |room| room.admit(me, target))

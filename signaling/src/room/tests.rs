@@ -798,3 +798,44 @@ fn connection_quality_reaches_the_admitted_about_everyone_and_the_waiting_about_
         "the waiting patient hears of itself only"
     );
 }
+
+#[test]
+fn a_paused_track_is_told_to_its_subscriber_alone() {
+    let now = Instant::now();
+    let mut room = room(false);
+    let _ = join(&mut room, now, CLINICIAN, 10);
+    let _ = join(&mut room, now, PATIENT, 20);
+    drain(&mut room);
+    let track = sfu::core::TrackId {
+        participant: CLINICIAN,
+        mid: Mid::from("1"),
+    };
+    room.on_media(
+        now,
+        MediaEvent::TrackPaused {
+            subscriber: PATIENT,
+            track,
+        },
+    );
+    room.on_media(
+        now,
+        MediaEvent::TrackResumed {
+            subscriber: PATIENT,
+            track,
+        },
+    );
+    let out = drain(&mut room);
+    assert!(out.types_to(10).is_empty(), "the publisher is not told");
+    assert_eq!(
+        out.frames_to(20),
+        [
+            &ServerMessage::TrackPaused {
+                track: wire_track(track),
+                reason: crate::protocol::PauseReason::Bandwidth,
+            },
+            &ServerMessage::TrackResumed {
+                track: wire_track(track),
+            }
+        ]
+    );
+}

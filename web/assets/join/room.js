@@ -44,8 +44,10 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
   // The other participant's connection as the server sees it (`connection_quality`), shown
   // only when it hurts the call.
   const remoteWeak = h('span', { class: 'badge weak-link', hidden: true });
+  // The SFU paused this video for our weak downlink (track_paused); audio goes on.
+  const remotePaused = h('p', { class: 'paused-notice', hidden: true }, 'Video paused — weak connection');
   const remoteTile = h('div', { class: 'tile remote', 'data-video': 'none' },
-    remoteVideo, remoteHolder, h('div', { class: 'label' }, remoteLevel, remoteName, remoteMic, remoteSpeaking, remoteWeak));
+    remoteVideo, remoteHolder, remotePaused, h('div', { class: 'label' }, remoteLevel, remoteName, remoteMic, remoteSpeaking, remoteWeak));
   const screenVideo = h('video', { class: 'screen-video', autoplay: true, playsInline: true, muted: true, 'aria-label': 'Shared screen' });
   const screenTile = h('div', { class: 'tile screen', hidden: true }, screenVideo, h('div', { class: 'label' }, h('span', { class: 'name' }, 'Shared screen')));
   const selfVideo = h('video', { class: 'self-video mirror', autoplay: true, playsInline: true, muted: true, 'aria-label': 'Your video' });
@@ -158,6 +160,20 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
     for (const el of audios.querySelectorAll('audio')) play(el);
   });
 
+  // Each remote video reports the size it is shown at, so the SFU sends no larger layer.
+  const shown = new Map();
+  const reportSize = (el) => {
+    const track = shown.get(el);
+    if (!track || !call.reportSize) return;
+    const visible = !document.hidden && el.offsetParent !== null && el.clientWidth > 0;
+    const scale = window.devicePixelRatio || 1;
+    call.reportSize(track, visible ? el.clientWidth * scale : 0, visible ? el.clientHeight * scale : 0);
+  };
+  const sizes = typeof ResizeObserver === 'function'
+    ? new ResizeObserver((entries) => { for (const entry of entries) reportSize(entry.target); })
+    : null;
+  document.addEventListener('visibilitychange', () => { for (const el of shown.keys()) reportSize(el); });
+
   function showRemote(items) {
     const others = items.filter((i) => i.participant !== call.me);
     const first = others[0] && others[0].participant;
@@ -177,6 +193,26 @@ export function runRoom(container, { call, role, otherName, speaker, onFinish })
     setVideo(remoteVideo, cameraItem);
     setVideo(screenVideo, screenItem);
     screenTile.hidden = !screenItem;
+    for (const [el, item] of [[remoteVideo, cameraItem], [screenVideo, screenItem]]) {
+      const track = item ? item.track : null;
+      if (shown.get(el) === track) continue;
+      if (sizes) sizes.unobserve(el);
+      if (track) {
+        shown.set(el, track);
+        if (sizes) sizes.observe(el);
+        reportSize(el);
+      } else {
+        shown.delete(el);
+      }
+    }
+    const paused = !!cameraItem && cameraItem.paused && !cameraItem.muted;
+    if (paused !== !remotePaused.hidden) {
+      remotePaused.hidden = !paused;
+      remoteTile.dataset.paused = String(paused);
+      announce(paused
+        ? `${remoteName.textContent}’s video is paused: your connection is weak. You can still hear each other.`
+        : `${remoteName.textContent}’s video is back.`);
+    }
     stage.classList.toggle('sharing', !!screenItem);
     const cameraOn = !!cameraItem && !cameraItem.muted;
     remoteTile.dataset.video = cameraOn ? 'on' : 'off';

@@ -14,6 +14,17 @@ const RESUME_WINDOW_MS = 27000;
 /** ICE may recover by itself from "disconnected"; restart it only after this long. */
 const ICE_GRACE_MS = 2500;
 const QUALITY_EVERY_MS = 2000;
+/**
+ * The camera as three simulcast layers (docs/signaling.md §4): quarter, half and full
+ * resolution, low to high. The SFU forwards each viewer the one its link and screen hold.
+ */
+const CAMERA_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'f', maxBitrate: 1500000 },
+];
+/** `video_size` goes out at most this often per track. */
+const SIZE_EVERY_MS = 500;
 
 export class Call {
   /**
@@ -35,6 +46,8 @@ export class Call {
     };
     this.midInfo = new Map();
     this.remoteMuted = new Map();
+    this.remotePaused = new Set();
+    this.sizes = new Map();
     this.roster = new Map();
     this.chain = Promise.resolve();
     this.done = false;
@@ -86,6 +99,9 @@ export class Call {
     if (this.pc) this.pc.close();
     this.midInfo.clear();
     this.remoteMuted.clear();
+    this.remotePaused.clear();
+    for (const entry of this.sizes.values()) clearTimeout(entry.timer);
+    this.sizes.clear();
     // `ice_transport_policy: "relay"` (turn.policy) keeps every candidate but TURN's out, so
     // this device's own addresses never reach the other side.
     const pc = new RTCPeerConnection({
@@ -98,9 +114,7 @@ export class Call {
     for (const kind of ['audio', 'video']) {
       const own = this.own[kind];
       own.id = null;
-      own.transceiver = this.devices[kind]
-        ? pc.addTransceiver(own.track || kind, { direction: 'sendonly', streams: [this.stream] })
-        : null;
+      own.transceiver = this.devices[kind] ? addTransceiver(pc, own.track || kind, this.stream, kind === 'video') : null;
     }
     if (this.own.screen) this.stopScreen(false);
     pc.addEventListener('track', () => this.renderRemote());
@@ -191,12 +205,20 @@ export class Call {
       case 'track_published': return this.onPublished(msg);
       case 'track_unpublished':
         for (const [mid, info] of this.midInfo) if (info.track === msg.track) this.midInfo.delete(mid);
+        this.remotePaused.delete(msg.track);
+        this.sizes.delete(msg.track);
         return this.renderRemote();
       case 'active_speaker': return this.emit('speaker', msg.participant);
       case 'connection_quality':
         // About the others only: the page measures its own connection itself (quality.js).
         if (msg.participant === this.me) return undefined;
         return this.emit('peer-quality', { participant: msg.participant, quality: msg.quality });
+      case 'track_paused':
+        this.remotePaused.add(msg.track);
+        return this.renderRemote();
+      case 'track_resumed':
+        this.remotePaused.delete(msg.track);
+        return this.renderRemote();
       case 'track_muted':
         if (msg.participant === this.me) return undefined;
         this.remoteMuted.set(msg.track, msg.muted);
@@ -282,6 +304,32 @@ export class Call {
     if (this.own.screen && this.own.screen.transceiver.mid === msg.mid) this.own.screen.id = msg.track;
   }
 
+  /**
+   * Tells the server the size (device pixels; 0 × 0 when hidden) at which another
+   * participant's video `track` is shown, so it sends no larger layer than that needs. Sent
+   * when it changed, at most every SIZE_EVERY_MS per track; the last size always goes out.
+   */
+  reportSize(track, width, height) {
+    if (!track || !this.socket) return;
+    const size = { width: Math.min(8192, Math.round(width)), height: Math.min(8192, Math.round(height)) };
+    const entry = this.sizes.get(track) || { sent: null, at: 0, timer: null };
+    this.sizes.set(track, entry);
+    entry.want = size;
+    const send = () => {
+      entry.timer = null;
+      const { want } = entry;
+      if (entry.sent && entry.sent.width === want.width && entry.sent.height === want.height) return;
+      if (this.socket.send({ type: 'video_size', track, ...want })) {
+        entry.sent = want;
+        entry.at = Date.now();
+      }
+    };
+    if (entry.timer) return;
+    const wait = entry.at + SIZE_EVERY_MS - Date.now();
+    if (wait <= 0) send();
+    else entry.timer = setTimeout(send, wait);
+  }
+
   /** Tells the page which remote tracks are live: [{participant, kind, track, media, muted}]. */
   renderRemote() {
     if (!this.pc) return;
@@ -290,7 +338,12 @@ export class Call {
       if (!t.mid || t.stopped || t.currentDirection === 'stopped' || t.currentDirection === 'inactive') continue;
       const info = this.midInfo.get(t.mid);
       if (!info || !t.receiver.track) continue;
-      items.push({ ...info, media: t.receiver.track, muted: this.remoteMuted.get(info.track) === true });
+      items.push({
+        ...info,
+        media: t.receiver.track,
+        muted: this.remoteMuted.get(info.track) === true,
+        paused: this.remotePaused.has(info.track),
+      });
     }
     this.emit('remote', items);
   }
@@ -505,4 +558,20 @@ export class Call {
     if (this.own.screen) this.own.screen.track.stop();
     this.emit('ended', reason);
   }
+}
+
+/**
+ * Adds a send-only transceiver for `track` (or a kind); a camera goes as CAMERA_LAYERS where
+ * the browser takes simulcast, as one encoding where it refuses them.
+ */
+function addTransceiver(pc, track, stream, camera) {
+  const init = { direction: 'sendonly', streams: [stream] };
+  if (camera) {
+    try {
+      return pc.addTransceiver(track, { ...init, sendEncodings: CAMERA_LAYERS });
+    } catch {
+      // Older browsers throw on several encodings: one it is.
+    }
+  }
+  return pc.addTransceiver(track, init);
 }

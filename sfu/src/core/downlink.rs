@@ -1,0 +1,224 @@
+//! Adapting each subscriber's video to its link: the layer of every video leg, pausing and
+//! resuming legs, and what str0m's bandwidth estimator should probe for.
+
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+use str0m::media::KeyframeRequestKind;
+
+use super::Core;
+use super::allocator::{self, AllocState, LegInput, Link};
+use super::error::CoreError;
+use super::event::Event;
+use super::ids::{ParticipantId, TrackId};
+use super::timers::Timer;
+
+/// How often each subscriber's layers are decided, beside estimate and layer changes.
+pub(crate) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
+/// The largest rendered size a client may report, in device pixels per side.
+const MAX_VIDEO_SIDE: u32 = 8192;
+/// The share above the wanted layers' rates that str0m is asked to probe for.
+const PROBE_MARGIN: f64 = 1.2;
+
+/// What the core knows about one subscriber's link.
+#[derive(Debug, Default)]
+pub(crate) struct Downlink {
+    /// The smoothed send-side estimate (str0m's `EgressBitrateEstimate`), while str0m can
+    /// probe (the subscriber sends transport-wide feedback).
+    pub(crate) smoothed: Option<u64>,
+    /// The latest raw estimate (`PeerStats::bwe_tx`), which reacts before the smoothed one.
+    pub(crate) raw: Option<u64>,
+    /// The allocator's hysteresis timers.
+    pub(crate) alloc: AllocState,
+}
+
+impl Downlink {
+    /// The estimate layers are chosen by: the lower of the smoothed and the raw one, so a
+    /// falling link is followed at once and a rising one once it held.
+    fn estimate(&self) -> Option<u64> {
+        let smoothed = self.smoothed?;
+        Some(self.raw.map_or(smoothed, |raw| raw.min(smoothed)))
+    }
+}
+
+impl Core {
+    /// Decides the layer of every video leg of `id` as a subscriber (see `allocator.rs`),
+    /// pausing and resuming legs, asking for the keyframes switches wait for, and telling
+    /// str0m's estimator the rates to keep and to probe for.
+    pub(super) fn allocate(&mut self, now: Instant, id: ParticipantId) {
+        let Some(participant) = self.participants.get(&id) else {
+            return;
+        };
+        let mut tracks = Vec::new();
+        let mut legs = Vec::new();
+        let mut audio = 0;
+        for track_id in participant.outgoing.values() {
+            let Some(track) = self.tracks.get(track_id) else {
+                continue;
+            };
+            let Some(leg) = track.legs.get(&id) else {
+                continue;
+            };
+            if !track.kind.is_video() {
+                audio += track.layers.first().and_then(|l| l.rate.bps()).unwrap_or(0);
+                continue;
+            }
+            if track.muted {
+                continue;
+            }
+            // The page publishes its camera first and a screen share as a later video.
+            let screen = self
+                .participants
+                .get(&track_id.participant)
+                .is_some_and(|p| {
+                    p.published
+                        .iter()
+                        .filter(|mid| {
+                            self.tracks
+                                .get(&TrackId {
+                                    participant: track_id.participant,
+                                    mid: **mid,
+                                })
+                                .is_some_and(|t| t.kind.is_video())
+                        })
+                        .position(|mid| *mid == track_id.mid)
+                        .is_some_and(|index| index > 0)
+                });
+            tracks.push(*track_id);
+            legs.push(LegInput {
+                rates: track.rates(now),
+                cap: track.cap(leg.size),
+                target: leg.forwarder.target(),
+                priority: u8::from(screen),
+            });
+        }
+        if legs.is_empty() {
+            return;
+        }
+        let Some(participant) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let link = Link {
+            estimate: participant.downlink.estimate(),
+            audio,
+        };
+        let targets = allocator::allocate(now, link, &legs, &mut participant.downlink.alloc);
+        if link.estimate.is_some() {
+            let wanted: u64 = legs.iter().map(LegInput::best_need).sum();
+            let keep: u64 = legs
+                .iter()
+                .zip(&targets)
+                .map(|(leg, target)| leg.need(*target))
+                .sum();
+            let desired = audio + (wanted as f64 * PROBE_MARGIN) as u64;
+            participant
+                .rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(audio + keep), Bitrate::bps(desired));
+            participant.drain(&mut self.out);
+        }
+        for ((track, leg), target) in tracks.into_iter().zip(&legs).zip(targets) {
+            if target != leg.target {
+                tracing::debug!(
+                    subscriber = %id,
+                    %track,
+                    from = ?leg.target,
+                    to = ?target,
+                    estimate = ?link.estimate,
+                    audio = link.audio,
+                    rates = ?leg.rates,
+                    cap = leg.cap,
+                    "simulcast layer changed"
+                );
+                self.retarget(now, track, id, leg.target, target);
+            }
+        }
+    }
+
+    /// Points `subscriber`'s leg of `track` at `target` (from `before`): tells the subscriber
+    /// when this pauses or resumes it, and asks for a keyframe of a layer it must switch to.
+    fn retarget(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        subscriber: ParticipantId,
+        before: Option<u8>,
+        target: Option<u8>,
+    ) {
+        let Some(leg) = self
+            .tracks
+            .get_mut(&track)
+            .and_then(|t| t.legs.get_mut(&subscriber))
+        else {
+            return;
+        };
+        let current = leg.forwarder.current();
+        leg.forwarder.set_target(target);
+        match (before, target) {
+            (Some(_), None) => {
+                self.counters.legs_paused += 1;
+                self.out
+                    .events
+                    .push_back(Event::TrackPaused { subscriber, track });
+            }
+            (None, Some(_)) => self
+                .out
+                .events
+                .push_back(Event::TrackResumed { subscriber, track }),
+            _ => {}
+        }
+        if let Some(layer) = target
+            && (current != Some(layer) || before.is_none())
+        {
+            self.request_layer_keyframe(now, track, layer, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// Re-decides the layers of every subscriber of `track` (a layer started or stopped).
+    pub(super) fn reallocate_track(&mut self, now: Instant, track: TrackId) {
+        let Some(subscribers) = self
+            .tracks
+            .get(&track)
+            .map(|t| t.legs.keys().copied().collect::<Vec<_>>())
+        else {
+            return;
+        };
+        for subscriber in subscribers {
+            self.allocate(now, subscriber);
+        }
+    }
+
+    /// The periodic allocation of `id`, re-armed while it is in a room.
+    pub(super) fn allocate_tick(&mut self, now: Instant, id: ParticipantId) {
+        if !self.participants.contains_key(&id) {
+            return;
+        }
+        self.allocate(now, id);
+        self.out
+            .timers
+            .set(Timer::Allocate(id), now + ALLOCATE_EVERY);
+    }
+
+    /// `subscriber` renders `track` at `width` × `height` device pixels (0 × 0: not shown):
+    /// its leg gets no larger layer than that needs.
+    pub(super) fn video_size(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantId,
+        track: TrackId,
+        width: u32,
+        height: u32,
+    ) -> Result<(), CoreError> {
+        if !self.participants.contains_key(&subscriber) {
+            return Err(CoreError::UnknownParticipant(subscriber));
+        }
+        let leg = self
+            .tracks
+            .get_mut(&track)
+            .and_then(|t| t.legs.get_mut(&subscriber))
+            .ok_or(CoreError::UnknownTrack(track))?;
+        leg.size = Some((width.min(MAX_VIDEO_SIDE), height.min(MAX_VIDEO_SIDE)));
+        self.allocate(now, subscriber);
+        Ok(())
+    }
+}
