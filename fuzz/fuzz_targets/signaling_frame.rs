@@ -43,7 +43,7 @@ fn request(request: Request) {
         Request::Answer { sdp } => {
             let _ = SdpAnswer::from_sdp_string(&sdp);
         }
-        Request::Mute { track, .. } => {
+        Request::Mute { track, .. } | Request::VideoSize { track, .. } => {
             let _ = parse_track(&track);
         }
         Request::Admit { participant } | Request::Remove { participant } => {

@@ -34,6 +34,7 @@ pub struct Metrics {
     rooms: IntGaugeVec,
     participants: IntGaugeVec,
     tracks: IntGaugeVec,
+    paused_tracks: IntGaugeVec,
     tcp_connections: IntGaugeVec,
     sfu_counters: IntCounterVec,
     layer_switches: IntCounterVec,
@@ -161,6 +162,13 @@ impl Metrics {
                 gauge("sfu_participants", "Participants in rooms")?,
             )?,
             tracks: register(registry, gauge("sfu_tracks", "Published tracks")?)?,
+            paused_tracks: register(
+                registry,
+                gauge(
+                    "sfu_paused_tracks",
+                    "Video tracks paused for a subscriber whose link holds none of their layers",
+                )?,
+            )?,
             tcp_connections: register(
                 registry,
                 gauge("sfu_tcp_connections", "Open ICE-TCP connections")?,
@@ -210,6 +218,7 @@ impl Metrics {
         set(&self.rooms, now.core.rooms);
         set(&self.participants, now.core.participants);
         set(&self.tracks, now.core.tracks);
+        set(&self.paused_tracks, now.core.paused_legs);
         set(&self.tcp_connections, now.tcp.connections);
         for ((name, before), after) in SFU_COUNTERS
             .iter()
@@ -320,6 +329,7 @@ mod tests {
         second.udp.datagrams_sent = 40;
         second.udp.send_calls = 4;
         second.core.layer_switches_down = 3;
+        second.core.paused_legs = 1;
         metrics.observe_worker(0, &first, &second);
         let text = {
             let mut out = Vec::new();
@@ -339,6 +349,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"bedside_sfu_layer_switches_total{direction="down",worker="0"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bedside_sfu_paused_tracks{worker="0"} 1"#),
             "{text}"
         );
         assert!(
