@@ -2,18 +2,21 @@
 // connection to itself, so an init script (run before the page's own scripts, outside its CSP)
 // records every connection it makes; the tests then read their configuration and getStats.
 
+/** The init script: runs in the page and keeps each RTCPeerConnection in `__peerConnections`. */
+function record() {
+  const Native = window.RTCPeerConnection;
+  window.__peerConnections = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__peerConnections.push(this);
+    }
+  };
+}
+
 /** Records, on every page of `context` from now on, each RTCPeerConnection it creates. */
 export async function recordPeerConnections(context) {
-  await context.addInitScript(() => {
-    const Native = window.RTCPeerConnection;
-    window.__peerConnections = [];
-    window.RTCPeerConnection = class extends Native {
-      constructor(...args) {
-        super(...args);
-        window.__peerConnections.push(this);
-      }
-    };
-  });
+  await context.addInitScript(record);
 }
 
 /** The configuration of the page's latest RTCPeerConnection (`getConfiguration()`). */
@@ -55,4 +58,9 @@ export async function selectedPair(page, timeout = 15000) {
     if (Date.now() > deadline) throw new Error(`no selected candidate pair within ${timeout} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** `recordPeerConnections` for a puppeteer (Firefox) page: from its next navigation on. */
+export async function recordPagePeerConnections(page) {
+  await page.evaluateOnNewDocument(record);
 }

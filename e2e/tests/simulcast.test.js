@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from '../lib/server.js';
 import { client } from '../lib/api.js';
-import { recordPeerConnections } from '../lib/peers.js';
+import { recordPeerConnections, recordPagePeerConnections } from '../lib/peers.js';
 import { launch, open, assertClean, joinReady, videoPlaying } from '../lib/browser.js';
 import { launchFirefox } from '../lib/firefox.js';
 
@@ -142,16 +142,7 @@ test('a Firefox patient sends its camera as layers too, and both see each other'
     await doctor.waitForFunction(() => document.body.dataset.state === 'call');
 
     const patient = await firefox.newPage();
-    await patient.evaluateOnNewDocument(() => {
-      const Native = window.RTCPeerConnection;
-      window.__peerConnections = [];
-      window.RTCPeerConnection = class extends Native {
-        constructor(...args) {
-          super(...args);
-          window.__peerConnections.push(this);
-        }
-      };
-    });
+    await recordPagePeerConnections(patient);
     await patient.goto(links.patient.url);
     await patient.waitForFunction(() => document.querySelector('button.primary.big')?.disabled === false, { timeout: 15000 });
     await patient.click('button.primary.big');
