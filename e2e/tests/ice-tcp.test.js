@@ -152,6 +152,10 @@ test('a visit on UDP whose network starts dropping UDP moves to ICE-TCP without 
         const pair = transport && stats.get(transport.selectedCandidatePairId);
         return pair && stats.get(pair.remoteCandidateId)?.protocol === 'tcp' && pc.iceConnectionState === 'connected';
       }, null, { timeout: 30000, polling: 250 });
+    }
+    // What each page decodes comes from the other's uplink, so frames are counted only once
+    // both have moved: the second page's restart can take most of the first one's wait.
+    for (const [who, page] of [['patient', patient], ['clinician', doctor]]) {
       const before = await frames(page);
       await page.waitForFunction(
         (n) => document.querySelector('video.remote-video').getVideoPlaybackQuality().totalVideoFrames > n + 30,
