@@ -429,6 +429,16 @@ fn cpu_figures(
     Some((mean, peak, rss))
 }
 
+/// The streams of `kind` that `peers` received.
+fn streams_of(peers: &[&PeerOutcome], kind: RtpCodecKind) -> Vec<RxStream> {
+    peers
+        .iter()
+        .flat_map(|p| p.streams.iter())
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
 fn kind_stats(streams: &[RxStream]) -> KindStats {
     let packets: u64 = streams.iter().map(|s| s.packets).sum();
     let expected: u64 = streams.iter().map(RxStream::expected).sum();
@@ -625,29 +635,14 @@ fn build_report(
         p99: percentile(&mut joins, 99.0),
         max: percentile(&mut joins, 100.0),
     };
-    let of_kind = |kind: RtpCodecKind| -> Vec<RxStream> {
-        peers
-            .iter()
-            .flat_map(|p| p.streams.iter())
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, s)| s.clone())
-            .collect()
-    };
+    let of_kind = |kind: RtpCodecKind| streams_of(&peers, kind);
     let impaired = config.impair.map(|impairment| {
-        let behind: Vec<&&PeerOutcome> = peers.iter().filter(|p| p.impaired).collect();
-        let of_kind = |kind: RtpCodecKind| -> Vec<RxStream> {
-            behind
-                .iter()
-                .flat_map(|p| p.streams.iter())
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, s)| s.clone())
-                .collect()
-        };
+        let behind: Vec<&PeerOutcome> = peers.iter().copied().filter(|p| p.impaired).collect();
         Impaired {
             impairment,
             peers: behind.len(),
-            audio: kind_stats(&of_kind(RtpCodecKind::Audio)),
-            video: kind_stats(&of_kind(RtpCodecKind::Video)),
+            audio: kind_stats(&streams_of(&behind, RtpCodecKind::Audio)),
+            video: kind_stats(&streams_of(&behind, RtpCodecKind::Video)),
             paused: behind.iter().map(|p| p.paused).sum(),
             resumed: behind.iter().map(|p| p.resumed).sum(),
             relay_delivered: behind.iter().map(|p| p.relay.0).sum(),
