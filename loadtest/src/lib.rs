@@ -7,7 +7,6 @@
 //! project's one WebRTC client, also used by the root package's interop tests.
 
 pub mod client;
-pub mod impair;
 pub mod media;
 pub mod peer;
 pub mod prom;
