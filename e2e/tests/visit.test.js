@@ -132,7 +132,13 @@ test('patient and clinician hold a visit through their links', async (t) => {
     await doctor.getByRole('button', { name: 'Share screen' }).click();
     await doctor.waitForFunction(() => document.querySelector('.control-screen').getAttribute('aria-pressed') === 'true');
     await videoPlaying(patient, 'video.screen-video');
-    await videoPlaying(patient, 'video.remote-video');
+    // The screen share chooses first: when the SFU's estimate of the patient's link holds only
+    // one of the two (it starts at 1 Mbit/s, and this busy machine can keep it low), the camera
+    // is paused for the patient, who is told so, instead of playing.
+    await videoPlaying(patient, 'video.remote-video').catch(async (error) => {
+      const paused = await patient.evaluate(() => document.querySelector('.tile.remote').dataset.paused === 'true');
+      if (!paused) throw error;
+    });
     await capture(patient, 'screen-share');
     await doctor.getByRole('button', { name: 'Share screen' }).click();
     await patient.waitForFunction(() => document.querySelector('.tile.screen').hidden, null, { timeout: 10000 });
