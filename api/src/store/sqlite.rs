@@ -476,12 +476,20 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         reader.await.expect("reader");
         let wal = std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
-        // Without restarts the WAL would hold every commit: over 16 KiB each.
+        // Without restarts the WAL would hold every commit: over 16 KiB each. A restart that
+        // meets a reader preempted mid-read (a busy CI machine) gives up until the next wake,
+        // so the bound leaves room for a run of those: one CI run reached 26%, idle runs 10-11%.
         let unbounded = commits * 16 * 1024;
         assert!(
-            wal < unbounded / 4,
+            wal < unbounded / 2,
             "WAL {wal} bytes after {commits} commits ({unbounded} if never restarted)"
         );
+        let restarts = db
+            .shared
+            .metrics
+            .runs
+            .with_label_values(&["restart", "complete"]);
+        assert!(restarts.get() > 0, "no RESTART checkpoint completed");
         db.close().await;
     }
 }
