@@ -27,6 +27,7 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
         // The server is this very process: its figures would be the generator's.
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
+        impair: None,
     };
     let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
     let live = Arc::new(Live::default());
@@ -100,6 +101,7 @@ fn run_config(server: &Server, visits: usize, hold: Duration, transport: Transpo
         transport,
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
+        impair: None,
     }
 }
 
@@ -173,5 +175,31 @@ async fn tcp_runs_reach_the_sfu_over_ice_tcp() -> TestResult {
         ) >= 4.0,
         "the SFU adopted their connections"
     );
+    Ok(())
+}
+
+/// `--impair`: each patient's media goes through its relay, which limits, drops and delays
+/// what reaches the patient; the visit still joins, the report counts what the relays did
+/// and what the patients received through them. Behind the relay a patient sends
+/// transport-wide feedback, so the SFU estimates its link: 360p video (about 500 kbit/s)
+/// does not fit 300 kbit/s, and the SFU pauses it for the patient, audio going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impaired_run_goes_through_the_relays_and_reports_them() -> TestResult {
+    let server = Server::start(signaling::Limits::default()).await?;
+    let mut config = run_config(&server, 2, Duration::from_secs(8), Transport::Udp);
+    config.impair = Some("rate=300kbit,loss=2%,delay=40ms,jitter=5ms".parse()?);
+    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
+    let summary = report.table();
+    println!("{summary}");
+    assert_eq!(report.visits.joined, 2, "{summary}");
+    let behind = report.impaired.as_ref().ok_or("no impaired section")?;
+    assert_eq!(behind.peers, 2, "{summary}");
+    assert!(behind.relay_delivered > 500, "{summary}");
+    assert!(behind.relay_lost > 0, "{summary}");
+    assert!(behind.relay_overflowed > 0, "{summary}");
+    assert!(behind.audio.packets > 500, "{summary}");
+    assert!(behind.paused >= 2, "each patient's video paused: {summary}");
+    assert!(summary.contains("impaired patients"), "{summary}");
     Ok(())
 }

@@ -170,6 +170,7 @@ async fn an_expired_credential_is_refused_and_a_relay_only_peer_cannot_connect()
             transport: Transport::Relay,
             ice_servers: ice_servers(&visit.patient)?,
             deadline: Instant::now() + Duration::from_secs(8),
+            impair: None,
         },
         Arc::clone(&seen),
         frames,

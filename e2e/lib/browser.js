@@ -14,10 +14,13 @@ export const SHOTS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '
 export const PHONE = { width: 375, height: 812 };
 export const DESKTOP = { width: 1280, height: 800 };
 
-/** Chromium with fake devices; `args` adds command-line switches. */
-export async function launch({ args = [] } = {}) {
+/**
+ * Chromium with fake devices; `args` adds command-line switches, `executablePath` replaces
+ * the binary (a launcher that starts it in a network namespace).
+ */
+export async function launch({ args = [], executablePath = process.env.CHROMIUM || '/usr/bin/chromium' } = {}) {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath,
     headless: true,
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',

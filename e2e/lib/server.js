@@ -13,11 +13,14 @@ export function binary() {
   return join(target, 'debug', 'bedside');
 }
 
-/** A running server: {base, adminKey, stop()}; `env` adds to its environment. */
-export async function startServer({ env = {} } = {}) {
+/**
+ * A running server: {base, adminKey, stop()}; `env` adds to its environment; `host` is the
+ * address it listens on and announces (127.0.0.1 unless a test gives it a veth's address).
+ */
+export async function startServer({ env = {}, host = '127.0.0.1' } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'bedside-e2e-'));
   const child = spawn(binary(), [
-    'serve', '--data-dir', dataDir, '--http', '127.0.0.1:0', '--udp', '127.0.0.1:0', '--announce-ip', '127.0.0.1',
+    'serve', '--data-dir', dataDir, '--http', `${host}:0`, '--udp', `${host}:0`, '--announce-ip', host,
   ], {
     env: {
       ...process.env,

@@ -7,6 +7,7 @@
 //! project's one WebRTC client, also used by the root package's interop tests.
 
 pub mod client;
+pub mod impair;
 pub mod media;
 pub mod peer;
 pub mod prom;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use loadtest::impair::Impairment;
 use loadtest::media::Video;
 use loadtest::peer::Transport;
 use loadtest::run::{Config, Live, ServerProcess};
@@ -54,6 +55,12 @@ struct Cli {
     /// A peer without remote media this long after its start call failed to join.
     #[arg(long, default_value = "30s", value_parser = loadtest::parse_duration)]
     join_timeout: Duration,
+    /// Run every patient's UDP media through an impaired path, as a weak downlink:
+    /// `rate=300kbit,loss=2%,delay=80ms` (also `jitter=10ms`, `queue=200ms`: the rate
+    /// limit's queue before it drops). Loss, rate and jitter apply towards the patient, the
+    /// delay both ways; clinicians are not impaired.
+    #[arg(long)]
+    impair: Option<Impairment>,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .server_pid
             .map_or(ServerProcess::Detect, ServerProcess::Pid),
         join_timeout: cli.join_timeout,
+        impair: cli.impair,
     };
     let (shutdown_tx, shutdown) = watch::channel(false);
     tokio::spawn(async move {

@@ -13,7 +13,9 @@ use futures::{SinkExt as _, StreamExt as _};
 use rtc::ice::network_type::NetworkType;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::peer_connection::configuration::{
@@ -39,6 +41,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::impair::{Impairment, Relay};
 use crate::media::{Media, Stream};
 use crate::stats::RxStream;
 
@@ -132,6 +135,9 @@ pub enum PeerError {
     /// The peer's deadline passed before its socket closed.
     #[error("deadline passed")]
     Deadline,
+    /// The impairment relay could not start.
+    #[error("impairment relay: {0}")]
+    Relay(#[from] std::io::Error),
 }
 
 /// Receiver statistics of one remote track.
@@ -168,6 +174,12 @@ pub struct Seen {
     pub first_error: Mutex<Option<String>>,
     /// The candidate pair selected when the connection first came up.
     pub selected: OnceLock<SelectedPair>,
+    /// `track_paused` messages received (a video paused for this peer's bandwidth).
+    pub paused: AtomicU32,
+    /// `track_resumed` messages received.
+    pub resumed: AtomicU32,
+    /// The impairment relay's counters, when the peer runs behind one.
+    pub relay: OnceLock<Arc<crate::impair::RelayStats>>,
 }
 
 impl Seen {
@@ -219,6 +231,8 @@ pub struct Options {
     pub ice_servers: Vec<IceServer>,
     /// It gives up (closing its connection) when this passes, whatever happens.
     pub deadline: Instant,
+    /// Runs its UDP media through an impaired path ([`crate::impair`]).
+    pub impair: Option<Impairment>,
 }
 
 struct Handler {
@@ -407,18 +421,33 @@ pub async fn participant(
         transport,
         ice_servers,
         deadline,
+        impair,
     } = options;
+    let relay = match impair {
+        Some(impairment) => {
+            let relay = Relay::start(impairment).await?;
+            let _ = seen.relay.set(Arc::clone(&relay.stats));
+            Some(relay)
+        }
+        None => None,
+    };
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
     let (gathered_tx, mut gathered) = mpsc::channel(1);
     let (connected_tx, mut connected) = mpsc::channel(1);
-    // Sender and receiver reports only: the receiver reports let the SFU measure the RTT of
-    // every leg from RTCP; NACK and TWCC would add work to the generator for nothing it reports.
+    // Sender and receiver reports: the receiver reports let the SFU measure the RTT of every
+    // leg from RTCP. NACK and TWCC would add work to the generator for nothing it reports,
+    // except behind an impaired path: there transport-wide feedback lets the SFU estimate
+    // the peer's downlink and adapt to it, which is what such a run is for.
+    let mut registry = configure_rtcp_reports(Registry::new());
+    if relay.is_some() {
+        registry = configure_twcc_receiver_only(registry, &mut engine)?;
+    }
     let builder = PeerConnectionBuilder::new()
         .with_configuration(configuration(transport, ice_servers))
         .with_setting_engine(setting_engine(transport))
         .with_media_engine(engine)
-        .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
+        .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler {
             seen: Arc::clone(&seen),
             gathered: gathered_tx,
@@ -435,6 +464,7 @@ pub async fn participant(
     .await?;
     let result = run_peer(
         &pc,
+        relay.as_ref(),
         transport,
         &signaling_url,
         &grant,
@@ -534,6 +564,7 @@ async fn selected_pair(sender: &Arc<dyn RtpSender>) -> Result<Option<SelectedPai
 #[allow(clippy::too_many_arguments)]
 async fn run_peer(
     pc: &impl PeerConnection,
+    relay: Option<&Relay>,
     transport: Transport,
     signaling_url: &str,
     grant: &str,
@@ -626,6 +657,7 @@ async fn run_peer(
                     }
                     Some("answer") => {
                         let sdp = message["sdp"].as_str().ok_or(PeerError::Protocol("answer without sdp"))?;
+                        let sdp = &relay.map_or_else(|| sdp.to_owned(), |relay| relay.rewrite_sdp(sdp));
                         let ufrag = sdp
                             .lines()
                             .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
@@ -640,6 +672,7 @@ async fn run_peer(
                     }
                     Some("offer") => {
                         let sdp = message["sdp"].as_str().ok_or(PeerError::Protocol("offer without sdp"))?;
+                        let sdp = &relay.map_or_else(|| sdp.to_owned(), |relay| relay.rewrite_sdp(sdp));
                         pc.set_remote_description(RTCSessionDescription::offer(sdp.to_owned())?).await?;
                         let answer = pc.create_answer(None).await?;
                         pc.set_local_description(answer).await?;
@@ -650,6 +683,8 @@ async fn run_peer(
                         tx.send(send(json!({"type": "admit", "participant": message["participant"]}))).await?;
                     }
                     Some("visit_ended") => seen.visit_ended.store(true, Ordering::Relaxed),
+                    Some("track_paused") => { seen.paused.fetch_add(1, Ordering::Relaxed); }
+                    Some("track_resumed") => { seen.resumed.fetch_add(1, Ordering::Relaxed); }
                     Some("error") => {
                         seen.errors.fetch_add(1, Ordering::Relaxed);
                         let code = message["code"].as_str().unwrap_or("unknown").to_owned();

@@ -67,6 +67,30 @@ pub struct KindStats {
     pub bitrate_kbps: f64,
 }
 
+/// The patients of a run behind `--impair`: their impaired downlinks and what arrived
+/// through them (the clinicians' links are not impaired).
+#[derive(Debug, Clone, Serialize)]
+pub struct Impaired {
+    /// The path every patient ran behind.
+    pub impairment: crate::impair::Impairment,
+    /// Patients that ran behind it.
+    pub peers: usize,
+    /// Audio the patients received.
+    pub audio: KindStats,
+    /// Video the patients received.
+    pub video: KindStats,
+    /// `track_paused` messages the patients received (video paused for their bandwidth).
+    pub paused: u64,
+    /// `track_resumed` messages.
+    pub resumed: u64,
+    /// Datagrams the relays passed to the patients.
+    pub relay_delivered: u64,
+    /// Datagrams the relays dropped at random (`loss`).
+    pub relay_lost: u64,
+    /// Datagrams the relays dropped from a full rate-limited queue.
+    pub relay_overflowed: u64,
+}
+
 /// Round-trip times of the media legs, as the SFU computes them from RTCP receiver reports
 /// (LSR/DLSR) and exports them in `bedside_sfu_rtt_seconds`, counted over this run only.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -141,6 +165,8 @@ pub struct Report {
     pub audio: KindStats,
     /// Video as receivers saw it.
     pub video: KindStats,
+    /// The patients behind `--impair`, when the run had one.
+    pub impaired: Option<Impaired>,
     /// RTT of media legs.
     pub rtt_ms: Rtt,
     /// The server process (`null` when not on this host).
@@ -214,6 +240,43 @@ impl Report {
                     "{} streams, {} packets, loss {:.3}%, jitter {:.1} ms, {:.0} kbit/s per stream",
                     kind.streams, kind.packets, kind.loss_pct, kind.jitter_ms, kind.bitrate_kbps
                 ),
+            );
+        }
+        if let Some(behind) = &self.impaired {
+            let i = &behind.impairment;
+            row(
+                "impaired patients",
+                format!(
+                    "{} behind rate {} loss {:.1}% delay {} ms jitter {} ms: relays delivered {}, \
+                     dropped {} at random and {} from a full queue",
+                    behind.peers,
+                    i.rate_bps.map_or_else(
+                        || "unlimited".to_owned(),
+                        |bps| format!("{} kbit/s", bps / 1000)
+                    ),
+                    i.loss * 100.0,
+                    i.delay.as_millis(),
+                    i.jitter.as_millis(),
+                    behind.relay_delivered,
+                    behind.relay_lost,
+                    behind.relay_overflowed
+                ),
+            );
+            for (name, kind) in [
+                ("  their audio", &behind.audio),
+                ("  their video", &behind.video),
+            ] {
+                row(
+                    name,
+                    format!(
+                        "{} packets, loss {:.2}%, jitter {:.1} ms, {:.0} kbit/s per stream",
+                        kind.packets, kind.loss_pct, kind.jitter_ms, kind.bitrate_kbps
+                    ),
+                );
+            }
+            row(
+                "  video paused",
+                format!("{} times, resumed {}", behind.paused, behind.resumed),
             );
         }
         row(

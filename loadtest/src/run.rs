@@ -17,11 +17,12 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Api, ApiError, Key, StartedVisit};
+use crate::impair::Impairment;
 use crate::media::{Media, MediaError, Video};
 use crate::peer::{self, PeerError, Seen, Transport};
 use crate::prom::{self, Histogram};
 use crate::report::{
-    Generator, KindStats, Peers, Percentiles, Report, Rtt, RunInfo, Server, Visits,
+    Generator, Impaired, KindStats, Peers, Percentiles, Report, Rtt, RunInfo, Server, Visits,
 };
 use crate::stats::{RxStream, percentile};
 use crate::sys::{self, ProcSample};
@@ -71,6 +72,9 @@ pub struct Config {
     pub server: ServerProcess,
     /// A peer that has no remote RTP this long after its start call failed to join.
     pub join_timeout: Duration,
+    /// Every patient's UDP media runs through this impaired path (`--impair`); clinicians'
+    /// does not, so what is measured is one subscriber's link.
+    pub impair: Option<Impairment>,
 }
 
 /// The run could not be made at all (as opposed to peers failing, which the report counts).
@@ -112,6 +116,13 @@ struct PeerOutcome {
     /// The type and protocol of the local candidate ICE selected (`relay/udp`), if it
     /// connected.
     path: Option<String>,
+    /// Whether it ran behind the impairment relay.
+    impaired: bool,
+    /// `track_paused` and `track_resumed` messages it received.
+    paused: u64,
+    resumed: u64,
+    /// Its relay's (delivered, lost, overflowed) downlink datagrams.
+    relay: (u64, u64, u64),
 }
 
 /// How one visit did.
@@ -127,6 +138,7 @@ struct Shared {
     admin: Key,
     media: Arc<Media>,
     transport: Transport,
+    impair: Option<Impairment>,
     join_timeout: Duration,
     hold_end: Instant,
     deadline: Instant,
@@ -141,6 +153,7 @@ fn peer_reason(error: &PeerError) -> String {
         PeerError::Signaling { code, .. } => format!("signaling error {code}"),
         PeerError::Gathering(_) => "ice gathering timeout".to_owned(),
         PeerError::Deadline => "deadline".to_owned(),
+        PeerError::Relay(_) => "impairment relay error".to_owned(),
     }
 }
 
@@ -172,6 +185,7 @@ impl Running {
                 transport: shared.transport,
                 ice_servers: grant.ice_servers,
                 deadline: shared.deadline,
+                impair: if admits { None } else { shared.impair },
             },
             Arc::clone(&seen),
             frames,
@@ -328,11 +342,22 @@ async fn visit_inner(
             Some(Err(reason)) => (Some(reason), None),
             None => (Some("interrupted".to_owned()), None),
         };
+        let relay = seen.relay.get().map_or((0, 0, 0), |stats| {
+            (
+                stats.delivered.load(Ordering::Relaxed),
+                stats.lost.load(Ordering::Relaxed),
+                stats.overflowed.load(Ordering::Relaxed),
+            )
+        });
         outcome.peers.push(PeerOutcome {
             failure,
             join,
             streams: seen.streams(),
             path: seen.selected.get().map(|pair| pair.local_path.clone()),
+            impaired: seen.relay.get().is_some(),
+            paused: u64::from(seen.paused.load(Ordering::Relaxed)),
+            resumed: u64::from(seen.resumed.load(Ordering::Relaxed)),
+            relay,
         });
     }
     outcome.ended = end(shared, &created).await.is_ok();
@@ -402,6 +427,16 @@ fn cpu_figures(
         _ => rate(points.first()?, points.last()?),
     }?;
     Some((mean, peak, rss))
+}
+
+/// The streams of `kind` that `peers` received.
+fn streams_of(peers: &[&PeerOutcome], kind: RtpCodecKind) -> Vec<RxStream> {
+    peers
+        .iter()
+        .flat_map(|p| p.streams.iter())
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, s)| s.clone())
+        .collect()
 }
 
 fn kind_stats(streams: &[RxStream]) -> KindStats {
@@ -485,6 +520,7 @@ pub async fn run(
         admin: Key::new(config.api_key.clone()),
         media,
         transport: config.transport,
+        impair: config.impair,
         join_timeout: config.join_timeout,
         hold_end,
         deadline,
@@ -599,14 +635,21 @@ fn build_report(
         p99: percentile(&mut joins, 99.0),
         max: percentile(&mut joins, 100.0),
     };
-    let of_kind = |kind: RtpCodecKind| -> Vec<RxStream> {
-        peers
-            .iter()
-            .flat_map(|p| p.streams.iter())
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, s)| s.clone())
-            .collect()
-    };
+    let of_kind = |kind: RtpCodecKind| streams_of(&peers, kind);
+    let impaired = config.impair.map(|impairment| {
+        let behind: Vec<&PeerOutcome> = peers.iter().copied().filter(|p| p.impaired).collect();
+        Impaired {
+            impairment,
+            peers: behind.len(),
+            audio: kind_stats(&streams_of(&behind, RtpCodecKind::Audio)),
+            video: kind_stats(&streams_of(&behind, RtpCodecKind::Video)),
+            paused: behind.iter().map(|p| p.paused).sum(),
+            resumed: behind.iter().map(|p| p.resumed).sum(),
+            relay_delivered: behind.iter().map(|p| p.relay.0).sum(),
+            relay_lost: behind.iter().map(|p| p.relay.1).sum(),
+            relay_overflowed: behind.iter().map(|p| p.relay.2).sum(),
+        }
+    });
 
     let rtt_name = "bedside_sfu_rtt_seconds";
     let rtt = match after {
@@ -673,6 +716,7 @@ fn build_report(
         join_ms,
         audio: kind_stats(&of_kind(RtpCodecKind::Audio)),
         video: kind_stats(&of_kind(RtpCodecKind::Video)),
+        impaired,
         rtt_ms: rtt,
         server,
         generator,

@@ -10,6 +10,11 @@
 //! Criterion's throughput is egress packets (datagrams out), so its "elem/s" is forwarded
 //! packets per second on one core.
 //!
+//! `forward_simulcast` is the same room with the publisher sending its video as three layers
+//! (q, h, f: 1, 3 and 8 packets a frame) and each subscriber forwarded the top one, so the
+//! two groups side by side give what simulcast costs per subscriber: three layers to receive
+//! and decrypt, one to choose, rewrite and send.
+//!
 //! `cargo bench -p sfu --bench forward`
 
 #[path = "../tests/sim/mod.rs"]
@@ -25,15 +30,22 @@ use sim::{Sim, Video};
 /// RTP payload bytes of every packet.
 const PAYLOAD: usize = 1100;
 
-/// A connected room: client 0 publishes audio and video, the others only subscribe.
-fn room(subscribers: usize) -> Sim {
+/// A connected room: client 0 publishes audio and video (as simulcast layers if
+/// `simulcast`), the others only subscribe. No bandwidth estimation: the batches' feedback is
+/// never delivered, so every leg stays on the top layer.
+fn room(subscribers: usize, simulcast: bool) -> Sim {
     let mut sim = Sim::with_config(7, |mut c| {
         c.max_participants_per_room = subscribers + 1;
+        c.bwe_initial_bps = None;
         c
     });
     sim.net.jitter = Duration::ZERO;
     sim.payload_len = PAYLOAD;
-    sim.join(Video::Vp8, false);
+    if simulcast {
+        sim.join_simulcast(Video::Vp8);
+    } else {
+        sim.join(Video::Vp8, false);
+    }
     for _ in 0..subscribers {
         let index = sim.join(Video::None, false);
         sim.clients[index].publishing = false;
@@ -66,10 +78,16 @@ fn forward(sim: &mut Sim, batch: &[(std::net::SocketAddr, Vec<u8>)]) -> u64 {
 }
 
 fn bench_forwarding(c: &mut Criterion) {
-    let mut group = c.benchmark_group("forward");
+    for (name, simulcast) in [("forward", false), ("forward_simulcast", true)] {
+        bench_group(c, name, simulcast);
+    }
+}
+
+fn bench_group(c: &mut Criterion, name: &str, simulcast: bool) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(20);
     for subscribers in [1usize, 3, 10] {
-        let mut sim = room(subscribers);
+        let mut sim = room(subscribers, simulcast);
         let calibration = capture_second(&mut sim);
         let per_batch = forward(&mut sim, &calibration);
         group.throughput(Throughput::Elements(per_batch));

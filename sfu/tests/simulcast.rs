@@ -370,12 +370,14 @@ fn a_subscribers_layers_follow_its_link_and_audio_comes_first() {
         t100 + Duration::from_secs(5),
         t100 + Duration::from_secs(20),
     );
-    // Measured over runs (the core's hash maps vary the order of events): 0 to 3.2% lost,
-    // from str0m's probes and padding sharing the queue; the issue aims at 2%.
+    // Measured over runs (the core's hash maps vary the order of events): 0.5% to 2.1% lost,
+    // to str0m's probes and RTCP sharing the queue (up to 3.2% when the probes aimed at the
+    // top layer). The issue aims at 2%; 3% is allowed so that a run's ordering cannot fail it.
     assert!(
-        audio >= 720,
-        "audio at 100 kbit/s: {audio} of 750 packets (4% loss allowed)"
+        audio >= 728,
+        "audio at 100 kbit/s: {audio} of 750 packets (3% loss allowed)"
     );
+    let audio_at_100k = audio;
     assert!(paused_at.is_some());
 
     // The link recovers: video resumes and climbs back to f within 20 s.
@@ -435,7 +437,29 @@ fn a_subscribers_layers_follow_its_link_and_audio_comes_first() {
     let resumed = video.iter().find(|r| r.at > up).map(|r| r.at - up);
     eprintln!(
         "virtual time: at 400 kbit/s on q after {first_q:?}; at 100 kbit/s last video after \
-         {last_video:?}; after recovery video after {resumed:?}, f after {first_f:?}"
+         {last_video:?}, audio {audio_at_100k} of 750 packets; after recovery video after \
+         {resumed:?}, f after {first_f:?}"
+    );
+    // The switches and the resume asked for keyframes, counted by reason; bob's estimate was
+    // reported for the metrics, low while the link was.
+    let stats = sim.core.stats();
+    assert!(
+        stats.keyframe_reasons.layer_switch >= 3,
+        "{:?}",
+        stats.keyframe_reasons
+    );
+    let bob_id = sim.clients[bob].id;
+    let estimates: Vec<u64> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Bandwidth { participant, bps } if *participant == bob_id => Some(*bps),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        estimates.iter().any(|bps| *bps < 200_000) && estimates.iter().any(|bps| *bps > 1_000_000),
+        "bob's estimates: {estimates:?}"
     );
     // Keyframe requests stayed throttled: at most one per layer per 500 ms.
     let mut last: std::collections::HashMap<Option<Rid>, Instant> = Default::default();

@@ -9,6 +9,7 @@ use std::sync::{Arc, Weak};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use sfu::core::KeyframeReasons;
 use sfu::driver::{AcceptCounts, TcpFront, WorkerStats};
 
 /// Why metrics could not be registered: a name clash in the registry.
@@ -27,6 +28,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Round-trip times measured on media sessions.
     pub rtt: Histogram,
+    /// Subscribers' send-side bandwidth estimates, sampled once per stats interval each.
+    pub bandwidth: Histogram,
     /// Time from joining to the first RTP packet from the participant.
     pub join_to_first_media: Histogram,
     /// Connection-quality grades reported to rooms, by grade.
@@ -38,6 +41,7 @@ pub struct Metrics {
     tcp_connections: IntGaugeVec,
     sfu_counters: IntCounterVec,
     layer_switches: IntCounterVec,
+    keyframe_requests: IntCounterVec,
     busy: prometheus::CounterVec,
 }
 
@@ -75,6 +79,17 @@ const SFU_COUNTERS: [&str; 22] = [
     "udp_gso_messages",
     "udp_send_errors",
 ];
+
+/// [`KeyframeReasons`] by `reason` label.
+fn keyframe_reasons(reasons: &KeyframeReasons) -> [(&'static str, u64); 5] {
+    [
+        ("subscriber", reasons.subscriber),
+        ("new_subscriber", reasons.new_subscriber),
+        ("layer_switch", reasons.layer_switch),
+        ("missed_keyframe", reasons.missed_keyframe),
+        ("unmute", reasons.unmute),
+    ]
+}
 
 fn counter_values(stats: &WorkerStats) -> [u64; 22] {
     let (s, tcp, udp) = (stats.core, stats.tcp, stats.udp);
@@ -136,6 +151,19 @@ impl Metrics {
                         ]),
                 )?,
             )?,
+            bandwidth: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sfu_subscriber_bandwidth_bps",
+                        "Send-side bandwidth estimates towards subscribers (TWCC), sampled once \
+                         per second per subscriber",
+                    )
+                    .buckets(vec![
+                        100e3, 200e3, 400e3, 700e3, 1e6, 1.5e6, 2.5e6, 4e6, 8e6, 16e6,
+                    ]),
+                )?,
+            )?,
             join_to_first_media: register(
                 registry,
                 Histogram::with_opts(
@@ -193,6 +221,16 @@ impl Metrics {
                     &["worker", "direction"],
                 )?,
             )?,
+            keyframe_requests: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sfu_keyframe_requests_total",
+                        "Keyframes the SFU wanted from publishers, by reason, before throttling",
+                    ),
+                    &["worker", "reason"],
+                )?,
+            )?,
             busy: register(
                 registry,
                 prometheus::CounterVec::new(
@@ -243,6 +281,14 @@ impl Metrics {
         ] {
             self.layer_switches
                 .with_label_values(&[label.as_str(), direction])
+                .inc_by(after.saturating_sub(before));
+        }
+        for ((reason, before), after) in keyframe_reasons(&last.core.keyframe_reasons)
+            .into_iter()
+            .zip(keyframe_reasons(&now.core.keyframe_reasons).map(|(_, n)| n))
+        {
+            self.keyframe_requests
+                .with_label_values(&[label.as_str(), reason])
                 .inc_by(after.saturating_sub(before));
         }
         let busy: Duration = now.busy.saturating_sub(last.busy);
@@ -330,6 +376,7 @@ mod tests {
         second.udp.send_calls = 4;
         second.core.layer_switches_down = 3;
         second.core.paused_legs = 1;
+        second.core.keyframe_reasons.layer_switch = 4;
         metrics.observe_worker(0, &first, &second);
         let text = {
             let mut out = Vec::new();
@@ -353,6 +400,12 @@ mod tests {
         );
         assert!(
             text.contains(r#"bedside_sfu_paused_tracks{worker="0"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"bedside_sfu_keyframe_requests_total{reason="layer_switch",worker="0"} 4"#
+            ),
             "{text}"
         );
         assert!(

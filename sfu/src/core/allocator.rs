@@ -10,10 +10,14 @@
 //!
 //! The rules trade reaction against flapping, as LiveKit's and mediasoup's allocators do:
 //! step down at once when the current layers do not fit; pause a leg only when not even its
-//! lowest layer fits for [`PAUSE_HOLD`] (at once when the budget is under half of it); climb
-//! one layer at a time, only after the higher one fit for [`UP_HOLD`], and not within
-//! [`DOWN_COOLDOWN`] of a step down the falling link forced; but with twice the room the
-//! better layers need, climb to them at once.
+//! lowest layer fits for [`PAUSE_HOLD`] (after [`QUICK_PAUSE`] when the budget is under half
+//! of it); climb one layer at a time, only after the higher one fit for [`UP_HOLD`], and not
+//! within [`DOWN_COOLDOWN`] of a step down the falling link forced; but with twice the room
+//! the better layers need, climb to them at once. A paused leg resumes only after its lowest
+//! layer fit for the resume hold, however much room there seems to be: an estimate measured
+//! while only audio flows comes from probes, and resuming on a wrong one costs audio. The
+//! hold starts at [`UP_HOLD`] and doubles (up to [`MAX_RESUME_HOLD`]) each time a leg is
+//! paused again within [`RESUME_PROBATION`] of resuming.
 //!
 //! Pure: plain values in, targets out, with the hysteresis timers in [`AllocState`]; no str0m,
 //! clock or socket, so the rules are tested directly below.
@@ -24,6 +28,13 @@ use std::time::{Duration, Instant};
 pub(crate) const UP_HOLD: Duration = Duration::from_secs(3);
 /// How long not even the lowest layer must fit before a leg is paused.
 pub(crate) const PAUSE_HOLD: Duration = Duration::from_secs(2);
+/// How long a budget under half the lowest layer must last before a leg is paused: one
+/// estimate that dips is not a link.
+pub(crate) const QUICK_PAUSE: Duration = Duration::from_millis(500);
+/// A leg paused again this soon after it resumed doubles the next resume's hold.
+pub(crate) const RESUME_PROBATION: Duration = Duration::from_secs(10);
+/// The longest resume hold.
+pub(crate) const MAX_RESUME_HOLD: Duration = Duration::from_secs(24);
 /// After a step down, no step up for this long (unless the budget is twice the need).
 pub(crate) const DOWN_COOLDOWN: Duration = Duration::from_secs(10);
 /// The share of the estimate media may use: the rest absorbs the estimate's error, RTCP and
@@ -66,9 +77,15 @@ impl LegInput {
         (rate as f64 * NEED_MARGIN) as u64
     }
 
-    /// What the best usable layer needs: the rate worth probing for.
+    /// What the best usable layer needs: the most worth probing for.
     pub(crate) fn best_need(&self) -> u64 {
         self.need(self.usable().last())
+    }
+
+    /// What the next usable layer above `target` needs (the lowest one while paused, the
+    /// target's own at the top): the least worth probing for.
+    pub(crate) fn next_need(&self, target: Option<u8>) -> u64 {
+        self.need(self.above(target).or(target))
     }
 
     /// The next usable layer above `layer` (the lowest one above `None`).
@@ -107,6 +124,17 @@ pub(crate) struct AllocState {
     last_down: Option<Instant>,
     /// The budget of the previous decision, to tell a falling link from other changes.
     last_budget: Option<u64>,
+    /// How long the lowest layer must fit before a paused leg resumes; `None` for
+    /// [`UP_HOLD`].
+    resume_hold: Option<Duration>,
+    /// When a paused leg last resumed.
+    last_resume: Option<Instant>,
+}
+
+impl AllocState {
+    fn resume_hold(&self) -> Duration {
+        self.resume_hold.unwrap_or(UP_HOLD)
+    }
 }
 
 /// The target of every leg in `legs` (in the same order): see the [module docs](self).
@@ -146,8 +174,14 @@ pub(crate) fn allocate(
                 wants_pause = true;
                 let lowest = leg.usable().next();
                 let since = *state.pause_since.get_or_insert(now);
-                if now - since >= PAUSE_HOLD || budget < leg.need(lowest) / 2 {
+                let held = now - since;
+                if held >= PAUSE_HOLD || (held >= QUICK_PAUSE && budget < leg.need(lowest) / 2) {
                     *target = None;
+                    let relapse = state
+                        .last_resume
+                        .is_some_and(|resumed| now - resumed < RESUME_PROBATION);
+                    state.resume_hold =
+                        relapse.then(|| (state.resume_hold() * 2).min(MAX_RESUME_HOLD));
                 } else if lowest < leg.target {
                     *target = lowest;
                 }
@@ -173,12 +207,21 @@ pub(crate) fn allocate(
     let cooled = state
         .last_down
         .is_none_or(|down| now - down >= DOWN_COOLDOWN);
-    if !ample && (now - since < UP_HOLD || !cooled) {
+    let resuming = legs
+        .iter()
+        .zip(&fit)
+        .any(|(leg, fit)| leg.target.is_none() && fit.is_some());
+    if (resuming && now - since < state.resume_hold())
+        || (!ample && (now - since < UP_HOLD || !cooled))
+    {
         return targets;
     }
     for ((leg, fit), target) in legs.iter().zip(&fit).zip(targets.iter_mut()) {
         if fit.is_some_and(|fit| leg.target.is_none_or(|current| fit > current)) {
             *target = if ample { *fit } else { leg.above(leg.target) };
+            if leg.target.is_none() {
+                state.last_resume = Some(now);
+            }
         }
     }
     state.upgrade_since = Some(now);
@@ -295,10 +338,17 @@ mod tests {
             allocate(secs(t0, 2.0), short, &[leg(Some(0))], &mut state),
             vec![None]
         );
-        // Under half of q: at once.
+        // Under half of q: once that held for QUICK_PAUSE.
         let mut state = AllocState::default();
         let tiny = link(for_video(Q / 3));
-        assert_eq!(allocate(t0, tiny, &[leg(Some(1))], &mut state), vec![None]);
+        assert_eq!(
+            allocate(t0, tiny, &[leg(Some(1))], &mut state),
+            vec![Some(0)]
+        );
+        assert_eq!(
+            allocate(secs(t0, 0.5), tiny, &[leg(Some(0))], &mut state),
+            vec![None]
+        );
     }
 
     #[test]
@@ -405,6 +455,55 @@ mod tests {
             allocate(secs(t0, 3.0), q_fits, &[leg(None)], &mut state),
             vec![Some(0)]
         );
+    }
+
+    #[test]
+    fn a_leg_paused_again_soon_after_resuming_waits_twice_as_long_next_time() {
+        let t0 = Instant::now();
+        let mut state = AllocState::default();
+        let tiny = link(for_video(Q / 3));
+        let plenty = link(for_video(4 * F));
+        let mut target = Some(0);
+        for s in [0.0, 0.5] {
+            target = allocate(secs(t0, s), tiny, &[leg(target)], &mut state)[0];
+        }
+        assert_eq!(target, None);
+        // However much room the estimate shows, the resume waits for its hold.
+        target = allocate(secs(t0, 1.0), plenty, &[leg(target)], &mut state)[0];
+        assert_eq!(target, None);
+        target = allocate(secs(t0, 4.0), plenty, &[leg(target)], &mut state)[0];
+        assert_eq!(
+            target,
+            Some(2),
+            "resumed after UP_HOLD, at once to what is ample"
+        );
+        // Paused again 5 s later: the next resume waits 6 s, then 12, up to the cap.
+        let mut at = 9.0;
+        for hold in [6.0, 12.0, 24.0, 24.0] {
+            target = allocate(secs(t0, at), tiny, &[leg(target)], &mut state)[0];
+            target = allocate(secs(t0, at + 0.5), tiny, &[leg(target)], &mut state)[0];
+            assert_eq!(target, None);
+            let start = at + 1.0;
+            target = allocate(secs(t0, start), plenty, &[leg(target)], &mut state)[0];
+            target = allocate(
+                secs(t0, start + hold - 0.1),
+                plenty,
+                &[leg(target)],
+                &mut state,
+            )[0];
+            assert_eq!(target, None, "still waiting {hold} s");
+            target = allocate(secs(t0, start + hold), plenty, &[leg(target)], &mut state)[0];
+            assert_eq!(target, Some(2), "resumed after {hold} s");
+            at = start + hold + 5.0;
+        }
+        // A leg that stayed resumed past the probation starts from UP_HOLD again.
+        at += 20.0;
+        target = allocate(secs(t0, at), tiny, &[leg(target)], &mut state)[0];
+        target = allocate(secs(t0, at + 0.5), tiny, &[leg(target)], &mut state)[0];
+        assert_eq!(target, None);
+        target = allocate(secs(t0, at + 1.0), plenty, &[leg(target)], &mut state)[0];
+        target = allocate(secs(t0, at + 4.0), plenty, &[leg(target)], &mut state)[0];
+        assert_eq!(target, Some(2));
     }
 
     #[test]

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
 use str0m::media::KeyframeRequestKind;
 
-use super::Core;
 use super::allocator::{self, AllocState, LegInput, Link};
 use super::error::CoreError;
 use super::event::Event;
 use super::ids::{ParticipantId, TrackId};
 use super::timers::Timer;
+use super::{Core, KeyframeReason};
 
 /// How often each subscriber's layers are decided, beside estimate and layer changes.
 pub(crate) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
@@ -19,6 +19,11 @@ pub(crate) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
 const MAX_VIDEO_SIDE: u32 = 8192;
 /// The share above the wanted layers' rates that str0m is asked to probe for.
 const PROBE_MARGIN: f64 = 1.2;
+/// How far (as a share) the rates str0m was given must move before it is given new ones:
+/// str0m probes at every increase of the desired rate, and measured rates and the estimate
+/// move a little at every allocation; on a link that holds little more than audio, probes
+/// that often were what it lost.
+const RETELL_SHARE: f64 = 0.25;
 
 /// What the core knows about one subscriber's link.
 #[derive(Debug, Default)]
@@ -30,12 +35,19 @@ pub(crate) struct Downlink {
     pub(crate) raw: Option<u64>,
     /// The allocator's hysteresis timers.
     pub(crate) alloc: AllocState,
+    /// The (minimum, desired) rates str0m was last given.
+    told: Option<(u64, u64)>,
+}
+
+/// Whether `now` moved more than [`RETELL_SHARE`] away from `before`.
+fn moved(before: u64, now: u64) -> bool {
+    (now as f64 - before as f64).abs() > before as f64 * RETELL_SHARE
 }
 
 impl Downlink {
     /// The estimate layers are chosen by: the lower of the smoothed and the raw one, so a
     /// falling link is followed at once and a rising one once it held.
-    fn estimate(&self) -> Option<u64> {
+    pub(super) fn estimate(&self) -> Option<u64> {
         let smoothed = self.smoothed?;
         Some(self.raw.map_or(smoothed, |raw| raw.min(smoothed)))
     }
@@ -104,18 +116,47 @@ impl Core {
         };
         let targets = allocator::allocate(now, link, &legs, &mut participant.downlink.alloc);
         if link.estimate.is_some() {
-            let wanted: u64 = legs.iter().map(LegInput::best_need).sum();
+            // str0m probes in bursts of up to twice the desired rate: asking for the top
+            // layers on a link far below them floods it, audio included. So ask for at most
+            // twice the estimate, but always for the next step up.
+            let best: u64 = legs.iter().map(LegInput::best_need).sum();
+            let next: u64 = legs
+                .iter()
+                .zip(&targets)
+                .map(|(leg, target)| leg.next_need(*target))
+                .sum();
+            let estimate = link.estimate.unwrap_or(0);
+            let wanted = best.min(next.max(estimate.saturating_mul(2)));
             let keep: u64 = legs
                 .iter()
                 .zip(&targets)
                 .map(|(leg, target)| leg.need(*target))
                 .sum();
             let desired = audio + (wanted as f64 * PROBE_MARGIN) as u64;
-            participant
-                .rtc
-                .bwe()
-                .set_bitrate(Bitrate::bps(audio + keep), Bitrate::bps(desired));
-            participant.drain(&mut self.out);
+            tracing::trace!(
+                subscriber = %id,
+                estimate,
+                audio,
+                keep,
+                desired,
+                ?targets,
+                "allocated"
+            );
+            let minimum = audio + keep;
+            let retell = participant
+                .downlink
+                .told
+                .is_none_or(|(told_minimum, told_desired)| {
+                    moved(told_minimum, minimum) || moved(told_desired, desired)
+                });
+            if retell {
+                participant.downlink.told = Some((minimum, desired));
+                participant
+                    .rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+                participant.drain(&mut self.out);
+            }
         }
         for ((track, leg), target) in tracks.into_iter().zip(&legs).zip(targets) {
             if target != leg.target {
@@ -170,7 +211,13 @@ impl Core {
         if let Some(layer) = target
             && (current != Some(layer) || before.is_none())
         {
-            self.request_layer_keyframe(now, track, layer, KeyframeRequestKind::Pli);
+            self.request_layer_keyframe(
+                now,
+                track,
+                layer,
+                KeyframeRequestKind::Pli,
+                KeyframeReason::LayerSwitch,
+            );
         }
     }
 

@@ -144,6 +144,15 @@ pub enum Event {
         /// The measured round trip.
         rtt: Duration,
     },
+    /// The send-side bandwidth estimate towards a subscriber (what its video layers are
+    /// chosen by), once per [`Config::stats_interval`](super::Config::stats_interval) while
+    /// str0m estimates it: only for a client that sends transport-wide feedback.
+    Bandwidth {
+        /// Whose downlink.
+        participant: ParticipantId,
+        /// The estimate, in bit/s.
+        bps: u64,
+    },
     /// The room's active speaker changed (from the audio levels of its admitted members'
     /// packets, decided every half second): who speaks now, or nobody after 1.5 s of silence
     /// or when the speaker left.

@@ -132,6 +132,52 @@ pub struct Stats {
     pub paused_legs: usize,
     /// Times a leg was paused for bandwidth.
     pub legs_paused: u64,
+    /// Keyframes the core wanted from publishers, by reason, before the throttle merged any
+    /// ([`Stats::keyframe_requests_sent`] is what left).
+    pub keyframe_reasons: KeyframeReasons,
+}
+
+/// Why the core asks a publisher for a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyframeReason {
+    /// A subscriber sent a PLI or FIR.
+    Subscriber,
+    /// A new subscriber's leg starts with one.
+    NewSubscriber,
+    /// A leg switches layer (or resumes) at a keyframe of its target.
+    LayerSwitch,
+    /// A leg lost its layer's keyframe (forwarded while switching) and waits for another.
+    MissedKeyframe,
+    /// A video track was unmuted.
+    Unmute,
+}
+
+/// Keyframe requests counted by [`KeyframeReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyframeReasons {
+    /// A subscriber sent a PLI or FIR.
+    pub subscriber: u64,
+    /// A new subscriber's leg needed one to start.
+    pub new_subscriber: u64,
+    /// A leg switched layer or resumed.
+    pub layer_switch: u64,
+    /// A leg waits for a keyframe it missed.
+    pub missed_keyframe: u64,
+    /// A video track was unmuted.
+    pub unmute: u64,
+}
+
+impl KeyframeReasons {
+    fn count(&mut self, reason: KeyframeReason) {
+        let counter = match reason {
+            KeyframeReason::Subscriber => &mut self.subscriber,
+            KeyframeReason::NewSubscriber => &mut self.new_subscriber,
+            KeyframeReason::LayerSwitch => &mut self.layer_switch,
+            KeyframeReason::MissedKeyframe => &mut self.missed_keyframe,
+            KeyframeReason::Unmute => &mut self.unmute,
+        };
+        *counter += 1;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +193,7 @@ struct Counters {
     layer_switches_up: u64,
     layer_switches_down: u64,
     legs_paused: u64,
+    keyframe_reasons: KeyframeReasons,
 }
 
 /// The SFU router for any number of rooms. See the [module documentation](self).
@@ -357,6 +404,7 @@ impl Core {
                 .filter(|leg| leg.forwarder.target().is_none())
                 .count(),
             legs_paused: self.counters.legs_paused,
+            keyframe_reasons: self.counters.keyframe_reasons,
         }
     }
 
@@ -375,7 +423,9 @@ impl Core {
                     track,
                     subscriber,
                     kind,
-                } => self.request_keyframe(now, track, subscriber, kind),
+                } => {
+                    self.request_keyframe(now, track, subscriber, kind, KeyframeReason::Subscriber)
+                }
                 Work::Allocate { participant } => self.allocate(now, participant),
                 Work::LayerPaused { track, rid, paused } => {
                     self.layer_paused(now, track, rid, paused)
@@ -498,7 +548,12 @@ impl Core {
             muted,
         });
         if !muted && is_video {
-            self.request_keyframes(now, id, str0m::media::KeyframeRequestKind::Pli);
+            self.request_keyframes(
+                now,
+                id,
+                str0m::media::KeyframeRequestKind::Pli,
+                KeyframeReason::Unmute,
+            );
         }
         Ok(())
     }

@@ -7,12 +7,12 @@ use str0m::RtcError;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 
-use super::Core;
 use super::error::CoreError;
 use super::event::Event;
 use super::ids::ParticipantId;
 use super::outputs::Work;
 use super::track::Leg;
+use super::{Core, KeyframeReason};
 
 impl Core {
     /// Sends `id` an offer with its queued changes, unless one is already outstanding.
@@ -173,7 +173,13 @@ impl Core {
         }
         // A new subscriber sees nothing until the next keyframe; ask for one now.
         for track in ready {
-            self.request_keyframe(now, track, id, KeyframeRequestKind::Pli);
+            self.request_keyframe(
+                now,
+                track,
+                id,
+                KeyframeRequestKind::Pli,
+                KeyframeReason::NewSubscriber,
+            );
         }
         self.run(now);
         self.negotiate(id);

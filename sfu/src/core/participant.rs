@@ -250,6 +250,9 @@ impl Participant {
             // The session's statistics come once per interval: grade it then.
             RtcEvent::PeerStats(stats) => {
                 self.downlink.raw = stats.bwe_tx.map(|bwe| bwe.as_u64());
+                if let Some(bps) = self.downlink.estimate() {
+                    out.events.push_back(Event::Bandwidth { participant, bps });
+                }
                 for loss in [stats.egress_loss_fraction, stats.ingress_loss_fraction]
                     .into_iter()
                     .flatten()

@@ -6,7 +6,6 @@ use str0m::format::{Codec, detect_av1_keyframe, detect_h264_keyframe, detect_h26
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid, Rids};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch};
 
-use super::Core;
 use super::error::CoreError;
 use super::event::Event;
 use super::forwarder::{DropReason, Incoming, LegState, Vp8Ids};
@@ -14,6 +13,7 @@ use super::ids::{ParticipantId, RoomId, TrackId};
 use super::speaker;
 use super::timers::Timer;
 use super::track::{Gate, Track};
+use super::{Core, KeyframeReason};
 
 impl Core {
     /// A participant started sending on an m-line: make it a track and route it to the room.
@@ -292,7 +292,13 @@ impl Core {
             }
         }
         if let Some(layer) = missed {
-            self.request_layer_keyframe(now, id, layer, KeyframeRequestKind::Pli);
+            self.request_layer_keyframe(
+                now,
+                id,
+                layer,
+                KeyframeRequestKind::Pli,
+                KeyframeReason::MissedKeyframe,
+            );
         }
     }
 
@@ -327,6 +333,7 @@ impl Core {
         id: TrackId,
         subscriber: ParticipantId,
         kind: KeyframeRequestKind,
+        reason: KeyframeReason,
     ) {
         let Some(layer) = self
             .tracks
@@ -336,7 +343,7 @@ impl Core {
         else {
             return;
         };
-        self.request_layer_keyframe(now, id, layer, kind);
+        self.request_layer_keyframe(now, id, layer, kind, reason);
     }
 
     /// Asks for a keyframe of every layer some leg of `id` forwards or switches to (after an
@@ -346,6 +353,7 @@ impl Core {
         now: Instant,
         id: TrackId,
         kind: KeyframeRequestKind,
+        reason: KeyframeReason,
     ) {
         let Some(track) = self.tracks.get(&id) else {
             return;
@@ -358,7 +366,7 @@ impl Core {
             if wanted & (1 << layer) != 0
                 && let Ok(layer) = u8::try_from(layer)
             {
-                self.request_layer_keyframe(now, id, layer, kind);
+                self.request_layer_keyframe(now, id, layer, kind, reason);
             }
         }
     }
@@ -370,6 +378,7 @@ impl Core {
         id: TrackId,
         layer: u8,
         kind: KeyframeRequestKind,
+        reason: KeyframeReason,
     ) {
         let interval = self.config.keyframe_interval;
         let Some(track) = self.tracks.get_mut(&id) else {
@@ -378,6 +387,7 @@ impl Core {
         if !track.kind.is_video() {
             return;
         }
+        self.counters.keyframe_reasons.count(reason);
         let Some(entry) = track.layers.get_mut(usize::from(layer)) else {
             return;
         };

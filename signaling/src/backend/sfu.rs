@@ -93,6 +93,8 @@ pub enum Translated {
     },
     /// A round-trip time for the metrics.
     Rtt(Duration),
+    /// A subscriber's bandwidth estimate for the metrics, in bit/s.
+    Bandwidth(u64),
     /// Nothing signaling relays.
     Nothing,
 }
@@ -175,6 +177,7 @@ pub fn translate(event: Event) -> Translated {
         Event::TrackPaused { subscriber, track } => MediaEvent::TrackPaused { subscriber, track },
         Event::TrackResumed { subscriber, track } => MediaEvent::TrackResumed { subscriber, track },
         Event::Rtt { rtt, .. } => return Translated::Rtt(rtt),
+        Event::Bandwidth { bps, .. } => return Translated::Bandwidth(bps),
         Event::Joined { .. } | Event::KeyframeRequested { .. } => return Translated::Nothing,
     };
     Translated::Room { room: None, event }

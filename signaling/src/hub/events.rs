@@ -37,6 +37,10 @@ impl Hub {
                 self.metrics.rtt.observe(rtt.as_secs_f64());
                 return;
             }
+            Translated::Bandwidth(bps) => {
+                self.metrics.bandwidth.observe(bps as f64);
+                return;
+            }
             Translated::Nothing => return,
         };
         if let MediaEvent::ConnectionQuality { quality, .. } = &event {
