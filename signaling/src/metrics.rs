@@ -38,6 +38,7 @@ pub struct Metrics {
     participants: IntGaugeVec,
     tracks: IntGaugeVec,
     paused_tracks: IntGaugeVec,
+    red_subscribers: IntGaugeVec,
     tcp_connections: IntGaugeVec,
     sfu_counters: IntCounterVec,
     layer_switches: IntCounterVec,
@@ -55,7 +56,7 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
 
 /// The SFU counters exported from [`sfu::core::Stats`], [`sfu::driver::TcpStats`] and
 /// [`sfu::driver::UdpStats`], by `counter` label.
-const SFU_COUNTERS: [&str; 22] = [
+const SFU_COUNTERS: [&str; 25] = [
     "packets_in",
     "bytes_in",
     "packets_out",
@@ -78,6 +79,9 @@ const SFU_COUNTERS: [&str; 22] = [
     "udp_datagrams_sent",
     "udp_gso_messages",
     "udp_send_errors",
+    "red_built",
+    "red_cut",
+    "red_malformed",
 ];
 
 /// [`KeyframeReasons`] by `reason` label.
@@ -91,7 +95,7 @@ fn keyframe_reasons(reasons: &KeyframeReasons) -> [(&'static str, u64); 5] {
     ]
 }
 
-fn counter_values(stats: &WorkerStats) -> [u64; 22] {
+fn counter_values(stats: &WorkerStats) -> [u64; 25] {
     let (s, tcp, udp) = (stats.core, stats.tcp, stats.udp);
     [
         s.datagrams_in,
@@ -116,6 +120,9 @@ fn counter_values(stats: &WorkerStats) -> [u64; 22] {
         udp.datagrams_sent,
         udp.gso_messages,
         udp.send_errors,
+        s.red_built,
+        s.red_cut,
+        s.red_malformed,
     ]
 }
 
@@ -197,6 +204,13 @@ impl Metrics {
                     "Video tracks paused for a subscriber whose link holds none of their layers",
                 )?,
             )?,
+            red_subscribers: register(
+                registry,
+                gauge(
+                    "sfu_red_subscribers",
+                    "Subscribers getting redundant (RED) audio because their downlink loses packets",
+                )?,
+            )?,
             tcp_connections: register(
                 registry,
                 gauge("sfu_tcp_connections", "Open ICE-TCP connections")?,
@@ -206,7 +220,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "sfu_events_total",
-                        "SFU packet, byte, NACK, PLI, forwarding and ICE-TCP counts",
+                        "SFU packet, byte, NACK, PLI, forwarding, RED and ICE-TCP counts",
                     ),
                     &["worker", "counter"],
                 )?,
@@ -257,6 +271,7 @@ impl Metrics {
         set(&self.participants, now.core.participants);
         set(&self.tracks, now.core.tracks);
         set(&self.paused_tracks, now.core.paused_legs);
+        set(&self.red_subscribers, now.core.red_subscribers);
         set(&self.tcp_connections, now.tcp.connections);
         for ((name, before), after) in SFU_COUNTERS
             .iter()

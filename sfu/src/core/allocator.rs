@@ -111,6 +111,13 @@ impl Link {
     fn budget(&self, estimate: u64) -> u64 {
         ((estimate as f64 * USABLE) as u64).saturating_sub(self.audio + HEADROOM_BPS)
     }
+
+    /// Whether the link holds the audio twice over, as redundant audio needs (without an
+    /// estimate, whether it does is not known, and loss alone decides).
+    pub(crate) fn holds_audio_twice(&self) -> bool {
+        self.estimate
+            .is_none_or(|estimate| self.budget(estimate) >= self.audio)
+    }
 }
 
 /// The hysteresis timers of one subscriber.

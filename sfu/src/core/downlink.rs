@@ -10,6 +10,7 @@ use super::allocator::{self, AllocState, LegInput, Link};
 use super::error::CoreError;
 use super::event::Event;
 use super::ids::{ParticipantId, TrackId};
+use super::red::RedGate;
 use super::timers::Timer;
 use super::{Core, KeyframeReason};
 
@@ -37,6 +38,13 @@ pub(crate) struct Downlink {
     pub(crate) alloc: AllocState,
     /// The (minimum, desired) rates str0m was last given.
     told: Option<(u64, u64)>,
+    /// The downlink's loss over the last statistics interval (TWCC, else receiver reports).
+    pub(crate) loss: Option<f32>,
+    /// The worst loss receiver reports gave since the last statistics, for a subscriber
+    /// without TWCC.
+    pub(crate) report_loss: Option<f32>,
+    /// Whether the subscriber gets redundant audio.
+    pub(crate) red: RedGate,
 }
 
 /// Whether `now` moved more than [`RETELL_SHARE`] away from `before`.
@@ -104,16 +112,29 @@ impl Core {
                 priority: u8::from(screen),
             });
         }
-        if legs.is_empty() {
-            return;
-        }
         let Some(participant) = self.participants.get_mut(&id) else {
             return;
         };
-        let link = Link {
+        let mut link = Link {
             estimate: participant.downlink.estimate(),
             audio,
         };
+        // Audio first: its redundancy is decided before any video, and paid for from the
+        // video's budget.
+        let loss = participant.downlink.loss;
+        let negotiated = participant
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .any(|p| p.red().is_some());
+        let room = negotiated && link.holds_audio_twice();
+        if participant.downlink.red.decide(now, loss, room) {
+            link.audio = audio.saturating_mul(2);
+        }
+        if legs.is_empty() {
+            return;
+        }
         let targets = allocator::allocate(now, link, &legs, &mut participant.downlink.alloc);
         if link.estimate.is_some() {
             // str0m probes in bursts of up to twice the desired rate: asking for the top

@@ -53,6 +53,7 @@ mod negotiate;
 mod outputs;
 mod participant;
 mod quality;
+mod red;
 mod room;
 mod routing;
 mod speaker;
@@ -135,6 +136,14 @@ pub struct Stats {
     /// Keyframes the core wanted from publishers, by reason, before the throttle merged any
     /// ([`Stats::keyframe_requests_sent`] is what left).
     pub keyframe_reasons: KeyframeReasons,
+    /// Subscribers getting redundant (RED) audio now, their downlink losing packets.
+    pub red_subscribers: usize,
+    /// Audio packets the core wrapped in RED with the previous one for a subscriber.
+    pub red_built: u64,
+    /// A publisher's RED packets cut to their primary block for a subscriber without RED.
+    pub red_cut: u64,
+    /// A publisher's RED packets dropped as malformed.
+    pub red_malformed: u64,
 }
 
 /// Why the core asks a publisher for a keyframe.
@@ -194,6 +203,9 @@ struct Counters {
     layer_switches_down: u64,
     legs_paused: u64,
     keyframe_reasons: KeyframeReasons,
+    red_built: u64,
+    red_cut: u64,
+    red_malformed: u64,
 }
 
 /// The SFU router for any number of rooms. See the [module documentation](self).
@@ -405,6 +417,14 @@ impl Core {
                 .count(),
             legs_paused: self.counters.legs_paused,
             keyframe_reasons: self.counters.keyframe_reasons,
+            red_subscribers: self
+                .participants
+                .values()
+                .filter(|p| p.downlink.red.on())
+                .count(),
+            red_built: self.counters.red_built,
+            red_cut: self.counters.red_cut,
+            red_malformed: self.counters.red_malformed,
         }
     }
 

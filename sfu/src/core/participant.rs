@@ -80,6 +80,8 @@ impl Participant {
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
+            // RED is offered so subscribers whose downlink loses packets can get it (red.rs).
+            .enable_opus(true, true)
             .set_local_ice_credentials(creds)
             .set_crypto_provider(Arc::clone(crypto))
             .set_stats_interval(config.stats_interval)
@@ -226,6 +228,8 @@ impl Participant {
                 *last = (stats.nacks.max(last.0), stats.plis.max(last.1));
                 if let Some(loss) = stats.loss {
                     self.quality.stream_loss(loss);
+                    let worst = self.downlink.report_loss.map_or(loss, |l| l.max(loss));
+                    self.downlink.report_loss = Some(worst);
                 }
                 // The RTT from the client's RTCP receiver reports (LSR/DLSR) on this leg. The
                 // peer-level RTT below comes from TWCC only, so without this a client that
@@ -250,6 +254,8 @@ impl Participant {
             // The session's statistics come once per interval: grade it then.
             RtcEvent::PeerStats(stats) => {
                 self.downlink.raw = stats.bwe_tx.map(|bwe| bwe.as_u64());
+                let report_loss = self.downlink.report_loss.take();
+                self.downlink.loss = stats.egress_loss_fraction.or(report_loss);
                 if let Some(bps) = self.downlink.estimate() {
                     out.events.push_back(Event::Bandwidth { participant, bps });
                 }

@@ -10,6 +10,7 @@ use super::error::CoreError;
 use super::event::Event;
 use super::forwarder::{DropReason, Incoming, LegState, Vp8Ids};
 use super::ids::{ParticipantId, RoomId, TrackId};
+use super::red::{self, Previous};
 use super::speaker;
 use super::timers::Timer;
 use super::track::{Gate, Track};
@@ -158,9 +159,22 @@ impl Core {
         let Some(entry) = track.layers.get_mut(usize::from(layer)) else {
             return;
         };
-        entry
-            .rate
-            .add(packet.timestamp, packet.payload.len() + RTP_HEADER_BYTES);
+        // A publisher's RED counts as the Opus in it: that is what a subscriber gets unless
+        // its own link wants redundancy, which the allocator adds for it.
+        let len = if track.kind.is_video() {
+            packet.payload.len()
+        } else {
+            self.participants
+                .get(&id.participant)
+                .and_then(|p| {
+                    p.rtc
+                        .codec_config()
+                        .find(|c| c.red() == Some(packet.header.payload_type))
+                })
+                .and_then(|_| red::primary(&packet.payload))
+                .map_or(packet.payload.len(), <[u8]>::len)
+        };
+        entry.rate.add(packet.timestamp, len + RTP_HEADER_BYTES);
         if !entry.active {
             entry.active = true;
             self.reallocate_track(now, id);
@@ -189,14 +203,35 @@ impl Core {
         if track.muted || publisher.waiting {
             return;
         }
+        let pt = packet.header.payload_type;
         let Some(params) = publisher
             .rtc
             .codec_config()
-            .find(|p| p.pt() == packet.header.payload_type)
+            .find(|p| p.pt() == pt || p.red() == Some(pt))
             .copied()
         else {
             return;
         };
+        // Audio arrives as plain Opus or as the publisher's RED; either way its primary block
+        // is what a subscriber without redundancy gets.
+        let audio = if track.kind.is_video() {
+            if params.pt() != pt {
+                return;
+            }
+            None
+        } else if params.pt() == pt {
+            Some(AudioIn {
+                red: false,
+                primary: &packet.payload,
+            })
+        } else if let Some(primary) = red::primary(&packet.payload) {
+            Some(AudioIn { red: true, primary })
+        } else {
+            self.counters.red_malformed += 1;
+            return;
+        };
+        let mut red_previous = track.red_previous.take();
+        let mut red_wanted = false;
         let codec = params.spec().codec;
         // Only a simulcast track switches layers, so only its packets are inspected.
         let descriptor = (track.is_simulcast() && codec == Codec::Vp8)
@@ -260,20 +295,54 @@ impl Core {
                 }
                 Err(_) => continue,
             };
+            let (pt, payload) = match audio {
+                None => (out.pt, packet.payload.clone()),
+                Some(audio) => {
+                    let red_pt = if subscriber.downlink.red.on() {
+                        subscriber
+                            .rtc
+                            .codec_config()
+                            .find(|p| p.pt() == out.pt)
+                            .and_then(|p| p.red())
+                    } else {
+                        None
+                    };
+                    match (audio.red, red_pt) {
+                        (false, None) => (out.pt, packet.payload.clone()),
+                        (true, Some(red_pt)) if out.pt == params.pt() => {
+                            (red_pt, packet.payload.clone())
+                        }
+                        (true, Some(red_pt)) => match red::renumber(&packet.payload, *out.pt) {
+                            Some(payload) => (red_pt, payload.into()),
+                            None => continue,
+                        },
+                        (true, None) => {
+                            self.counters.red_cut += 1;
+                            (out.pt, audio.primary.into())
+                        }
+                        (false, Some(red_pt)) => {
+                            red_wanted = true;
+                            self.counters.red_built += 1;
+                            let red = red::wrap(
+                                *out.pt,
+                                audio.primary,
+                                *packet.seq_no,
+                                packet.header.timestamp,
+                                red_previous.as_ref(),
+                            );
+                            (red_pt, red.into())
+                        }
+                    }
+                }
+            };
             let mut direct = subscriber.rtc.direct_api();
             let Some(stream) = direct.stream_tx_by_mid(mid, None) else {
                 continue;
             };
-            let mut write = RtpWrite::new(
-                out.pt,
-                out.seq_no,
-                out.timestamp,
-                packet.timestamp,
-                packet.payload.clone(),
-            )
-            .marker(out.marker)
-            .nackable(nackable)
-            .ext_vals(ext_vals.clone());
+            let mut write = RtpWrite::new(pt, out.seq_no, out.timestamp, packet.timestamp, payload)
+                .marker(out.marker)
+                .nackable(nackable)
+                .ext_vals(ext_vals.clone());
             if let Some(patch) = descriptor
                 .zip(out.vp8)
                 .and_then(|(d, ids)| vp8_patch(&d, ids))
@@ -290,6 +359,23 @@ impl Core {
                     self.counters.layer_switches_down += 1;
                 }
             }
+        }
+        if let Some(audio) = audio
+            && red_wanted
+        {
+            // One buffer per track, refilled: no allocation per packet once it has grown.
+            let previous = red_previous.get_or_insert_with(|| Previous {
+                seq_no: 0,
+                timestamp: 0,
+                payload: Vec::new(),
+            });
+            previous.seq_no = *packet.seq_no;
+            previous.timestamp = packet.header.timestamp;
+            previous.payload.clear();
+            previous.payload.extend_from_slice(audio.primary);
+        }
+        if let Some(track) = self.tracks.get_mut(&id) {
+            track.red_previous = red_previous.filter(|_| red_wanted);
         }
         if let Some(layer) = missed {
             self.request_layer_keyframe(
@@ -477,6 +563,13 @@ fn starts_keyframe(codec: Codec, vp8: Option<Vp8Descriptor>, payload: &[u8]) -> 
         Codec::Av1 => detect_av1_keyframe(payload),
         _ => false,
     }
+}
+
+/// An audio packet as it came: plain Opus or the publisher's RED, and the Opus in it.
+#[derive(Clone, Copy)]
+struct AudioIn<'a> {
+    red: bool,
+    primary: &'a [u8],
 }
 
 /// Bytes of an RTP header without extensions, counted with each payload in a layer's rate.

@@ -5,6 +5,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 
 use super::forwarder::Forwarder;
 use super::ids::ParticipantId;
+use super::red::Previous;
 
 /// A published track and everyone it is forwarded to.
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub(crate) struct Track {
     /// The encodings the publisher sends, lowest first: one without a rid, or a simulcast
     /// layer per rid. A leg's forwarder names a layer by its index here.
     pub(crate) layers: Vec<Layer>,
+    /// An audio track's previous packet, kept while a subscriber gets redundant audio.
+    pub(crate) red_previous: Option<Previous>,
 }
 
 impl Track {
@@ -34,6 +37,7 @@ impl Track {
             muted: false,
             legs: HashMap::new(),
             layers,
+            red_previous: None,
         }
     }
 

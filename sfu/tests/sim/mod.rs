@@ -16,7 +16,7 @@ use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RedEncoder, RedundantBlock, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 
 pub const ROOM: RoomId = RoomId(7);
@@ -72,6 +72,8 @@ pub struct Received {
     pub ssrc: u32,
     pub marker: bool,
     pub at: Instant,
+    /// The RTP payload type.
+    pub pt: u8,
 }
 
 impl Received {
@@ -196,6 +198,11 @@ pub struct Client {
     audio: Option<Stream>,
     video: Option<Stream>,
     timeout: Instant,
+    /// Whether it sends its audio as RED (RFC 2198) carrying the previous packet, as a
+    /// browser does when RED comes first in the answer.
+    pub sends_red: bool,
+    /// Its previous audio payload and RTP time, for the next RED packet.
+    last_audio: Option<(u32, Vec<u8>)>,
 }
 
 impl Client {
@@ -250,6 +257,8 @@ const DATAGRAM_OVERHEAD: usize = 28;
 pub struct Net {
     rng: StdRng,
     pub loss: f64,
+    /// Loss towards one address instead of [`Net::loss`].
+    pub loss_to: HashMap<IpAddr, f64>,
     pub delay: Duration,
     pub jitter: Duration,
     queue: BinaryHeap<Reverse<InFlight>>,
@@ -283,7 +292,8 @@ impl Net {
             return;
         }
         // TCP retransmits below ICE: what the loss takes, it delivers late; modelled as no loss.
-        if transport == Transport::Udp && self.loss > 0.0 && self.rng.random_bool(self.loss) {
+        let loss = self.loss_to.get(&to.ip()).copied().unwrap_or(self.loss);
+        if transport == Transport::Udp && loss > 0.0 && self.rng.random_bool(loss) {
             *self.lost.entry(to).or_default() += 1;
             return;
         }
@@ -365,6 +375,8 @@ pub struct Sim {
     pub audio_payload_len: Option<usize>,
     /// The server's new ufrag from the answer to a client's ICE restart.
     restart_ufrag: Option<String>,
+    /// Whether clients joining from now on offer RED for their audio.
+    pub red: bool,
 }
 
 impl Sim {
@@ -384,6 +396,7 @@ impl Sim {
             net: Net {
                 rng: StdRng::seed_from_u64(seed),
                 loss: 0.0,
+                loss_to: HashMap::new(),
                 delay: Duration::from_millis(10),
                 jitter: Duration::from_millis(2),
                 queue: BinaryHeap::new(),
@@ -401,6 +414,7 @@ impl Sim {
             payload_len: PAYLOAD_LEN,
             audio_payload_len: None,
             restart_ufrag: None,
+            red: false,
         }
     }
 
@@ -447,7 +461,10 @@ impl Sim {
         let index = self.clients.len();
         let tag = u8::try_from(index + 1).expect("few clients");
         let addr = SocketAddr::from(([192, 168, 0, tag], 5000));
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .enable_opus(true, self.red)
+            .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"))
             .expect("candidate accepted");
         if self.core.config().tcp_candidate.is_some() {
@@ -484,6 +501,8 @@ impl Sim {
             audio: None,
             video: None,
             timeout: self.now,
+            sends_red: false,
+            last_audio: None,
         };
         let offer = client_offers.then(|| {
             let mut api = client.rtc.sdp_api();
@@ -822,6 +841,7 @@ fn drain(client: &mut Client, net: &mut Net, now: Instant) {
                     ssrc: *packet.header.ssrc,
                     marker: packet.header.marker,
                     at: now,
+                    pt: *packet.header.payload_type,
                 }),
                 RtcEvent::KeyframeRequest(request) => {
                     client
@@ -846,11 +866,11 @@ fn send_frame(
     now: Instant,
     payload_len: usize,
 ) {
-    let Some(pt) = client
+    let Some((pt, red_pt)) = client
         .rtc
         .codec_config()
         .find(|p| p.spec().codec == stream.codec)
-        .map(|p| p.pt())
+        .map(|p| (p.pt(), p.red()))
     else {
         return;
     };
@@ -929,6 +949,21 @@ fn send_frame(
             payload[tag::FRAME..tag::FRAME + 4].copy_from_slice(&stream.frame.to_be_bytes());
             payload[tag::PACKET] = packet;
             payload[tag::LAYER] = index as u8;
+            let (pt, payload) = match red_pt {
+                Some(red_pt) if !video && client.sends_red => {
+                    let previous = client.last_audio.replace((rtp_time, payload.clone()));
+                    let redundant: Vec<RedundantBlock> = previous
+                        .map(|(time, payload)| RedundantBlock {
+                            pt: *pt,
+                            timestamp_offset: rtp_time.wrapping_sub(time),
+                            payload,
+                        })
+                        .into_iter()
+                        .collect();
+                    (red_pt, RedEncoder::encode(*pt, &payload, &redundant))
+                }
+                _ => (pt, payload),
+            };
             let mut direct = client.rtc.direct_api();
             let Some(tx) = direct.stream_tx_by_mid(stream.mid, layer.rid) else {
                 break;
