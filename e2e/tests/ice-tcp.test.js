@@ -154,13 +154,15 @@ test('a visit on UDP whose network starts dropping UDP moves to ICE-TCP without 
       }, null, { timeout: 30000, polling: 250 });
     }
     // What each page decodes comes from the other's uplink, so frames are counted only once
-    // both have moved: the second page's restart can take most of the first one's wait.
+    // both have moved: the second page's restart can take most of the first one's wait. The
+    // estimate of the new path starts over and can dip while it settles, and the SFU may
+    // pause the video for bandwidth for some seconds (as designed), hence the 30 s.
     for (const [who, page] of [['patient', patient], ['clinician', doctor]]) {
       const before = await frames(page);
       await page.waitForFunction(
         (n) => document.querySelector('video.remote-video').getVideoPlaybackQuality().totalVideoFrames > n + 30,
         before,
-        { timeout: 15000 },
+        { timeout: 30000 },
       );
       assert.equal(await page.evaluate(() => window.__sameDocument), true, `${who}: no reload`);
     }

@@ -77,6 +77,11 @@ impl LegInput {
         (rate as f64 * NEED_MARGIN) as u64
     }
 
+    /// What the lowest usable layer needs: what keeps the leg unpaused.
+    pub(crate) fn lowest_need(&self) -> u64 {
+        self.need(self.usable().next())
+    }
+
     /// What the best usable layer needs: the most worth probing for.
     pub(crate) fn best_need(&self) -> u64 {
         self.need(self.usable().last())
@@ -112,11 +117,11 @@ impl Link {
         ((estimate as f64 * USABLE) as u64).saturating_sub(self.audio + HEADROOM_BPS)
     }
 
-    /// Whether the link holds the audio twice over, as redundant audio needs (without an
-    /// estimate, whether it does is not known, and loss alone decides).
-    pub(crate) fn holds_audio_twice(&self) -> bool {
+    /// Whether the link holds the audio twice over, as redundant audio needs, beside `video`
+    /// (without an estimate, whether it does is not known, and loss alone decides).
+    pub(crate) fn holds_audio_twice(&self, video: u64) -> bool {
         self.estimate
-            .is_none_or(|estimate| self.budget(estimate) >= self.audio)
+            .is_none_or(|estimate| self.budget(estimate) >= self.audio + video)
     }
 }
 
@@ -570,5 +575,20 @@ mod tests {
             allocate(t0, link(10_000), &[silent], &mut state),
             vec![Some(2)]
         );
+    }
+
+    #[test]
+    fn redundant_audio_needs_room_for_the_audio_twice_beside_the_lowest_layers() {
+        let floor = leg(Some(0)).lowest_need();
+        assert_eq!(floor, (Q as f64 * NEED_MARGIN) as u64);
+        // The audio again (60 kbit/s) and q fit: room.
+        assert!(link(for_video(60_000 + floor)).holds_audio_twice(floor));
+        assert!(!link(for_video(60_000 + floor) - 2_000).holds_audio_twice(floor));
+        // Without an estimate, whether there is room is not known: loss alone decides.
+        let unknown = Link {
+            estimate: None,
+            audio: 60_000,
+        };
+        assert!(unknown.holds_audio_twice(floor));
     }
 }

@@ -119,8 +119,9 @@ impl Core {
             estimate: participant.downlink.estimate(),
             audio,
         };
-        // Audio first: its redundancy is decided before any video, and paid for from the
-        // video's budget.
+        // Redundant audio is paid for from the video's budget, but never at the cost of a
+        // paused video: only when the link also holds every leg's lowest layer (on a link
+        // that congested, loss is the link's, and redundancy would only add to it).
         let loss = participant.downlink.loss;
         let negotiated = participant
             .rtc
@@ -128,9 +129,22 @@ impl Core {
             .params()
             .iter()
             .any(|p| p.red().is_some());
-        let room = negotiated && link.holds_audio_twice();
+        let floor: u64 = legs.iter().map(LegInput::lowest_need).sum();
+        let room = negotiated && link.holds_audio_twice(floor);
+        let was = participant.downlink.red.on();
         if participant.downlink.red.decide(now, loss, room) {
             link.audio = audio.saturating_mul(2);
+        }
+        if was != participant.downlink.red.on() {
+            tracing::debug!(
+                subscriber = %id,
+                on = !was,
+                ?loss,
+                estimate = ?link.estimate,
+                audio,
+                floor,
+                "redundant audio"
+            );
         }
         if legs.is_empty() {
             return;
