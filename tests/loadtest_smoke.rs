@@ -28,6 +28,7 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
         impair: None,
+        simulcast: false,
     };
     let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
     let live = Arc::new(Live::default());
@@ -102,6 +103,7 @@ fn run_config(server: &Server, visits: usize, hold: Duration, transport: Transpo
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
         impair: None,
+        simulcast: false,
     }
 }
 
@@ -201,5 +203,51 @@ async fn an_impaired_run_goes_through_the_relays_and_reports_them() -> TestResul
     assert!(behind.audio.packets > 500, "{summary}");
     assert!(behind.paused >= 2, "each patient's video paused: {summary}");
     assert!(summary.contains("impaired patients"), "{summary}");
+    Ok(())
+}
+
+/// `--simulcast`: every peer sends its camera as q, h and f (320, 640 and 1280 wide). Behind
+/// a 700 kbit/s downlink the patients get the lower layers (f is about 1.5 Mbit/s), while the
+/// clinicians, whose links are not limited, get f; the report shows both distributions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_run_reports_the_layers_each_side_got() -> TestResult {
+    let server = Server::start(signaling::Limits::default()).await?;
+    let mut config = run_config(&server, 2, Duration::from_secs(10), Transport::Udp);
+    config.simulcast = true;
+    config.impair = Some("rate=700kbit,delay=20ms".parse()?);
+    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
+    let summary = report.table();
+    println!("{summary}");
+    assert_eq!(report.visits.joined, 2, "{summary}");
+    assert_eq!(report.peers.incomplete_media, 0, "{summary}");
+    assert!(
+        report.run.simulcast && summary.contains("simulcast q/h/f"),
+        "{summary}"
+    );
+    let behind = report.impaired.as_ref().ok_or("no impaired section")?;
+    let share = |layers: &std::collections::BTreeMap<u16, u64>, width: u16| {
+        let total: u64 = layers.values().sum();
+        layers.get(&width).copied().unwrap_or(0) as f64 / total.max(1) as f64
+    };
+    let all = &report.video.layers;
+    let patients = &behind.video.layers;
+    assert!(
+        all.keys().all(|w| [320, 640, 1280].contains(w)),
+        "only the three layers' widths: {summary}"
+    );
+    assert!(
+        share(patients, 320) + share(patients, 640) > 0.75,
+        "the patients mostly got q or h: {summary}"
+    );
+    // The clinicians' packets are what the whole run got beyond the patients'.
+    let clinicians_f =
+        all.get(&1280).copied().unwrap_or(0) - patients.get(&1280).copied().unwrap_or(0);
+    let clinicians: u64 = all.values().sum::<u64>() - patients.values().sum::<u64>();
+    assert!(
+        clinicians_f as f64 > 0.75 * clinicians as f64,
+        "the clinicians mostly got f: {summary}"
+    );
+    assert!(summary.contains("video by width"), "{summary}");
     Ok(())
 }

@@ -61,6 +61,11 @@ struct Cli {
     /// delay both ways; clinicians are not impaired.
     #[arg(long)]
     impair: Option<Impairment>,
+    /// Send every peer's camera as three simulcast layers, as the join page does: q 320×180
+    /// (~180 kbit/s), h 640×360 and f 1280×720 (the 360p and 720p samples); the report then
+    /// shows the layers the SFU forwarded. Replaces --video, which must not be none.
+    #[arg(long)]
+    simulcast: bool,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +88,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if cli.simulcast && cli.video == Video::None {
+        anyhow::bail!("--simulcast sends the camera as layers: it needs video (not --video none)");
+    }
     let config = Config {
         url: cli.url,
         api_key: cli.api_key,
@@ -90,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         duration: cli.duration,
         ramp_per_sec: cli.ramp,
         video: cli.video,
+        simulcast: cli.simulcast,
         transport: cli.transport,
         server: cli
             .server_pid

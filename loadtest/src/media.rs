@@ -13,6 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rtc::media::io::ivf_reader::IVFReader;
 use rtc::media::io::ogg_reader::OggReader;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer as _;
 
 /// RTP clock rate of Opus (RFC 7587) and of video (RFC 7741 for VP8).
 const AUDIO_CLOCK: u32 = 48_000;
@@ -25,6 +27,7 @@ const MAX_FRAMES: usize = 100_000;
 const OPUS: &[u8] = include_bytes!("../media/opus-48k.ogg");
 const VP8_360P: &[u8] = include_bytes!("../media/vp8-360p.ivf");
 const VP8_720P: &[u8] = include_bytes!("../media/vp8-720p.ivf");
+const VP8_180P: &[u8] = include_bytes!("../media/vp8-180p.ivf");
 
 /// Which built-in video a peer sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -110,6 +113,9 @@ pub struct Media {
     pub audio: Stream,
     /// VP8, or none for audio-only peers.
     pub video: Option<Stream>,
+    /// The camera as simulcast layers instead, lowest first, each with its rid; empty
+    /// without simulcast.
+    pub layers: Vec<(&'static str, Stream)>,
 }
 
 impl Media {
@@ -126,6 +132,24 @@ impl Media {
         Ok(Media {
             audio: parse_ogg(OPUS, "opus-48k.ogg")?,
             video,
+            layers: Vec::new(),
+        })
+    }
+
+    /// The built-in samples with the camera as three simulcast layers, as the join page
+    /// sends it: `q` 320×180, `h` 640×360, `f` 1280×720.
+    ///
+    /// # Errors
+    /// Only if the embedded files are corrupt.
+    pub fn builtin_simulcast() -> Result<Media, MediaError> {
+        Ok(Media {
+            audio: parse_ogg(OPUS, "opus-48k.ogg")?,
+            video: None,
+            layers: vec![
+                ("q", parse_ivf(VP8_180P, "vp8-180p.ivf")?),
+                ("h", parse_ivf(VP8_360P, "vp8-360p.ivf")?),
+                ("f", parse_ivf(VP8_720P, "vp8-720p.ivf")?),
+            ],
         })
     }
 
@@ -147,6 +171,7 @@ impl Media {
         Ok(Media {
             audio: parse_ogg(&read(ogg)?, &ogg.display().to_string())?,
             video,
+            layers: Vec::new(),
         })
     }
 }
@@ -232,6 +257,20 @@ fn parse_ogg(bytes: &[u8], what: &str) -> Result<Stream, MediaError> {
     })
 }
 
+/// The width a VP8 RTP payload codes, when it starts a keyframe (RFC 7741 §4.2 descriptor,
+/// then RFC 6386 §9.1: a frame tag with the P bit clear, the start code, the 14-bit width).
+#[must_use]
+pub fn vp8_keyframe_width(payload: &[u8]) -> Option<u16> {
+    let mut packet = Vp8Packet::default();
+    let frame = packet.depacketize(&Bytes::copy_from_slice(payload)).ok()?;
+    if packet.s != 1 || packet.pid != 0 {
+        return None;
+    }
+    let header = frame.get(..10)?;
+    (header[0] & 1 == 0 && header[3..6] == [0x9d, 0x01, 0x2a])
+        .then(|| u16::from_le_bytes([header[6], header[7]]) & 0x3fff)
+}
+
 /// Samples at 48 kHz in one Opus packet, from its TOC byte (RFC 6716 §3.1).
 fn opus_samples(packet: &[u8]) -> Option<u32> {
     let toc = *packet.first()?;
@@ -267,6 +306,20 @@ mod tests {
         }
         let media = Media::builtin(Video::None)?;
         assert!(media.video.is_none());
+        let simulcast = Media::builtin_simulcast()?;
+        let rids: Vec<&str> = simulcast.layers.iter().map(|(rid, _)| *rid).collect();
+        assert_eq!(rids, ["q", "h", "f"]);
+        // Each layer's first frame is a keyframe of its size, as a receiver reads it from
+        // the RTP payload (a one-byte descriptor with S set before the frame).
+        for ((_, stream), width) in simulcast.layers.iter().zip([320, 640, 1280]) {
+            let mut payload = vec![0x10];
+            payload.extend_from_slice(&stream.frames[0].data);
+            assert_eq!(vp8_keyframe_width(&payload), Some(width));
+            let mut delta = vec![0x10];
+            delta.extend_from_slice(&stream.frames[1].data);
+            assert_eq!(vp8_keyframe_width(&delta), None, "a delta frame");
+            assert!(stream.frames.iter().all(|f| f.ticks == 3000));
+        }
         // 20 ms Opus packets: 960 ticks of 48 kHz.
         let ticks: Vec<u32> = media.audio.frames.iter().map(|f| f.ticks).collect();
         assert!(ticks.iter().all(|t| *t == 960), "{ticks:?}");

@@ -14,7 +14,7 @@ use rtc::ice::network_type::NetworkType;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_twcc_receiver_only,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
@@ -23,10 +23,13 @@ use rtc::peer_connection::configuration::{
 };
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -42,7 +45,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::impair::{Impairment, Relay};
-use crate::media::{Media, Stream};
+use crate::media::{Media, Stream, vp8_keyframe_width};
 use crate::stats::RxStream;
 
 /// How long ICE gathering of the local offer may take (host candidates on loopback: instant;
@@ -288,6 +291,9 @@ impl PeerConnectionEventHandler for Handler {
                             packet.payload.len(),
                             now,
                         );
+                        if kind == RtpCodecKind::Video {
+                            rx.on_video_width(vp8_keyframe_width(&packet.payload));
+                        }
                     }
                 }
             }
@@ -295,13 +301,34 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// A local track of `kind`: one encoding, or one per simulcast rid in `rids`.
 fn local_track(
     kind: RtpCodecKind,
     mime: &str,
     clock_rate: u32,
     channels: u16,
+    rids: &[&str],
 ) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
     let name = format!("bedside-{kind}");
+    let rids = if rids.is_empty() { &[""][..] } else { rids };
+    let encodings = rids
+        .iter()
+        .map(|rid| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: (*rid).to_owned(),
+                ssrc: Some(rand::random::<u32>()),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        })
+        .collect();
     Ok(Arc::new(TrackLocalStaticSample::new(
         Instant::now(),
         MediaStreamTrack::new(
@@ -309,20 +336,7 @@ fn local_track(
             name.clone(),
             name,
             kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(rand::random::<u32>()),
-                    ..Default::default()
-                },
-                codec: RTCRtpCodec {
-                    mime_type: mime.to_owned(),
-                    clock_rate,
-                    channels,
-                    sdp_fmtp_line: String::new(),
-                    rtcp_feedback: vec![],
-                },
-                ..Default::default()
-            }],
+            encodings,
         ),
     )?))
 }
@@ -338,22 +352,49 @@ async fn payload_type(sender: &Arc<dyn RtpSender>) -> Result<PayloadType, PeerEr
         .payload_type)
 }
 
-/// Sends `stream`'s frames in real time, from the start again at its end, until `stop` flips,
-/// the deadline passes or the track refuses a write (its connection closed).
+/// An RFC 8852 SDES header extension's value (a MID or a RID): its text.
+struct Sdes(String);
+
+impl MarshalSize for Sdes {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Marshal for Sdes {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        let out = buf
+            .get_mut(..self.0.len())
+            .ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?;
+        out.copy_from_slice(self.0.as_bytes());
+        Ok(self.0.len())
+    }
+}
+
+/// What names a simulcast layer's packets: the video m-line's MID and the layer's RID, as
+/// header extensions. webrtc-rs 0.21 writes neither by itself, and without them (or `a=ssrc`
+/// lines, which it leaves out for simulcast) the SFU cannot tell which layer an SSRC is.
+#[derive(Debug, Clone)]
+struct LayerIds {
+    mid: String,
+    rid: String,
+}
+
+/// Sends `stream`'s frames on the track's encoding `ssrc` in real time, from the start again at
+/// its end, until `stop` flips, the deadline passes or the track refuses a write (its
+/// connection closed).
 ///
 /// Frames go out on an absolute schedule (start + the sum of the frame durations) so that a
 /// late wake-up is caught up rather than accumulated, and each carries its exact duration in
 /// RTP ticks, so the RTP timestamps run on without a jump where the file starts again.
 async fn play(
     track: Arc<TrackLocalStaticSample>,
+    (ssrc, layer): (u32, Option<LayerIds>),
     pt: PayloadType,
     stream: Stream,
     mut stop: watch::Receiver<bool>,
     deadline: Instant,
 ) {
-    let Some(ssrc) = track.ssrcs().await.first().copied() else {
-        return;
-    };
     let started = tokio::time::Instant::now();
     let mut elapsed = Duration::ZERO;
     let deadline = tokio::time::Instant::from_std(deadline);
@@ -372,12 +413,16 @@ async fn play(
             duration,
             ..Sample::new(Instant::now())
         };
-        if track
-            .sample_writer(ssrc, pt)
-            .write_sample(&sample)
-            .await
-            .is_err()
-        {
+        let mut writer = track.sample_writer(ssrc, pt);
+        if let Some(ids) = &layer {
+            for (uri, value) in [(SDES_MID_URI, &ids.mid), (SDES_RTP_STREAM_ID_URI, &ids.rid)] {
+                writer = writer.with_extension(HeaderExtension::Custom {
+                    uri: uri.into(),
+                    extension: Box::new(Sdes(value.clone())),
+                });
+            }
+        }
+        if writer.write_sample(&sample).await.is_err() {
             return;
         }
         elapsed += duration;
@@ -433,6 +478,10 @@ pub async fn participant(
     };
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
+    if !media.layers.is_empty() {
+        // The MID, RID and repaired-RID header extensions that name each layer's SSRC.
+        configure_simulcast_extension_headers(&mut engine)?;
+    }
     let (gathered_tx, mut gathered) = mpsc::channel(1);
     let (connected_tx, mut connected) = mpsc::channel(1);
     // Sender and receiver reports: the receiver reports let the SFU measure the RTT of every
@@ -481,6 +530,15 @@ pub async fn participant(
     let closed = pc.close().await;
     result?;
     Ok(closed?)
+}
+
+/// The `a=mid` of the video m-line of `sdp`.
+fn video_mid(sdp: &str) -> Option<String> {
+    sdp.split("\nm=")
+        .find(|section| section.starts_with("video"))?
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("a=mid:"))
+        .map(str::to_owned)
 }
 
 /// Hands the server's passive TCP candidates in `sdp` to ICE as if trickled: webrtc-rs opens
@@ -577,19 +635,23 @@ async fn run_peer(
     inject: &mut mpsc::Receiver<Message>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), PeerError> {
-    let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2)?;
+    let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2, &[])?;
     let audio_sender = pc
         .add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
         .await?;
-    let video = match &media.video {
-        Some(stream) => {
-            let track = local_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0)?;
-            let sender = pc
-                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-                .await?;
-            Some((track, sender, stream.clone()))
-        }
-        None => None,
+    // One encoding, or the simulcast layers (each its own SSRC, in the track's order).
+    let (rids, streams): (Vec<&str>, Vec<Stream>) = match &media.video {
+        Some(stream) => (Vec::new(), vec![stream.clone()]),
+        None => media.layers.iter().cloned().unzip(),
+    };
+    let video = if streams.is_empty() {
+        None
+    } else {
+        let track = local_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0, &rids)?;
+        let sender = pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await?;
+        Some((track, sender, streams))
     };
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
@@ -621,14 +683,32 @@ async fn run_peer(
                     let _ = seen.selected.set(pair);
                 }
                 let apt = payload_type(&audio_sender).await?;
-                players.0.push(tokio::spawn(play(
-                    Arc::clone(&audio), apt, media.audio.clone(), stop.clone(), deadline,
-                )));
-                if let Some((track, sender, stream)) = &video {
-                    let vpt = payload_type(sender).await?;
+                if let Some(ssrc) = audio.ssrcs().await.first().copied() {
                     players.0.push(tokio::spawn(play(
-                        Arc::clone(track), vpt, stream.clone(), stop.clone(), deadline,
+                        Arc::clone(&audio), (ssrc, None), apt, media.audio.clone(), stop.clone(),
+                        deadline,
                     )));
+                }
+                if let Some((track, sender, streams)) = &video {
+                    let vpt = payload_type(sender).await?;
+                    let mid = video_mid(&offer.sdp);
+                    let layers = track.ssrcs().await.into_iter().zip(streams).zip(&media.layers);
+                    for ((ssrc, stream), (rid, _)) in layers {
+                        let ids = mid.clone().map(|mid| LayerIds { mid, rid: (*rid).to_owned() });
+                        players.0.push(tokio::spawn(play(
+                            Arc::clone(track), (ssrc, ids), vpt, stream.clone(), stop.clone(),
+                            deadline,
+                        )));
+                    }
+                    if media.layers.is_empty()
+                        && let Some(ssrc) = track.ssrcs().await.first().copied()
+                        && let Some(stream) = streams.first()
+                    {
+                        players.0.push(tokio::spawn(play(
+                            Arc::clone(track), (ssrc, None), vpt, stream.clone(), stop.clone(),
+                            deadline,
+                        )));
+                    }
                 }
             }
             frame = rx.next() => {
@@ -708,6 +788,21 @@ async fn run_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_video_mid_comes_from_the_video_m_line() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendrecv\r\n";
+        assert_eq!(video_mid(sdp).as_deref(), Some("1"));
+        assert_eq!(video_mid("v=0\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n"), None);
+        let mut buf = [0u8; 2];
+        assert_eq!(Sdes("h".to_owned()).marshal_to(&mut buf).ok(), Some(1));
+        assert_eq!(buf[0], b'h');
+        assert!(
+            Sdes("abc".to_owned()).marshal_to(&mut buf).is_err(),
+            "too small a buffer"
+        );
+    }
 
     #[test]
     fn transports_parse_as_the_command_line_writes_them() {

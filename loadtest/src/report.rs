@@ -65,6 +65,26 @@ pub struct KindStats {
     pub jitter_ms: f64,
     /// Mean over streams of the received payload bitrate, in kbit/s.
     pub bitrate_kbps: f64,
+    /// Video: packets received by the width of the keyframe before them — the simulcast
+    /// layers the SFU forwarded (empty for audio).
+    pub layers: BTreeMap<u16, u64>,
+}
+
+impl KindStats {
+    /// The layer distribution as `320: 12%, 640: 30%, 1280: 58%`, or `None` without one.
+    #[must_use]
+    pub fn layer_shares(&self) -> Option<String> {
+        let total: u64 = self.layers.values().sum();
+        (total > 0).then(|| {
+            self.layers
+                .iter()
+                .map(|(width, packets)| {
+                    format!("{width}: {:.0}%", *packets as f64 * 100.0 / total as f64)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
 }
 
 /// The patients of a run behind `--impair`: their impaired downlinks and what arrived
@@ -134,6 +154,8 @@ pub struct Generator {
 pub struct RunInfo {
     /// Video sent by every peer.
     pub video: Video,
+    /// Whether every peer sent its camera as the q/h/f simulcast layers (`--simulcast`).
+    pub simulcast: bool,
     /// How every peer's media was told to reach the SFU.
     pub transport: Transport,
     /// How long all visits were held together (from the last start to the end), seconds.
@@ -242,6 +264,9 @@ impl Report {
                 ),
             );
         }
+        if let Some(shares) = self.video.layer_shares() {
+            row("video by width", shares);
+        }
         if let Some(behind) = &self.impaired {
             let i = &behind.impairment;
             row(
@@ -273,6 +298,9 @@ impl Report {
                         kind.packets, kind.loss_pct, kind.jitter_ms, kind.bitrate_kbps
                     ),
                 );
+            }
+            if let Some(shares) = behind.video.layer_shares() {
+                row("  their video by width", shares);
             }
             row(
                 "  video paused",
@@ -315,8 +343,12 @@ impl Report {
         row(
             "run",
             format!(
-                "{:?} video over {:?}, held {:.0} s, {:.0} s in all, {} cores{}",
-                self.run.video,
+                "{} video over {:?}, held {:.0} s, {:.0} s in all, {} cores{}",
+                if self.run.simulcast {
+                    "simulcast q/h/f".to_owned()
+                } else {
+                    format!("{:?}", self.run.video)
+                },
                 self.run.transport,
                 self.run.hold_s,
                 self.run.wall_s,

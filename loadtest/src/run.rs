@@ -66,6 +66,8 @@ pub struct Config {
     pub ramp_per_sec: f64,
     /// The video every peer sends.
     pub video: Video,
+    /// Every peer sends its camera as the q/h/f simulcast layers instead (`--simulcast`).
+    pub simulcast: bool,
     /// How every peer's media reaches the SFU.
     pub transport: Transport,
     /// How to find the server process.
@@ -461,6 +463,13 @@ fn kind_stats(streams: &[RxStream]) -> KindStats {
         },
         jitter_ms: mean(streams.iter().map(RxStream::jitter_ms).collect()),
         bitrate_kbps: mean(streams.iter().filter_map(RxStream::bitrate_kbps).collect()),
+        layers: streams.iter().flat_map(|s| &s.widths).fold(
+            BTreeMap::new(),
+            |mut all, (width, packets)| {
+                *all.entry(*width).or_default() += packets;
+                all
+            },
+        ),
     }
 }
 
@@ -507,7 +516,11 @@ pub async fn run(
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let api = Api::new(&config.url)?;
-    let media = Arc::new(Media::builtin(config.video)?);
+    let media = Arc::new(if config.simulcast {
+        Media::builtin_simulcast()?
+    } else {
+        Media::builtin(config.video)?
+    });
     let pid = server_pid(config);
 
     let started = Instant::now();
@@ -722,6 +735,7 @@ fn build_report(
         generator,
         run: RunInfo {
             video: config.video,
+            simulcast: config.simulcast,
             transport: config.transport,
             hold_s: window,
             wall_s: wall.as_secs_f64(),

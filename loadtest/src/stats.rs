@@ -1,5 +1,6 @@
 //! Receiver-side RTP statistics (RFC 3550 §6.4.1 and appendix A.3/A.8) and percentiles.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// What one receiver saw of one incoming RTP stream (one SSRC), kept as RFC 3550 keeps it.
@@ -22,6 +23,10 @@ pub struct RxStream {
     /// Arrival of the first and the latest packet.
     first_arrival: Option<Instant>,
     last_arrival: Option<Instant>,
+    /// Video: the width of the last keyframe, which is the simulcast layer the SFU forwards.
+    width: Option<u16>,
+    /// Video: packets received by the width of the keyframe before them.
+    pub widths: BTreeMap<u16, u64>,
 }
 
 impl RxStream {
@@ -68,6 +73,17 @@ impl RxStream {
             self.jitter += (d - self.jitter) / 16.0;
         }
         self.last_transit = Some(transit);
+    }
+
+    /// Accounts for one video packet whose payload starts a keyframe `width` wide (`None`:
+    /// not a keyframe's first packet): it and what follows count for that width.
+    pub fn on_video_width(&mut self, width: Option<u16>) {
+        if width.is_some() {
+            self.width = width;
+        }
+        if let Some(width) = self.width {
+            *self.widths.entry(width).or_default() += 1;
+        }
     }
 
     /// Packets expected from the sequence numbers seen (highest − first + 1).
