@@ -640,18 +640,21 @@ async fn run_peer(
         .add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
         .await?;
     // One encoding, or the simulcast layers (each its own SSRC, in the track's order).
-    let (rids, streams): (Vec<&str>, Vec<Stream>) = match &media.video {
-        Some(stream) => (Vec::new(), vec![stream.clone()]),
-        None => media.layers.iter().cloned().unzip(),
+    let layers: Vec<(Option<&str>, Stream)> = match &media.video {
+        Some(stream) => vec![(None, stream.clone())],
+        None => (media.layers.iter())
+            .map(|(rid, stream)| (Some(*rid), stream.clone()))
+            .collect(),
     };
-    let video = if streams.is_empty() {
+    let video = if layers.is_empty() {
         None
     } else {
+        let rids: Vec<&str> = layers.iter().filter_map(|(rid, _)| *rid).collect();
         let track = local_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0, &rids)?;
         let sender = pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await?;
-        Some((track, sender, streams))
+        Some((track, sender, layers))
     };
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
@@ -689,23 +692,16 @@ async fn run_peer(
                         deadline,
                     )));
                 }
-                if let Some((track, sender, streams)) = &video {
+                if let Some((track, sender, layers)) = &video {
                     let vpt = payload_type(sender).await?;
                     let mid = video_mid(&offer.sdp);
-                    let layers = track.ssrcs().await.into_iter().zip(streams).zip(&media.layers);
-                    for ((ssrc, stream), (rid, _)) in layers {
-                        let ids = mid.clone().map(|mid| LayerIds { mid, rid: (*rid).to_owned() });
+                    for (ssrc, (rid, stream)) in track.ssrcs().await.into_iter().zip(layers) {
+                        let ids = rid.zip(mid.clone()).map(|(rid, mid)| LayerIds {
+                            mid,
+                            rid: rid.to_owned(),
+                        });
                         players.0.push(tokio::spawn(play(
                             Arc::clone(track), (ssrc, ids), vpt, stream.clone(), stop.clone(),
-                            deadline,
-                        )));
-                    }
-                    if media.layers.is_empty()
-                        && let Some(ssrc) = track.ssrcs().await.first().copied()
-                        && let Some(stream) = streams.first()
-                    {
-                        players.0.push(tokio::spawn(play(
-                            Arc::clone(track), (ssrc, None), vpt, stream.clone(), stop.clone(),
                             deadline,
                         )));
                     }

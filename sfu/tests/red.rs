@@ -33,17 +33,21 @@ fn frames_in(packet: &Received, publisher: u8) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// What `client` received from `from` on.
+fn received_since(sim: &Sim, client: usize, from: Instant) -> impl Iterator<Item = &Received> {
+    sim.clients[client]
+        .received
+        .iter()
+        .filter(move |r| r.at >= from)
+}
+
 /// The share of `publisher`'s audio frames `subscriber` got (as a packet or its redundancy),
 /// of those between the first and last it got a packet of after `from`.
 fn coverage(sim: &Sim, subscriber: usize, publisher: usize, from: Instant) -> f64 {
     let tag = sim.clients[publisher].tag;
     let mut covered = BTreeSet::new();
     let mut primaries = BTreeSet::new();
-    for packet in sim.clients[subscriber]
-        .received
-        .iter()
-        .filter(|r| r.at >= from)
-    {
+    for packet in received_since(sim, subscriber, from) {
         let frames = frames_in(packet, tag);
         if let Some(last) = frames.last() {
             primaries.insert(*last);
@@ -67,9 +71,10 @@ fn red_pt(sim: &Sim, client: usize) -> Option<u8> {
         .map(|pt| *pt)
 }
 
-#[test]
-fn a_subscriber_whose_downlink_loses_packets_gets_redundant_audio_until_it_is_calm() {
-    let mut sim = Sim::new(41);
+/// A connected room of audio-only clients (100-byte Opus packets): a publisher and a
+/// subscriber that offer RED, and a subscriber that does not.
+fn room(seed: u64) -> (Sim, [usize; 3]) {
+    let mut sim = Sim::new(seed);
     sim.audio_payload_len = Some(100);
     sim.red = true;
     let publisher = sim.join(Video::None, false);
@@ -77,16 +82,18 @@ fn a_subscriber_whose_downlink_loses_packets_gets_redundant_audio_until_it_is_ca
     sim.red = false;
     let without_red = sim.join(Video::None, false);
     sim.run_until_connected(Duration::from_secs(5));
+    (sim, [publisher, with_red, without_red])
+}
+
+#[test]
+fn a_subscriber_whose_downlink_loses_packets_gets_redundant_audio_until_it_is_calm() {
+    let (mut sim, [publisher, with_red, without_red]) = room(41);
     sim.run_for(Duration::from_secs(3));
     let red = red_pt(&sim, with_red).expect("RED negotiated");
     assert_eq!(red_pt(&sim, without_red), None);
     let clean = sim.now;
     assert!(
-        sim.clients[with_red]
-            .received
-            .iter()
-            .filter(|r| r.at >= clean - Duration::from_secs(2))
-            .all(|r| r.pt != red),
+        received_since(&sim, with_red, clean - Duration::from_secs(2)).all(|r| r.pt != red),
         "no redundancy on a clean link"
     );
     assert_eq!(sim.core.stats().red_subscribers, 0);
@@ -125,24 +132,13 @@ fn a_subscriber_whose_downlink_loses_packets_gets_redundant_audio_until_it_is_ca
     assert_eq!(sim.core.stats().red_subscribers, 0, "off after 10 s calm");
     let calm = sim.now;
     sim.run_for(Duration::from_secs(2));
-    let after: Vec<&Received> = sim.clients[with_red]
-        .received
-        .iter()
-        .filter(|r| r.at >= calm)
-        .collect();
+    let after: Vec<&Received> = received_since(&sim, with_red, calm).collect();
     assert!(after.len() > 50 && after.iter().all(|r| r.pt != red));
 }
 
 #[test]
 fn a_publishers_red_is_cut_to_opus_unless_the_subscribers_link_wants_it() {
-    let mut sim = Sim::new(42);
-    sim.audio_payload_len = Some(100);
-    sim.red = true;
-    let publisher = sim.join(Video::None, false);
-    let with_red = sim.join(Video::None, false);
-    sim.red = false;
-    let without_red = sim.join(Video::None, false);
-    sim.run_until_connected(Duration::from_secs(5));
+    let (mut sim, [publisher, with_red, without_red]) = room(42);
     assert!(
         red_pt(&sim, publisher).is_some(),
         "the publisher negotiated RED"
@@ -154,11 +150,7 @@ fn a_publishers_red_is_cut_to_opus_unless_the_subscribers_link_wants_it() {
     let clean = sim.now + Duration::from_millis(200);
     sim.run_for(Duration::from_secs(5));
     for subscriber in [with_red, without_red] {
-        let got: Vec<&Received> = sim.clients[subscriber]
-            .received
-            .iter()
-            .filter(|r| r.at >= clean)
-            .collect();
+        let got: Vec<&Received> = received_since(&sim, subscriber, clean).collect();
         assert!(
             got.iter().all(|r| r.pt != red && r.is_audio()),
             "plain Opus on a clean link"
@@ -173,10 +165,8 @@ fn a_publishers_red_is_cut_to_opus_unless_the_subscribers_link_wants_it() {
     sim.run_for(Duration::from_secs(3));
     let lossy = sim.now;
     sim.run_for(Duration::from_secs(5));
-    let got: Vec<&Received> = sim.clients[with_red]
-        .received
-        .iter()
-        .filter(|r| r.at >= lossy && !frames_in(r, tag).is_empty())
+    let got: Vec<&Received> = received_since(&sim, with_red, lossy)
+        .filter(|r| !frames_in(r, tag).is_empty())
         .collect();
     assert!(got.len() > 200, "{}", got.len());
     assert!(
@@ -186,11 +176,8 @@ fn a_publishers_red_is_cut_to_opus_unless_the_subscribers_link_wants_it() {
     );
     // The other publisher sends plain Opus: the server builds RED of it for this subscriber.
     let other = sim.clients[without_red].tag;
-    let built = sim.clients[with_red]
-        .received
-        .iter()
-        .filter(|r| r.at >= lossy && !frames_in(r, other).is_empty())
-        .filter(|r| r.pt == red)
+    let built = received_since(&sim, with_red, lossy)
+        .filter(|r| !frames_in(r, other).is_empty() && r.pt == red)
         .count();
     let stats = sim.core.stats();
     assert!(

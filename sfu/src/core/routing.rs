@@ -159,20 +159,32 @@ impl Core {
         let Some(entry) = track.layers.get_mut(usize::from(layer)) else {
             return;
         };
+        let pt = packet.header.payload_type;
+        let params = self.participants.get(&id.participant).and_then(|p| {
+            p.rtc
+                .codec_config()
+                .find(|c| c.pt() == pt || c.red() == Some(pt))
+                .copied()
+        });
+        // Audio arrives as plain Opus or as the publisher's RED (`Err` when that does not
+        // parse); either way its primary block is what a subscriber without redundancy gets.
+        let audio = params.filter(|_| !track.kind.is_video()).map(|params| {
+            if params.pt() == pt {
+                Ok(AudioIn {
+                    red: false,
+                    primary: &packet.payload,
+                })
+            } else {
+                red::primary(&packet.payload)
+                    .map(|primary| AudioIn { red: true, primary })
+                    .ok_or(())
+            }
+        });
         // A publisher's RED counts as the Opus in it: that is what a subscriber gets unless
         // its own link wants redundancy, which the allocator adds for it.
-        let len = if track.kind.is_video() {
-            packet.payload.len()
-        } else {
-            self.participants
-                .get(&id.participant)
-                .and_then(|p| {
-                    p.rtc
-                        .codec_config()
-                        .find(|c| c.red() == Some(packet.header.payload_type))
-                })
-                .and_then(|_| red::primary(&packet.payload))
-                .map_or(packet.payload.len(), <[u8]>::len)
+        let len = match audio {
+            Some(Ok(audio)) => audio.primary.len(),
+            _ => packet.payload.len(),
         };
         entry.rate.add(packet.timestamp, len + RTP_HEADER_BYTES);
         if !entry.active {
@@ -203,32 +215,17 @@ impl Core {
         if track.muted || publisher.waiting {
             return;
         }
-        let pt = packet.header.payload_type;
-        let Some(params) = publisher
-            .rtc
-            .codec_config()
-            .find(|p| p.pt() == pt || p.red() == Some(pt))
-            .copied()
-        else {
+        let Some(params) = params else {
             return;
         };
-        // Audio arrives as plain Opus or as the publisher's RED; either way its primary block
-        // is what a subscriber without redundancy gets.
-        let audio = if track.kind.is_video() {
-            if params.pt() != pt {
+        let audio = match audio {
+            None if params.pt() != pt => return,
+            None => None,
+            Some(Ok(audio)) => Some(audio),
+            Some(Err(())) => {
+                self.counters.red_malformed += 1;
                 return;
             }
-            None
-        } else if params.pt() == pt {
-            Some(AudioIn {
-                red: false,
-                primary: &packet.payload,
-            })
-        } else if let Some(primary) = red::primary(&packet.payload) {
-            Some(AudioIn { red: true, primary })
-        } else {
-            self.counters.red_malformed += 1;
-            return;
         };
         let mut red_previous = track.red_previous.take();
         let mut red_wanted = false;
