@@ -8,7 +8,7 @@ mod sim;
 
 use std::time::{Duration, Instant};
 
-use sfu::core::Event;
+use sfu::core::{Command, Event};
 use sim::{Received, Sim, Video};
 use str0m::media::Rid;
 
@@ -229,6 +229,59 @@ fn when_the_publisher_stops_its_top_layer_subscribers_switch_down_and_back() {
         .filter(|(at, _, rid, _)| *at > stopped && *rid == Some(Rid::from("h")))
         .count();
     assert_eq!(for_h, 1);
+}
+
+#[test]
+fn a_switch_whose_keyframe_never_comes_asks_again() {
+    let mut sim = Sim::new(16);
+    let alice = sim.join_simulcast(Video::Vp8);
+    let bob = sim.join(Video::None, false);
+    sim.run_until_connected(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(6));
+    assert_eq!(
+        video_from(&sim, bob, alice).last().map(Received::layer),
+        Some(2)
+    );
+
+    // bob shrinks alice's tile, and alice's browser drops the keyframe request that follows.
+    sim.clients[alice].ignores_keyframe_requests = 1;
+    sim.clients[alice].keyframe_requests.clear();
+    let track = sim
+        .tracks_of(alice)
+        .into_iter()
+        .find(|t| Some(t.mid) == sim.clients[alice].video_mid())
+        .expect("video track");
+    let shrunk = sim.now;
+    sim.command(Command::VideoSize {
+        subscriber: sim.clients[bob].id,
+        track,
+        width: 160,
+        height: 90,
+    })
+    .expect("video size");
+    sim.run_for(Duration::from_secs(4));
+
+    let video = video_from(&sim, bob, alice);
+    let layers = assert_one_continuous_stream(&video);
+    assert_switches_at_keyframes(&video);
+    assert_eq!(layers.last(), Some(&0), "on q: {layers:?}");
+    let on_q = video
+        .iter()
+        .find(|r| r.at > shrunk && r.layer() == 0)
+        .expect("q arrived");
+    assert!(
+        on_q.at - shrunk < Duration::from_secs(2),
+        "switched after {:?}",
+        on_q.at - shrunk
+    );
+    let asked_q: Vec<Instant> = sim.clients[alice]
+        .keyframe_requests
+        .iter()
+        .filter(|(_, _, rid, _)| *rid == Some(Rid::from("q")))
+        .map(|(at, ..)| *at)
+        .collect();
+    assert_eq!(asked_q.len(), 2, "asked for q twice: {asked_q:?}");
+    assert!(asked_q[1] - asked_q[0] >= Duration::from_secs(1));
 }
 
 #[test]

@@ -25,6 +25,8 @@ const PROBE_MARGIN: f64 = 1.2;
 /// move a little at every allocation; on a link that holds little more than audio, probes
 /// that often were what it lost.
 const RETELL_SHARE: f64 = 0.25;
+/// How long a layer switch waits for its keyframe before it is asked for again.
+const SWITCH_RETRY: Duration = Duration::from_secs(1);
 
 /// What the core knows about one subscriber's link.
 #[derive(Debug, Default)]
@@ -276,9 +278,56 @@ impl Core {
             return;
         }
         self.allocate(now, id);
+        self.chase_switches(now, id);
         self.out
             .timers
             .set(Timer::Allocate(id), now + ALLOCATE_EVERY);
+    }
+
+    /// Asks again for the keyframe each of `id`'s pending layer switches waits for, once the
+    /// layer's last request is [`SWITCH_RETRY`] old: the one asked for by the switch can be
+    /// lost or merged away by the publisher, and a leg would then stay on its old layer (or
+    /// paused) for good.
+    fn chase_switches(&mut self, now: Instant, id: ParticipantId) {
+        let Some(participant) = self.participants.get(&id) else {
+            return;
+        };
+        if !participant.rtc.is_connected() {
+            return;
+        }
+        let mut pending = Vec::new();
+        for track_id in participant.outgoing.values() {
+            let Some(track) = self.tracks.get(track_id) else {
+                continue;
+            };
+            if !track.kind.is_video() || track.muted {
+                continue;
+            }
+            let Some(leg) = track.legs.get(&id).filter(|leg| leg.ready) else {
+                continue;
+            };
+            let Some(target) = leg.forwarder.target() else {
+                continue;
+            };
+            let waiting = leg.forwarder.current() != Some(target);
+            let quiet = track
+                .layers
+                .get(usize::from(target))
+                .is_some_and(|layer| layer.keyframes.quiet_for(now, SWITCH_RETRY));
+            if waiting && quiet {
+                pending.push((*track_id, target));
+            }
+        }
+        for (track, layer) in pending {
+            tracing::debug!(subscriber = %id, %track, layer, "layer switch still waits; asking again");
+            self.request_layer_keyframe(
+                now,
+                track,
+                layer,
+                KeyframeRequestKind::Pli,
+                KeyframeReason::LayerSwitch,
+            );
+        }
     }
 
     /// `subscriber` renders `track` at `width` × `height` device pixels (0 × 0: not shown):

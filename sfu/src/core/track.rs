@@ -266,6 +266,11 @@ impl KeyframeGate {
         }
     }
 
+    /// Whether no request was sent within `span` before `now` and none waits.
+    pub(crate) fn quiet_for(&self, now: Instant, span: Duration) -> bool {
+        self.deferred.is_none() && self.last_sent.is_none_or(|last| now >= last + span)
+    }
+
     /// The deferred request, if any, now that its timer fired.
     pub(crate) fn take_deferred(&mut self, now: Instant) -> Option<KeyframeRequestKind> {
         let kind = self.deferred.take()?;

@@ -195,6 +195,9 @@ pub struct Client {
     simulcast: bool,
     /// Simulcast layers the server asked a keyframe of, not yet sent.
     keyframes_asked: Vec<(Mid, Option<Rid>)>,
+    /// How many of the next simulcast keyframe requests it ignores, as a browser whose
+    /// encoder merged or missed them.
+    pub ignores_keyframe_requests: usize,
     audio: Option<Stream>,
     video: Option<Stream>,
     timeout: Instant,
@@ -498,6 +501,7 @@ impl Sim {
             video_codec,
             simulcast,
             keyframes_asked: Vec::new(),
+            ignores_keyframe_requests: 0,
             audio: None,
             video: None,
             timeout: self.now,
@@ -849,7 +853,11 @@ fn drain(client: &mut Client, net: &mut Net, now: Instant) {
                         .push((now, request.mid, request.rid, request.kind));
                     // Single-encoding video keeps its own keyframe period, as the tests expect.
                     if request.rid.is_some() {
-                        client.keyframes_asked.push((request.mid, request.rid));
+                        if client.ignores_keyframe_requests > 0 {
+                            client.ignores_keyframe_requests -= 1;
+                        } else {
+                            client.keyframes_asked.push((request.mid, request.rid));
+                        }
                     }
                 }
                 _ => {}
