@@ -13,8 +13,14 @@ use loadtest::media::Video;
 use loadtest::peer::Transport;
 use loadtest::run::{Config, Live, ServerProcess};
 
+/// Held by each run, so they take turns: run side by side on two cores, the impaired run's
+/// relay was starved, read its socket in bursts and dropped them as an overflowing queue
+/// (once even a patient's ICE checks, and the visit never joined).
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
     let server = Server::start(signaling::Limits::default()).await?;
     let config = Config {
         url: server.base.clone(),
@@ -109,6 +115,7 @@ fn run_config(server: &Server, visits: usize, hold: Duration, transport: Transpo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_runs_go_through_turn_or_say_why_not() -> TestResult {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
     let Some(coturn) = common::coturn::Coturn::start()? else {
         return Ok(());
     };
@@ -151,6 +158,7 @@ async fn relay_runs_go_through_turn_or_say_why_not() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_runs_reach_the_sfu_over_ice_tcp() -> TestResult {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
     // Both transports announced: peers that can only use TCP still get through.
     let server = Server::start(signaling::Limits::default()).await?;
     let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
@@ -187,6 +195,7 @@ async fn tcp_runs_reach_the_sfu_over_ice_tcp() -> TestResult {
 /// does not fit 300 kbit/s, and the SFU pauses it for the patient, audio going on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impaired_run_goes_through_the_relays_and_reports_them() -> TestResult {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
     let server = Server::start(signaling::Limits::default()).await?;
     let mut config = run_config(&server, 2, Duration::from_secs(8), Transport::Udp);
     config.impair = Some("rate=300kbit,loss=2%,delay=40ms,jitter=5ms".parse()?);
@@ -211,6 +220,7 @@ async fn an_impaired_run_goes_through_the_relays_and_reports_them() -> TestResul
 /// clinicians, whose links are not limited, get f; the report shows both distributions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulcast_run_reports_the_layers_each_side_got() -> TestResult {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
     let server = Server::start(signaling::Limits::default()).await?;
     let mut config = run_config(&server, 2, Duration::from_secs(10), Transport::Udp);
     config.simulcast = true;
