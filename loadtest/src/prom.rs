@@ -105,6 +105,21 @@ pub fn counter_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The sum of the samples of counter `name` whose labels include `label` (e.g.
+/// `counter="forwarded_packets"`).
+#[must_use]
+pub fn counter_labelled(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('{'))
+                .and_then(|rest| rest.split_once('}'))
+                .is_some_and(|(labels, _)| labels.split(',').any(|l| l == label))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +132,9 @@ bedside_sfu_rtt_seconds_bucket{le=\"+Inf\"} 100\n\
 bedside_sfu_rtt_seconds_sum 0.5\n\
 bedside_sfu_rtt_seconds_count 100\n\
 bedside_sfu_worker_busy_seconds_total{worker=\"0\"} 1.5\n\
-bedside_sfu_worker_busy_seconds_total{worker=\"1\"} 2.5\n";
+bedside_sfu_worker_busy_seconds_total{worker=\"1\"} 2.5\n\
+bedside_sfu_events_total{counter=\"forwarded_packets\"} 1200\n\
+bedside_sfu_events_total{counter=\"forwarded_packets_x\"} 7\n";
 
     #[test]
     fn quantiles_interpolate_within_buckets() {
@@ -145,5 +162,11 @@ bedside_sfu_worker_busy_seconds_total{worker=\"1\"} 2.5\n";
             4.0
         );
         assert_eq!(counter_sum(TEXT, "bedside_sfu_worker_busy"), 0.0);
+        let events = "bedside_sfu_events_total";
+        assert_eq!(
+            counter_labelled(TEXT, events, "counter=\"forwarded_packets\""),
+            1200.0
+        );
+        assert_eq!(counter_labelled(TEXT, events, "counter=\"nacks\""), 0.0);
     }
 }

@@ -136,6 +136,30 @@ pub struct Server {
     pub cpu_pct_peak: f64,
     /// Highest resident set size sampled during the run, in MiB.
     pub rss_mb_peak: f64,
+    /// Its cost once every visit is up (`null` when `/metrics` could not be read or the run
+    /// was cut short).
+    pub efficiency: Option<Efficiency>,
+}
+
+/// The server's cost over the settled part of the hold: from 5 s after the last visit started
+/// (half the hold at most) to the end of the hold, joins excluded.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Efficiency {
+    /// Length of the window, seconds.
+    pub window_s: f64,
+    /// Media packets the SFU forwarded in the window
+    /// (`bedside_sfu_events_total{counter="forwarded_packets"}`).
+    pub forwarded_packets: u64,
+    /// The server's CPU time in the window, seconds.
+    pub cpu_s: f64,
+    /// Forwarded packets per second of server CPU: what one core forwards end to end.
+    pub egress_pkts_per_core_s: f64,
+    /// The server's CPU per joined visit, in percent of one core.
+    pub cpu_pct_per_visit: f64,
+    /// The server's resident set size before the first visit, MiB.
+    pub rss_mb_idle: Option<f64>,
+    /// (resident set size at the end of the hold − idle) per joined visit, MiB.
+    pub rss_mb_per_visit: Option<f64>,
 }
 
 /// The generator itself.
@@ -329,6 +353,26 @@ impl Report {
                 ),
             ),
             None => row("server", "not on this host (or not found)".to_owned()),
+        }
+        if let Some(e) = self.server.as_ref().and_then(|s| s.efficiency.as_ref()) {
+            row(
+                "server per visit",
+                format!(
+                    "CPU {:.2}% of a core, RSS {} (idle {})",
+                    e.cpu_pct_per_visit,
+                    e.rss_mb_per_visit
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.2} MiB")),
+                    e.rss_mb_idle
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MiB")),
+                ),
+            );
+            row(
+                "server per core",
+                format!(
+                    "{:.0} forwarded packets per CPU second ({} in {:.1} s, {:.1} CPU s)",
+                    e.egress_pkts_per_core_s, e.forwarded_packets, e.window_s, e.cpu_s
+                ),
+            );
         }
         if let Some(busy) = self.run.sfu_workers_busy_pct {
             row("sfu workers busy", format!("{busy:.0}% of one core"));

@@ -22,7 +22,8 @@ use crate::media::{Media, MediaError, Video};
 use crate::peer::{self, PeerError, Seen, Transport};
 use crate::prom::{self, Histogram};
 use crate::report::{
-    Generator, Impaired, KindStats, Peers, Percentiles, Report, Rtt, RunInfo, Server, Visits,
+    Efficiency, Generator, Impaired, KindStats, Peers, Percentiles, Report, Rtt, RunInfo, Server,
+    Visits,
 };
 use crate::stats::{RxStream, percentile};
 use crate::sys::{self, ProcSample};
@@ -33,6 +34,9 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 const END_TIMEOUT: Duration = Duration::from_secs(15);
 /// Beyond the hold window, the time left for leaving and ending before peers give up.
 const CLEANUP_GRACE: Duration = Duration::from_secs(30);
+/// How long after the last visit started the server's cost starts to be measured, so that
+/// joins are not counted in it (at most half the hold).
+const EFFICIENCY_SETTLE: Duration = Duration::from_secs(5);
 /// How often the host is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Why a relay run's visit failed when the server hands out no TURN server.
@@ -541,6 +545,7 @@ pub async fn run(
     });
 
     let metrics_before = api.metrics().await;
+    let idle = pid.and_then(|pid| sys::sample(Some(pid)));
     let (stop_sampling, sampling) = watch::channel(false);
     let max_samples =
         usize::try_from(deadline.duration_since(started).as_secs() + 60).unwrap_or(usize::MAX);
@@ -561,13 +566,25 @@ pub async fn run(
         visits.spawn(visit(n, Arc::clone(&shared), shutdown.clone()));
     }
 
-    // Metrics are read at the end of the hold, before anyone leaves.
+    // The server's cost is measured once every visit is up, and metrics are read at the end
+    // of the hold, before anyone leaves.
     let mut shutdown_hold = shutdown.clone();
+    let settled = hold_start + EFFICIENCY_SETTLE.min(config.duration / 2);
+    let mut window_start = None;
     tokio::select! {
-        () = tokio::time::sleep_until(tokio::time::Instant::from_std(hold_end)) => {}
+        () = tokio::time::sleep_until(tokio::time::Instant::from_std(settled)) => {
+            window_start = Some(snapshot(&api, pid).await);
+        }
         _ = shutdown_hold.changed() => {}
     }
-    let metrics_after = api.metrics().await;
+    if !*shutdown_hold.borrow() {
+        tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(hold_end)) => {}
+            _ = shutdown_hold.changed() => {}
+        }
+    }
+    let window_end = snapshot(&api, pid).await;
+    let metrics_after = window_end.metrics.clone();
     let hold_measured = Instant::now();
     let metrics_span = hold_measured.duration_since(started);
 
@@ -592,7 +609,57 @@ pub async fn run(
         (started.elapsed(), metrics_span),
         interrupted,
         (metrics_before.as_deref(), metrics_after.as_deref()),
+        (idle, window_start, window_end),
     ))
+}
+
+/// The server at one moment: its process counters and its `/metrics`.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    at: Instant,
+    process: Option<ProcSample>,
+    metrics: Option<String>,
+}
+
+async fn snapshot(api: &Api, pid: Option<u32>) -> Snapshot {
+    let metrics = api.metrics().await;
+    Snapshot {
+        at: Instant::now(),
+        process: pid.and_then(|pid| sys::sample(Some(pid))),
+        metrics,
+    }
+}
+
+/// The server's cost between `start` and `end` (every visit up), per forwarded packet and per
+/// visit; `None` without both process samples and both metrics, or without a joined visit.
+fn efficiency(
+    idle: Option<ProcSample>,
+    start: &Snapshot,
+    end: &Snapshot,
+    visits: usize,
+) -> Option<Efficiency> {
+    let (a, b) = (start.process?, end.process?);
+    let name = "bedside_sfu_events_total";
+    let label = "counter=\"forwarded_packets\"";
+    let forwarded = prom::counter_labelled(end.metrics.as_deref()?, name, label)
+        - prom::counter_labelled(start.metrics.as_deref()?, name, label);
+    let window = end.at.duration_since(start.at).as_secs_f64();
+    let cpu = b.cpu.saturating_sub(a.cpu).as_secs_f64();
+    if visits == 0 || window <= 0.0 {
+        return None;
+    }
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let idle_rss = idle.map(|s| s.rss_bytes);
+    Some(Efficiency {
+        window_s: window,
+        forwarded_packets: forwarded.max(0.0) as u64,
+        cpu_s: cpu,
+        egress_pkts_per_core_s: if cpu > 0.0 { forwarded / cpu } else { 0.0 },
+        cpu_pct_per_visit: cpu / window * 100.0 / visits as f64,
+        rss_mb_idle: idle_rss.map(mib),
+        rss_mb_per_visit: idle_rss
+            .map(|idle| mib(b.rss_bytes.saturating_sub(idle)) / visits as f64),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -605,6 +672,7 @@ fn build_report(
     (wall, metrics_span): (Duration, Duration),
     interrupted: bool,
     (before, after): (Option<&str>, Option<&str>),
+    (idle, window_start, window_end): (Option<ProcSample>, Option<Snapshot>, Snapshot),
 ) -> Report {
     let peers: Vec<&PeerOutcome> = outcomes.iter().flat_map(|o| &o.peers).collect();
     // Visits never started (Ctrl-C during the ramp) count as failed, both of their peers too.
@@ -702,6 +770,9 @@ fn build_report(
             cpu_pct,
             cpu_pct_peak,
             rss_mb_peak,
+            efficiency: window_start
+                .as_ref()
+                .and_then(|start| efficiency(idle, start, &window_end, visits_joined)),
         })
     });
     let generator = cpu_figures(samples, |s| s.2, hold_start, hold_end)
@@ -744,5 +815,46 @@ fn build_report(
             interrupted,
             sfu_workers_busy_pct,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, secs: u64, cpu_ms: u64, rss_mib: u64, forwarded: u64) -> Snapshot {
+        Snapshot {
+            at: start + Duration::from_secs(secs),
+            process: Some(ProcSample {
+                cpu: Duration::from_millis(cpu_ms),
+                rss_bytes: rss_mib << 20,
+                hwm_bytes: rss_mib << 20,
+            }),
+            metrics: Some(format!(
+                "bedside_sfu_events_total{{counter=\"forwarded_packets\"}} {forwarded}\n\
+                 bedside_sfu_events_total{{counter=\"datagrams_in\"}} 999999\n"
+            )),
+        }
+    }
+
+    #[test]
+    fn the_servers_cost_is_per_cpu_second_and_per_visit() {
+        let start = Instant::now();
+        let idle = at(start, 0, 0, 20, 0).process;
+        // 10 s with 4 CPU seconds (40% of a core) and 400,000 packets forwarded, 10 visits.
+        let from = at(start, 5, 1_000, 40, 50_000);
+        let to = at(start, 15, 5_000, 50, 450_000);
+        let e = efficiency(idle, &from, &to, 10).expect("figures");
+        assert_eq!(e.forwarded_packets, 400_000);
+        assert!((e.egress_pkts_per_core_s - 100_000.0).abs() < 1e-6);
+        assert!((e.cpu_pct_per_visit - 4.0).abs() < 1e-9);
+        assert_eq!(e.rss_mb_idle, Some(20.0));
+        assert_eq!(e.rss_mb_per_visit, Some(3.0));
+        assert!(efficiency(idle, &from, &to, 0).is_none(), "no visit joined");
+        let blind = Snapshot {
+            metrics: None,
+            ..to.clone()
+        };
+        assert!(efficiency(idle, &from, &blind, 10).is_none(), "no metrics");
     }
 }
