@@ -1,7 +1,7 @@
 //! SDP offer/answer in both directions. The server is the impolite peer: it never rolls back,
 //! and a client offer that collides with a pending server offer is refused.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::RtcError;
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -13,6 +13,17 @@ use super::ids::ParticipantId;
 use super::outputs::Work;
 use super::track::Leg;
 use super::{Core, KeyframeReason};
+
+/// How long a video leg's sent packets are kept for retransmission. str0m keeps 3 s, which
+/// at 360p is about 200 KiB per leg, most of a visit's memory; a browser asks again within
+/// a round trip or two and gives a packet up after about a second (libwebrtc keeps its own
+/// for the larger of 1 s and three round trips).
+const RTX_AGE: Duration = Duration::from_secs(1);
+/// At most this many of them (str0m's default; at 1 s only 1080p simulcast comes near it).
+const RTX_PACKETS: usize = 1000;
+/// When retransmissions exceed this share of what a leg sends, str0m drops queued ones
+/// (str0m's default).
+const RTX_RATIO_CAP: f32 = 0.15;
 
 impl Core {
     /// Sends `id` an offer with its queued changes, unless one is already outstanding.
@@ -135,6 +146,19 @@ impl Core {
                     .iter()
                     .filter_map(|mid| participant.outgoing.get(mid).copied()),
             );
+            for mid in &offered_send {
+                let video = participant
+                    .rtc
+                    .media(*mid)
+                    .is_some_and(|media| media.kind().is_video());
+                if !video {
+                    continue;
+                }
+                let mut direct = participant.rtc.direct_api();
+                if let Some(stream) = direct.stream_tx_by_mid(*mid, None) {
+                    stream.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(RTX_RATIO_CAP));
+                }
+            }
             for mid in offered_recv {
                 if let Some(media) = participant.rtc.media(mid)
                     && media.direction().is_receiving()
