@@ -248,13 +248,7 @@ impl Core {
         if let Some(layer) = target
             && (current != Some(layer) || before.is_none())
         {
-            self.request_layer_keyframe(
-                now,
-                track,
-                layer,
-                KeyframeRequestKind::Pli,
-                KeyframeReason::LayerSwitch,
-            );
+            self.request_switch_keyframe(now, track, layer);
         }
     }
 
@@ -320,14 +314,19 @@ impl Core {
         }
         for (track, layer) in pending {
             tracing::debug!(subscriber = %id, %track, layer, "layer switch still waits; asking again");
-            self.request_layer_keyframe(
-                now,
-                track,
-                layer,
-                KeyframeRequestKind::Pli,
-                KeyframeReason::LayerSwitch,
-            );
+            self.request_switch_keyframe(now, track, layer);
         }
+    }
+
+    /// Asks `track`'s publisher for the keyframe of `layer` that a leg's switch waits for.
+    fn request_switch_keyframe(&mut self, now: Instant, track: TrackId, layer: u8) {
+        self.request_layer_keyframe(
+            now,
+            track,
+            layer,
+            KeyframeRequestKind::Pli,
+            KeyframeReason::LayerSwitch,
+        );
     }
 
     /// `subscriber` renders `track` at `width` × `height` device pixels (0 × 0: not shown):
