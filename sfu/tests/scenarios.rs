@@ -62,6 +62,35 @@ fn two_participants_exchange_audio_and_video() {
     );
 }
 
+/// The SFU's DTLS is done once it has sent its final flight; when that flight is lost the
+/// client has no keys yet and retransmits its own flight to get it again. Media forwarded
+/// meanwhile only crowds a weak link (once enough to starve the retransmitted flight and the
+/// visit never connected): the SFU waits for the client's own SRTP, proof that it has the keys.
+#[test]
+fn no_media_goes_to_a_client_whose_final_dtls_flight_was_lost() {
+    let mut sim = Sim::new(11);
+    let alice = sim.join(Video::Vp8, false);
+    let bob = sim.join(Video::Vp8, false);
+    let blackout_until = sim.now + Duration::from_millis(600);
+    sim.net.final_flight_blackout = Some((sim.clients[bob].addr.ip(), blackout_until));
+    sim.run_until_connected(Duration::from_secs(3));
+    assert!(
+        sim.now > blackout_until,
+        "bob got the final flight only when it was sent again"
+    );
+    sim.run_for(Duration::from_secs(2));
+
+    assert_eq!(
+        sim.clients[bob].rtp_before_keys, 0,
+        "no RTP reaches bob before it can decrypt it"
+    );
+    let alice_tag = sim.clients[alice].tag;
+    let video = (sim.clients[bob].received_from(alice_tag))
+        .filter(|r| !r.is_audio())
+        .count();
+    assert!(video > 50, "bob gets alice's video once keyed ({video})");
+}
+
 /// alice publishes to bob while the network loses `loss` of every datagram with `delay`
 /// each way, for 10 s; asserts that every keyframe packet alice sent meanwhile reached bob.
 fn every_keyframe_arrives(seed: u64, loss: f64, delay: Duration) {

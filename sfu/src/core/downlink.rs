@@ -68,6 +68,15 @@ impl Core {
     /// pausing and resuming legs, asking for the keyframes switches wait for, and telling
     /// str0m's estimator the rates to keep and to probe for.
     pub(super) fn allocate(&mut self, now: Instant, id: ParticipantId) {
+        // Until the subscriber holds the keys, whatever str0m sends it (probes included) only
+        // crowds its link: str0m desires nothing until it is first told here.
+        if !self
+            .participants
+            .get_mut(&id)
+            .is_some_and(|p| p.receives_media(now))
+        {
+            return;
+        }
         let Some(participant) = self.participants.get(&id) else {
             return;
         };

@@ -112,7 +112,7 @@ impl Incoming {
 pub(crate) struct LegState {
     /// Whether the subscriber answered the offer that created the leg's m-line.
     pub(crate) ready: bool,
-    /// Whether the subscriber's session is connected.
+    /// Whether the subscriber's session is connected and it holds the SRTP keys.
     pub(crate) connected: bool,
 }
 

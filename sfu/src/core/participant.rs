@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
@@ -22,6 +22,12 @@ use super::timers::Timer;
 /// bound only guards against a misbehaving session, a clean close needs a handful.
 const CLOSE_FLUSH_LIMIT: usize = 64;
 
+/// How long after its session connects a participant that has sent no media yet is trusted to
+/// hold the SRTP keys. str0m's DTLS server is done once it has sent its final flight; if that
+/// flight is lost the client retransmits its own (after about a second) to get it again, and
+/// media forwarded meanwhile only fills a weak link and crowds out the retransmission.
+const KEYS_GRACE: Duration = Duration::from_secs(3);
+
 /// One participant: its WebRTC session with the SFU and its negotiation state.
 pub(crate) struct Participant {
     pub(crate) id: ParticipantId,
@@ -39,6 +45,8 @@ pub(crate) struct Participant {
     feedback: HashMap<Mid, (u64, u64)>,
     /// Whether an RTP packet from this participant has arrived yet.
     media_seen: bool,
+    /// When the core first found this participant's session connected.
+    connected_at: Option<Instant>,
     /// Its connection quality, from its session's statistics.
     quality: QualityMeter,
     /// Its link as a subscriber: the bandwidth estimate and the layer decisions.
@@ -104,9 +112,25 @@ impl Participant {
             negotiation: Negotiation::default(),
             feedback: HashMap::new(),
             media_seen: false,
+            connected_at: None,
             quality: QualityMeter::default(),
             downlink: Downlink::default(),
         })
+    }
+
+    /// Whether media may be sent to this participant: its session is connected and it holds
+    /// the SRTP keys, proven by its own SRTP (any publishing client sends some right after
+    /// its DTLS handshake) or presumed [`KEYS_GRACE`] after the session connected (a client
+    /// that publishes nothing).
+    pub(crate) fn receives_media(&mut self, now: Instant) -> bool {
+        if !self.rtc.is_connected() {
+            return false;
+        }
+        if self.media_seen {
+            return true;
+        }
+        let connected_at = *self.connected_at.get_or_insert(now);
+        now.saturating_duration_since(connected_at) >= KEYS_GRACE
     }
 
     /// Polls the `Rtc` until it yields its next deadline, moving what it produced into `out`.

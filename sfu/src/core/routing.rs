@@ -274,7 +274,7 @@ impl Core {
             };
             let state = LegState {
                 ready: leg.ready,
-                connected: subscriber.rtc.is_connected(),
+                connected: subscriber.receives_media(now),
             };
             let mid = leg.mid;
             let rtc = &subscriber.rtc;

@@ -206,6 +206,9 @@ pub struct Client {
     pub sends_red: bool,
     /// Its previous audio payload and RTP time, for the next RED packet.
     last_audio: Option<(u32, Vec<u8>)>,
+    /// RTP datagrams that reached it before its DTLS handshake was done (it cannot decrypt
+    /// them).
+    pub rtp_before_keys: u64,
 }
 
 impl Client {
@@ -279,6 +282,9 @@ pub struct Net {
     pub capture_to: Option<SocketAddr>,
     /// Datagrams held back by `capture_to`, as `(source, bytes)`.
     pub captured: Vec<(SocketAddr, Vec<u8>)>,
+    /// DTLS datagrams that start with a ChangeCipherSpec record (the server's final flight)
+    /// are lost towards this address until this time.
+    pub final_flight_blackout: Option<(IpAddr, Instant)>,
 }
 
 impl Net {
@@ -292,6 +298,15 @@ impl Net {
     ) {
         if self.capture_to == Some(to) {
             self.captured.push((from, bytes));
+            return;
+        }
+        // Content type 20: a DTLS ChangeCipherSpec record.
+        if let Some((ip, until)) = self.final_flight_blackout
+            && to.ip() == ip
+            && now < until
+            && bytes.first() == Some(&20)
+        {
+            *self.lost.entry(to).or_default() += 1;
             return;
         }
         // TCP retransmits below ICE: what the loss takes, it delivers late; modelled as no loss.
@@ -410,6 +425,7 @@ impl Sim {
                 queue_drops: HashMap::new(),
                 capture_to: None,
                 captured: Vec::new(),
+                final_flight_blackout: None,
             },
             events: Vec::new(),
             server_sdps: Vec::new(),
@@ -507,6 +523,7 @@ impl Sim {
             timeout: self.now,
             sends_red: false,
             last_audio: None,
+            rtp_before_keys: 0,
         };
         let offer = client_offers.then(|| {
             let mut api = client.rtc.sdp_api();
@@ -662,6 +679,9 @@ impl Sim {
         let receive = Receive::new(proto, packet.from, packet.to, &packet.bytes)
             .expect("server sends valid datagrams");
         let client = &mut self.clients[index];
+        if !client.connected && is_rtp(&packet.bytes) {
+            client.rtp_before_keys += 1;
+        }
         if client.rtc.is_alive() {
             client
                 .rtc
@@ -1006,4 +1026,10 @@ fn ufrag_of(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
         .map(str::to_owned)
+}
+
+/// RFC 7983 and RFC 5761: a first byte of 128 to 191 is RTP or RTCP, and RTCP's packet types
+/// are 192 to 223.
+fn is_rtp(bytes: &[u8]) -> bool {
+    matches!(bytes, [first, second, ..] if (128..=191).contains(first) && !(192..=223).contains(second))
 }
