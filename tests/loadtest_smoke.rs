@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Server, TestResult};
 use loadtest::media::Video;
-use loadtest::peer::Transport;
+use loadtest::peer::{PeerKind, Transport};
 use loadtest::run::{Config, Live, ServerProcess};
 
 /// Held by each run, so they take turns: run side by side on two cores, the impaired run's
@@ -30,6 +30,7 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
         ramp_per_sec: 5.0,
         video: Video::P360,
         transport: Transport::Udp,
+        peer: PeerKind::WebrtcRs,
         // The server is this very process: its figures would be the generator's.
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
@@ -96,6 +97,38 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
     Ok(())
 }
 
+/// The light peers of capacity runs (`--peer str0m`, the default): every peer joins and gets
+/// the other's audio and 640-wide video, and, sending transport-wide feedback as browsers do,
+/// lets the SFU estimate its downlink (webrtc-rs peers send none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_str0m_peers_join_receive_and_are_estimated() -> TestResult {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
+    let server = Server::start(signaling::Limits::default()).await?;
+    let mut config = run_config(&server, 3, Duration::from_secs(8), Transport::Udp);
+    config.peer = PeerKind::Str0m;
+    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
+    let summary = report.table();
+    println!("{summary}");
+    assert!(report.passed(), "{summary}");
+    assert_eq!(report.visits.joined, 3, "{summary}");
+    assert_eq!(report.visits.ended, 3, "{summary}");
+    assert_eq!(report.audio.streams, 6, "{summary}");
+    assert_eq!(report.video.streams, 6, "{summary}");
+    assert!(report.video.packets > 1000, "{summary}");
+    assert_eq!(
+        report.video.layers.keys().copied().collect::<Vec<_>>(),
+        [640],
+        "{summary}"
+    );
+    assert!(report.rtt_ms.samples > 0, "{summary}");
+    assert!(summary.contains("from str0m peers"), "{summary}");
+    let metrics = server.get_text("/metrics").await?;
+    let estimates = common::metric_sum(&metrics, "bedside_sfu_subscriber_bandwidth_bps_count", "");
+    assert!(estimates > 0.0, "the SFU estimated the peers' downlinks");
+    Ok(())
+}
+
 /// The run's configuration for `server`: `visits` held `hold` over `transport`.
 fn run_config(server: &Server, visits: usize, hold: Duration, transport: Transport) -> Config {
     Config {
@@ -106,6 +139,7 @@ fn run_config(server: &Server, visits: usize, hold: Duration, transport: Transpo
         ramp_per_sec: 5.0,
         video: Video::P360,
         transport,
+        peer: PeerKind::WebrtcRs,
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
         impair: None,

@@ -1,13 +1,15 @@
 //! Load generator for Bedside: N concurrent video visits, each with a patient and a clinician
-//! peer built on webrtc-rs (an independent WebRTC implementation), driven through the real
-//! REST API and `/ws` signaling, with receiver-side statistics and host CPU/memory figures.
+//! peer, driven through the real REST API and `/ws` signaling, with receiver-side statistics
+//! and host CPU/memory figures. The peers are light str0m sessions ([`lite`]) for capacity
+//! runs, or webrtc-rs (an independent WebRTC implementation, [`peer`]) for interop runs.
 //!
 //! [`run::run`] makes a run and returns a [`report::Report`]; the `bedside-loadtest` binary
-//! wraps it with a command line, a progress bar, a table and `--json`. [`peer`] is the
-//! project's one WebRTC client, also used by the root package's interop tests.
+//! wraps it with a command line, a progress bar, a table and `--json`. [`peer`] is also used
+//! by the root package's interop tests.
 
 pub mod client;
 pub mod impair;
+pub mod lite;
 pub mod media;
 pub mod peer;
 pub mod prom;

@@ -12,12 +12,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use loadtest::impair::Impairment;
 use loadtest::media::Video;
-use loadtest::peer::Transport;
+use loadtest::peer::{PeerKind, Transport};
 use loadtest::run::{Config, Live, ServerProcess};
 use tokio::sync::watch;
 
-/// Load test for Bedside: concurrent visits of two webrtc-rs peers each, publishing Opus and
-/// VP8 through the SFU.
+/// Load test for Bedside: concurrent visits of two peers each (light str0m peers, or
+/// webrtc-rs with `--peer webrtc-rs`), publishing Opus and VP8 through the SFU.
 #[derive(Debug, Parser)]
 #[command(name = "bedside-loadtest", version)]
 struct Cli {
@@ -45,6 +45,11 @@ struct Cli {
     /// UDP only).
     #[arg(long, default_value = "udp")]
     transport: Transport,
+    /// The peers' WebRTC stack: str0m (light: one task and one UDP socket per peer, RTP cut
+    /// once per run; UDP only, so the generator does not saturate the box before the server)
+    /// or webrtc-rs (an independent stack, for interop runs and --transport tcp or relay).
+    #[arg(long, default_value = "str0m")]
+    peer: PeerKind,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -100,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         video: cli.video,
         simulcast: cli.simulcast,
         transport: cli.transport,
+        peer: cli.peer,
         server: cli
             .server_pid
             .map_or(ServerProcess::Detect, ServerProcess::Pid),

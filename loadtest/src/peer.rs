@@ -2,8 +2,9 @@
 //! [`Media`], joins on `/ws` with its grant and its offer, answers the server's offers, admits
 //! whoever waits when it is the clinician, and keeps receiver statistics of the RTP it gets.
 //!
-//! This is the only WebRTC client of the project: the root package's interop and robustness
-//! tests use it as well as the load generator.
+//! It is the project's independent WebRTC client: the root package's interop and robustness
+//! tests use it, and the load generator with `--peer webrtc-rs` (capacity runs use the light
+//! str0m peer of [`crate::lite`], which shares its [`Options`] and [`Seen`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -115,6 +116,9 @@ pub enum PeerError {
     /// webrtc-rs refused something.
     #[error("webrtc: {0}")]
     WebRtc(#[from] webrtc::error::Error),
+    /// str0m refused something (the light peer, [`crate::lite`]).
+    #[error("str0m: {0}")]
+    Str0m(#[from] str0m::RtcError),
     /// The signaling socket failed.
     #[error("signaling socket: {0}")]
     Socket(#[from] tokio_tungstenite::tungstenite::Error),
@@ -212,6 +216,39 @@ impl Seen {
                 (t.kind, rx)
             })
             .collect()
+    }
+}
+
+/// Which WebRTC stack the load generator's peers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum PeerKind {
+    /// The light peer ([`crate::lite`]): str0m, RTP cut once per run, UDP only.
+    #[default]
+    #[serde(rename = "str0m")]
+    Str0m,
+    /// webrtc-rs ([`participant`]): an independent stack, every transport.
+    #[serde(rename = "webrtc-rs")]
+    WebrtcRs,
+}
+
+impl std::str::FromStr for PeerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "str0m" => Ok(PeerKind::Str0m),
+            "webrtc-rs" => Ok(PeerKind::WebrtcRs),
+            other => Err(format!("unknown peer {other:?}: use str0m or webrtc-rs")),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerKind::Str0m => "str0m",
+            PeerKind::WebrtcRs => "webrtc-rs",
+        })
     }
 }
 

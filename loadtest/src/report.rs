@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::media::Video;
-use crate::peer::Transport;
+use crate::peer::{PeerKind, Transport};
 
 /// Visits of a run.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -182,6 +182,8 @@ pub struct RunInfo {
     pub simulcast: bool,
     /// How every peer's media was told to reach the SFU.
     pub transport: Transport,
+    /// The WebRTC stack of every peer: `str0m` (the light peer) or `webrtc-rs`.
+    pub peer: PeerKind,
     /// How long all visits were held together (from the last start to the end), seconds.
     pub hold_s: f64,
     /// Whole run, seconds.
@@ -387,13 +389,14 @@ impl Report {
         row(
             "run",
             format!(
-                "{} video over {:?}, held {:.0} s, {:.0} s in all, {} cores{}",
+                "{} video over {:?} from {} peers, held {:.0} s, {:.0} s in all, {} cores{}",
                 if self.run.simulcast {
                     "simulcast q/h/f".to_owned()
                 } else {
                     format!("{:?}", self.run.video)
                 },
                 self.run.transport,
+                self.run.peer,
                 self.run.hold_s,
                 self.run.wall_s,
                 self.run.cores,

@@ -18,8 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Api, ApiError, Key, StartedVisit};
 use crate::impair::Impairment;
+use crate::lite::{self, RtpMedia};
 use crate::media::{Media, MediaError, Video};
-use crate::peer::{self, PeerError, Seen, Transport};
+use crate::peer::{self, PeerError, PeerKind, Seen, Transport};
 use crate::prom::{self, Histogram};
 use crate::report::{
     Efficiency, Generator, Impaired, KindStats, Peers, Percentiles, Report, Rtt, RunInfo, Server,
@@ -74,6 +75,8 @@ pub struct Config {
     pub simulcast: bool,
     /// How every peer's media reaches the SFU.
     pub transport: Transport,
+    /// Which WebRTC stack the peers run on (`--peer`).
+    pub peer: PeerKind,
     /// How to find the server process.
     pub server: ServerProcess,
     /// A peer that has no remote RTP this long after its start call failed to join.
@@ -143,6 +146,8 @@ struct Shared {
     api: Api,
     admin: Key,
     media: Arc<Media>,
+    /// The media cut into RTP once, for light peers; `None` for webrtc-rs peers.
+    rtp: Option<Arc<RtpMedia>>,
     transport: Transport,
     impair: Option<Impairment>,
     join_timeout: Duration,
@@ -154,6 +159,7 @@ struct Shared {
 fn peer_reason(error: &PeerError) -> String {
     match error {
         PeerError::WebRtc(_) => "webrtc error".to_owned(),
+        PeerError::Str0m(_) => "str0m error".to_owned(),
         PeerError::Socket(_) => "signaling socket error".to_owned(),
         PeerError::Json(_) | PeerError::Protocol(_) => "signaling protocol error".to_owned(),
         PeerError::Signaling { code, .. } => format!("signaling error {code}"),
@@ -181,22 +187,27 @@ impl Running {
     ) -> Running {
         let seen = Arc::new(Seen::default());
         let (inject, frames) = mpsc::channel(4);
-        let task = tokio::spawn(peer::participant(
-            peer::Options {
-                signaling_url: grant.signaling_url,
-                grant: grant.grant,
-                admits,
-                tolerate_errors: false,
-                media: Arc::clone(&shared.media),
-                transport: shared.transport,
-                ice_servers: grant.ice_servers,
-                deadline: shared.deadline,
-                impair: if admits { None } else { shared.impair },
-            },
-            Arc::clone(&seen),
-            frames,
-            stop,
-        ));
+        let options = peer::Options {
+            signaling_url: grant.signaling_url,
+            grant: grant.grant,
+            admits,
+            tolerate_errors: false,
+            media: Arc::clone(&shared.media),
+            transport: shared.transport,
+            ice_servers: grant.ice_servers,
+            deadline: shared.deadline,
+            impair: if admits { None } else { shared.impair },
+        };
+        let task = match &shared.rtp {
+            Some(rtp) => tokio::spawn(lite::participant(
+                options,
+                Arc::clone(rtp),
+                Arc::clone(&seen),
+                frames,
+                stop,
+            )),
+            None => tokio::spawn(peer::participant(options, Arc::clone(&seen), frames, stop)),
+        };
         Running {
             seen,
             task,
@@ -518,6 +529,12 @@ pub async fn run(
             "the ramp must be a positive rate".to_owned(),
         ));
     }
+    if config.peer == PeerKind::Str0m && config.transport != Transport::Udp {
+        return Err(RunError::Config(format!(
+            "the str0m peer runs over UDP only: use --peer webrtc-rs for --transport {:?}",
+            config.transport
+        )));
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let api = Api::new(&config.url)?;
     let media = Arc::new(if config.simulcast {
@@ -535,6 +552,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         api: api.clone(),
         admin: Key::new(config.api_key.clone()),
+        rtp: (config.peer == PeerKind::Str0m).then(|| Arc::new(RtpMedia::cut(&media))),
         media,
         transport: config.transport,
         impair: config.impair,
@@ -808,6 +826,7 @@ fn build_report(
             video: config.video,
             simulcast: config.simulcast,
             transport: config.transport,
+            peer: config.peer,
             hold_s: window,
             wall_s: wall.as_secs_f64(),
             ramp_per_s: config.ramp_per_sec,

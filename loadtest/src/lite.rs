@@ -1,0 +1,559 @@
+//! The light participant for capacity runs (`--peer str0m`, the default): one str0m session
+//! in RTP mode on one UDP socket, driven by one task, sending the run's media as RTP packets
+//! cut once per run ([`RtpMedia`]) instead of packetizing every frame in every peer. It
+//! speaks the same signaling as [`crate::peer`] (join with an offer, answer the server's
+//! offers, admit as the clinician) and fills the same [`Seen`], so the report reads both
+//! alike. It goes over UDP only, directly or through the impairment relay; ICE-TCP and TURN
+//! runs need `--peer webrtc-rs`.
+//!
+//! What it leaves out, as the webrtc-rs peer does: it ignores keyframe requests (the samples
+//! loop with their own keyframes) and decodes nothing. What it does like a browser: NACK,
+//! RTCP reports and transport-wide feedback (str0m's defaults), so the SFU estimates every
+//! subscriber's downlink, as it does for Chromium.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use serde_json::{Value, json};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::impair::Relay;
+use crate::media::{Media, Stream, vp8_keyframe_width};
+use crate::peer::{Options, PeerError, RemoteTrack, Seen, SelectedPair, Transport};
+use crate::stats::RxStream;
+
+/// The largest RTP payload cut from a video frame: with the RTP header, SRTP tag and
+/// extensions a packet stays under str0m's 1,150-byte datagram target.
+const MAX_PAYLOAD: usize = 1000;
+/// The largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+
+/// str0m's crypto (aws-lc-rs), made once per process: every peer's DTLS certificate is
+/// still its own.
+fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
+    static CRYPTO: OnceLock<Arc<str0m::crypto::CryptoProvider>> = OnceLock::new();
+    Arc::clone(CRYPTO.get_or_init(|| Arc::new(str0m::crypto::from_feature_flags())))
+}
+
+/// One frame as RTP payloads: VP8 with its payload descriptor (RFC 7741 §4.2, a 15-bit
+/// PictureID that each sender fills in), Opus as it is (RFC 7587).
+#[derive(Debug, Clone)]
+pub struct RtpFrame {
+    /// The payloads, in order; the last one gets the marker bit.
+    pub payloads: Arc<[Bytes]>,
+    /// RTP clock ticks until the next frame.
+    pub ticks: u32,
+}
+
+/// A looping stream cut into RTP payloads.
+#[derive(Debug, Clone)]
+pub struct RtpStream {
+    /// The frames in order.
+    pub frames: Arc<[RtpFrame]>,
+    /// Whether the payloads are VP8 (a PictureID to fill in) rather than Opus.
+    pub vp8: bool,
+    /// Its RTP clock rate.
+    pub clock_rate: u32,
+}
+
+/// What every light peer of a run sends, cut once.
+#[derive(Debug, Clone)]
+pub struct RtpMedia {
+    /// Opus.
+    pub audio: RtpStream,
+    /// The camera: one stream, or the simulcast layers with their rids (lowest first).
+    pub video: Vec<(Option<&'static str>, RtpStream)>,
+}
+
+impl RtpMedia {
+    /// `media` cut into RTP payloads.
+    #[must_use]
+    pub fn cut(media: &Media) -> RtpMedia {
+        let video = match &media.video {
+            Some(stream) => vec![(None, cut_vp8(stream))],
+            None => (media.layers.iter())
+                .map(|(rid, stream)| (Some(*rid), cut_vp8(stream)))
+                .collect(),
+        };
+        RtpMedia {
+            audio: RtpStream {
+                frames: (media.audio.frames.iter())
+                    .map(|frame| RtpFrame {
+                        payloads: Arc::new([frame.data.clone()]),
+                        ticks: frame.ticks,
+                    })
+                    .collect(),
+                vp8: false,
+                clock_rate: media.audio.clock_rate,
+            },
+            video,
+        }
+    }
+}
+
+/// VP8 frames cut into payloads of at most [`MAX_PAYLOAD`] bytes, each behind a 4-byte
+/// descriptor: X and S (on the first) set, then I with a zero PictureID the sender fills.
+fn cut_vp8(stream: &Stream) -> RtpStream {
+    let frames = stream.frames.iter().map(|frame| {
+        let body = MAX_PAYLOAD - 4;
+        let payloads: Vec<Bytes> = (frame.data.chunks(body).enumerate())
+            .map(|(index, chunk)| {
+                let start = if index == 0 { 0x10 } else { 0 };
+                let mut payload = Vec::with_capacity(4 + chunk.len());
+                payload.extend_from_slice(&[0x80 | start, 0x80, 0x80, 0]);
+                payload.extend_from_slice(chunk);
+                Bytes::from(payload)
+            })
+            .collect();
+        RtpFrame {
+            payloads: payloads.into(),
+            ticks: frame.ticks,
+        }
+    });
+    RtpStream {
+        frames: frames.collect(),
+        vp8: true,
+        clock_rate: stream.clock_rate,
+    }
+}
+
+/// One stream being sent: where it is in its loop and its RTP numbering.
+struct Sender {
+    mid: Mid,
+    rid: Option<Rid>,
+    stream: RtpStream,
+    frame: usize,
+    seq: u64,
+    rtp_time: u32,
+    picture_id: u16,
+    next: Instant,
+}
+
+impl Sender {
+    fn new(mid: Mid, rid: Option<&str>, stream: RtpStream, start: Instant) -> Sender {
+        Sender {
+            mid,
+            rid: rid.map(Rid::from),
+            stream,
+            frame: 0,
+            seq: u64::from(rand::random::<u16>()),
+            rtp_time: rand::random(),
+            picture_id: rand::random::<u16>() & 0x7fff,
+            next: start,
+        }
+    }
+
+    /// Writes the frame that is due to `rtc` and moves to the next one.
+    fn send(&mut self, rtc: &mut Rtc, pt: str0m::format::PayloadParams, now: Instant) {
+        let Some(frame) = self.stream.frames.get(self.frame).cloned() else {
+            return;
+        };
+        let last = frame.payloads.len().saturating_sub(1);
+        let mut api = rtc.direct_api();
+        if let Some(tx) = api.stream_tx_by_mid(self.mid, self.rid) {
+            for (index, payload) in frame.payloads.iter().enumerate() {
+                let mut bytes = payload.to_vec();
+                if self.stream.vp8 && bytes.len() >= 4 {
+                    bytes[2] = 0x80 | (self.picture_id >> 8) as u8;
+                    bytes[3] = self.picture_id as u8;
+                }
+                tx.write_rtp(
+                    RtpWrite::new(pt.pt(), self.seq.into(), self.rtp_time, now, bytes)
+                        .marker(index == last)
+                        .nackable(self.stream.vp8),
+                );
+                self.seq += 1;
+            }
+        }
+        self.picture_id = (self.picture_id + 1) & 0x7fff;
+        self.rtp_time = self.rtp_time.wrapping_add(frame.ticks);
+        self.frame = (self.frame + 1) % self.stream.frames.len().max(1);
+        let rate = u64::from(self.stream.clock_rate.max(1));
+        self.next += Duration::from_nanos(u64::from(frame.ticks) * 1_000_000_000 / rate);
+        // A peer that fell behind (a busy generator) skips ahead instead of bursting.
+        if self.next + Duration::from_millis(200) < now {
+            self.next = now;
+        }
+    }
+}
+
+/// The session, its socket and what the peer tracks about it.
+struct Session {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// Where the SFU (or the relay in front of it) last spoke from.
+    remote: Option<SocketAddr>,
+    timeout: Instant,
+    connected: bool,
+    tracks: HashMap<Ssrc, Arc<RemoteTrack>>,
+}
+
+impl Session {
+    /// Sends what str0m queued, records what it reported, and notes its next deadline.
+    async fn drain(&mut self, seen: &Seen) -> Result<(), PeerError> {
+        loop {
+            match self.rtc.poll_output()? {
+                Output::Timeout(at) => {
+                    self.timeout = at;
+                    return Ok(());
+                }
+                Output::Transmit(transmit) => {
+                    // A full socket buffer loses the datagram, as a congested path would.
+                    let _ = self
+                        .socket
+                        .send_to(&transmit.contents, transmit.destination)
+                        .await;
+                }
+                Output::Event(event) => self.on_event(event, seen),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, seen: &Seen) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                let _ = seen.selected.set(SelectedPair {
+                    local_path: "host/udp".to_owned(),
+                    local: self.local.to_string(),
+                    remote: self.remote.map(|r| r.to_string()).unwrap_or_default(),
+                });
+            }
+            Event::RtpPacket(packet) => {
+                let now = Instant::now();
+                let _ = seen.first_media.set(now);
+                let ssrc = packet.header.ssrc;
+                let track = match self.tracks.get(&ssrc) {
+                    Some(track) => Arc::clone(track),
+                    None => {
+                        let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+                        let kind = mid.and_then(|mid| self.rtc.media(mid)).map(|m| m.kind());
+                        let (kind, clock_rate) = match kind {
+                            Some(MediaKind::Audio) => (RtpCodecKind::Audio, 48_000),
+                            Some(MediaKind::Video) => (RtpCodecKind::Video, 90_000),
+                            None => return,
+                        };
+                        let track = Arc::new(RemoteTrack {
+                            kind,
+                            rx: std::sync::Mutex::new(RxStream::new(clock_rate)),
+                        });
+                        if let Ok(mut tracks) = seen.tracks.lock() {
+                            tracks.push(Arc::clone(&track));
+                        }
+                        self.tracks.insert(ssrc, Arc::clone(&track));
+                        track
+                    }
+                };
+                let counter = match track.kind {
+                    RtpCodecKind::Audio => &seen.audio,
+                    _ => &seen.video,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut rx) = track.rx.lock() {
+                    rx.on_packet(
+                        packet.header.sequence_number,
+                        packet.header.timestamp,
+                        packet.payload.len(),
+                        now,
+                    );
+                    if track.kind == RtpCodecKind::Video {
+                        rx.on_video_width(vp8_keyframe_width(&packet.payload));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn receive(&mut self, len: usize, from: SocketAddr, buf: &[u8]) -> Result<(), PeerError> {
+        let Some(bytes) = buf.get(..len) else {
+            return Ok(());
+        };
+        // What is not STUN, DTLS, RTP or RTCP is dropped, as browsers do.
+        let Ok(receive) = Receive::new(Protocol::Udp, from, self.local, bytes) else {
+            return Ok(());
+        };
+        self.remote = Some(from);
+        self.rtc
+            .handle_input(Input::Receive(Instant::now(), receive))?;
+        Ok(())
+    }
+}
+
+/// One light participant; the same contract as [`crate::peer::participant`] (over UDP only).
+///
+/// # Errors
+/// When str0m or the socket fails, the server sends `error` (unless tolerated) or breaks the
+/// protocol, the transport is not UDP, or the deadline passes first.
+pub async fn participant(
+    options: Options,
+    rtp: Arc<RtpMedia>,
+    seen: Arc<Seen>,
+    mut inject: mpsc::Receiver<Message>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), PeerError> {
+    if options.transport != Transport::Udp {
+        return Err(PeerError::Protocol("the str0m peer runs over UDP only"));
+    }
+    let relay = match options.impair {
+        Some(impairment) => {
+            let relay = Relay::start(impairment).await?;
+            let _ = seen.relay.set(Arc::clone(&relay.stats));
+            Some(relay)
+        }
+        None => None,
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = socket.local_addr()?;
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .set_crypto_provider(crypto())
+        .build(Instant::now());
+    let candidate = Candidate::host(local, "udp").map_err(str0m::RtcError::from)?;
+    rtc.add_local_candidate(candidate);
+
+    let mut api = rtc.sdp_api();
+    let audio_mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let layered = rtp.video.iter().any(|(rid, _)| rid.is_some());
+    let simulcast = layered.then(|| {
+        let mut layers = Simulcast::new();
+        for (rid, _) in &rtp.video {
+            if let Some(rid) = rid {
+                layers.add_send_layer(SimulcastLayer::new(rid));
+            }
+        }
+        layers
+    });
+    let video_mid = (!rtp.video.is_empty())
+        .then(|| api.add_media(MediaKind::Video, Direction::SendRecv, None, None, simulcast));
+    let Some((offer, pending)) = api.apply() else {
+        return Err(PeerError::Protocol("str0m made no offer"));
+    };
+    let mut session = Session {
+        rtc,
+        socket,
+        local,
+        remote: None,
+        timeout: Instant::now(),
+        connected: false,
+        tracks: HashMap::new(),
+    };
+    let result = run(
+        &mut session,
+        &options,
+        relay.as_ref(),
+        (offer.to_sdp_string(), pending),
+        (audio_mid, video_mid),
+        &rtp,
+        &seen,
+        &mut inject,
+        &mut stop,
+    )
+    .await;
+    session.rtc.disconnect();
+    let _ = session.drain(&seen).await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    session: &mut Session,
+    options: &Options,
+    relay: Option<&Relay>,
+    (offer, pending): (String, SdpPendingOffer),
+    (audio_mid, video_mid): (Mid, Option<Mid>),
+    rtp: &RtpMedia,
+    seen: &Seen,
+    inject: &mut mpsc::Receiver<Message>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), PeerError> {
+    let (ws, _) = tokio_tungstenite::connect_async(options.signaling_url.as_str()).await?;
+    let (mut tx, mut rx) = ws.split();
+    let send = |value: Value| Message::Text(value.to_string().into());
+    tx.send(send(
+        json!({"type": "join", "grant": options.grant, "offer": offer}),
+    ))
+    .await?;
+    let mut pending = Some(pending);
+    let mut senders: Vec<Sender> = Vec::new();
+    let mut stopped = *stop.borrow();
+    let deadline = tokio::time::Instant::from_std(options.deadline);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        session.drain(seen).await?;
+        if session.connected && senders.is_empty() && !stopped {
+            let now = Instant::now();
+            senders.push(Sender::new(audio_mid, None, rtp.audio.clone(), now));
+            if let Some(mid) = video_mid {
+                for (rid, stream) in &rtp.video {
+                    senders.push(Sender::new(mid, *rid, stream.clone(), now));
+                }
+            }
+        }
+        let media_due = (!stopped)
+            .then(|| senders.iter().map(|s| s.next).min())
+            .flatten();
+        let wake = media_due.map_or(session.timeout, |due| due.min(session.timeout));
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Err(PeerError::Deadline),
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                let now = Instant::now();
+                if !stopped {
+                    send_due(session, &mut senders, now);
+                }
+                if session.timeout <= now {
+                    session.rtc.handle_input(Input::Timeout(now))?;
+                }
+            }
+            received = session.socket.recv_from(&mut buf) => {
+                let (len, from) = received?;
+                session.receive(len, from, &buf)?;
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    stopped = true;
+                }
+            }
+            Some(frame) = inject.recv() => tx.send(frame).await?,
+            frame = rx.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(close))) => {
+                        let code = close.map_or(1005, |c| u16::from(c.code));
+                        seen.close_code.store(code, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(error)) => return Err(error.into()),
+                    None => return Ok(()),
+                };
+                let message: Value = serde_json::from_str(text.as_str())?;
+                let rewrite = |sdp: &str| relay.map_or_else(|| sdp.to_owned(), |relay| relay.rewrite_sdp(sdp));
+                match message["type"].as_str() {
+                    Some("joined") => {
+                        seen.joined.store(true, Ordering::Relaxed);
+                        if options.admits {
+                            for other in message["participants"].as_array().into_iter().flatten() {
+                                if other["waiting"] == json!(true) {
+                                    tx.send(send(json!({"type": "admit", "participant": other["participant"]}))).await?;
+                                }
+                            }
+                        }
+                    }
+                    Some("answer") => {
+                        let sdp = rewrite(message["sdp"].as_str().ok_or(PeerError::Protocol("answer without sdp"))?);
+                        let answer = SdpAnswer::from_sdp_string(&sdp).map_err(str0m::RtcError::from)?;
+                        let pending = pending.take().ok_or(PeerError::Protocol("answer without an offer"))?;
+                        session.rtc.sdp_api().accept_answer(pending, answer)?;
+                    }
+                    Some("offer") => {
+                        let sdp = rewrite(message["sdp"].as_str().ok_or(PeerError::Protocol("offer without sdp"))?);
+                        let offer = SdpOffer::from_sdp_string(&sdp).map_err(str0m::RtcError::from)?;
+                        let answer = session.rtc.sdp_api().accept_offer(offer)?;
+                        tx.send(send(json!({"type": "answer", "sdp": answer.to_sdp_string()}))).await?;
+                    }
+                    Some("participant_waiting") if options.admits => {
+                        tx.send(send(json!({"type": "admit", "participant": message["participant"]}))).await?;
+                    }
+                    Some("visit_ended") => seen.visit_ended.store(true, Ordering::Relaxed),
+                    Some("track_paused") => { seen.paused.fetch_add(1, Ordering::Relaxed); }
+                    Some("track_resumed") => { seen.resumed.fetch_add(1, Ordering::Relaxed); }
+                    Some("error") => {
+                        seen.errors.fetch_add(1, Ordering::Relaxed);
+                        let code = message["code"].as_str().unwrap_or("unknown").to_owned();
+                        if let Ok(mut first) = seen.first_error.lock() {
+                            first.get_or_insert_with(|| code.clone());
+                        }
+                        if !options.tolerate_errors {
+                            return Err(PeerError::Signaling {
+                                code,
+                                message: message["message"].as_str().unwrap_or_default().to_owned(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Writes every frame that is due, each stream with its negotiated payload type.
+fn send_due(session: &mut Session, senders: &mut [Sender], now: Instant) {
+    for sender in senders.iter_mut().filter(|s| s.next <= now) {
+        let codec = if sender.stream.vp8 {
+            Codec::Vp8
+        } else {
+            Codec::Opus
+        };
+        let Some(params) = session
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .copied()
+        else {
+            continue;
+        };
+        sender.send(&mut session.rtc, params, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Video;
+
+    #[test]
+    fn vp8_frames_are_cut_behind_a_descriptor_and_keyframes_still_show_their_width() {
+        let media = Media::builtin(Video::P360).expect("built-in media");
+        let rtp = RtpMedia::cut(&media);
+        let (rid, video) = &rtp.video[0];
+        assert_eq!(*rid, None);
+        let source = media.video.as_ref().expect("video");
+        assert_eq!(video.frames.len(), source.frames.len());
+        for (cut, frame) in video.frames.iter().zip(source.frames.iter()) {
+            assert!(cut.payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
+            let body: usize = cut.payloads.iter().map(|p| p.len() - 4).sum();
+            assert_eq!(
+                body,
+                frame.data.len(),
+                "every byte of the frame is sent once"
+            );
+            assert_eq!(cut.payloads[0][0], 0x90, "X and S on the first packet");
+            assert!(cut.payloads[1..].iter().all(|p| p[0] == 0x80));
+        }
+        assert_eq!(
+            vp8_keyframe_width(&video.frames[0].payloads[0]),
+            Some(640),
+            "the sample starts with a keyframe the receiver can size"
+        );
+        assert_eq!(rtp.audio.frames.len(), media.audio.frames.len());
+        assert!(!rtp.audio.vp8 && video.vp8);
+    }
+
+    #[test]
+    fn simulcast_media_is_cut_per_layer_with_its_rid() {
+        let media = Media::builtin_simulcast().expect("built-in media");
+        let rtp = RtpMedia::cut(&media);
+        let rids: Vec<_> = rtp.video.iter().map(|(rid, _)| *rid).collect();
+        assert_eq!(rids, [Some("q"), Some("h"), Some("f")]);
+    }
+}
