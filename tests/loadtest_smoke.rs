@@ -98,10 +98,11 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
 }
 
 /// The light peers of capacity runs (`--peer str0m`, the default): every peer joins and gets
-/// the other's audio and 640-wide video, and, sending transport-wide feedback as browsers do,
-/// lets the SFU estimate its downlink (webrtc-rs peers send none).
+/// the other's audio and 640-wide video, with RTT from its receiver reports; behind an
+/// impaired path the patients send transport-wide feedback, and the SFU estimates their
+/// downlinks and pauses their video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn light_str0m_peers_join_receive_and_are_estimated() -> TestResult {
+async fn light_str0m_peers_join_receive_and_adapt_behind_a_weak_link() -> TestResult {
     let _turn = ONE_RUN_AT_A_TIME.lock().await;
     let server = Server::start(signaling::Limits::default()).await?;
     let mut config = run_config(&server, 3, Duration::from_secs(8), Transport::Udp);
@@ -123,9 +124,24 @@ async fn light_str0m_peers_join_receive_and_are_estimated() -> TestResult {
     );
     assert!(report.rtt_ms.samples > 0, "{summary}");
     assert!(summary.contains("from str0m peers"), "{summary}");
+    assert!(
+        report.generator.frames_skipped_pct.is_some(),
+        "light peers count the frames they send: {summary}"
+    );
+
+    config.visits = 2;
+    config.impair = Some("rate=300kbit,loss=2%,delay=40ms,jitter=5ms".parse()?);
+    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
+    let summary = report.table();
+    println!("{summary}");
+    assert_eq!(report.visits.joined, 2, "{summary}");
+    let behind = report.impaired.as_ref().ok_or("no impaired section")?;
+    assert!(behind.audio.packets > 500, "{summary}");
+    assert!(behind.paused >= 2, "each patient's video paused: {summary}");
     let metrics = server.get_text("/metrics").await?;
     let estimates = common::metric_sum(&metrics, "bedside_sfu_subscriber_bandwidth_bps_count", "");
-    assert!(estimates > 0.0, "the SFU estimated the peers' downlinks");
+    assert!(estimates > 0.0, "the SFU estimated the patients' downlinks");
     Ok(())
 }
 

@@ -7,9 +7,8 @@
 //! runs need `--peer webrtc-rs`.
 //!
 //! What it leaves out, as the webrtc-rs peer does: it ignores keyframe requests (the samples
-//! loop with their own keyframes) and decodes nothing. What it does like a browser: NACK,
-//! RTCP reports and transport-wide feedback (str0m's defaults), so the SFU estimates every
-//! subscriber's downlink, as it does for Chromium.
+//! loop with their own keyframes), decodes nothing, and sends transport-wide feedback only
+//! behind an impaired path (`--impair`). What it does like a browser: NACK and RTCP reports.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::rtp::{Extension, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -41,6 +40,8 @@ use crate::stats::RxStream;
 const MAX_PAYLOAD: usize = 1000;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
+/// How late a frame may be before the peer skips ahead to its schedule (and counts it).
+const BEHIND: Duration = Duration::from_millis(200);
 
 /// str0m's crypto (aws-lc-rs), made once per process: every peer's DTLS certificate is
 /// still its own.
@@ -157,10 +158,11 @@ impl Sender {
         }
     }
 
-    /// Writes the frame that is due to `rtc` and moves to the next one.
-    fn send(&mut self, rtc: &mut Rtc, pt: str0m::format::PayloadParams, now: Instant) {
+    /// Writes the frame that is due to `rtc` and moves to the next one; returns how many
+    /// frames it skipped to catch up with its schedule.
+    fn send(&mut self, rtc: &mut Rtc, pt: str0m::format::PayloadParams, now: Instant) -> u64 {
         let Some(frame) = self.stream.frames.get(self.frame).cloned() else {
-            return;
+            return 0;
         };
         let last = frame.payloads.len().saturating_sub(1);
         let mut api = rtc.direct_api();
@@ -183,11 +185,15 @@ impl Sender {
         self.rtp_time = self.rtp_time.wrapping_add(frame.ticks);
         self.frame = (self.frame + 1) % self.stream.frames.len().max(1);
         let rate = u64::from(self.stream.clock_rate.max(1));
-        self.next += Duration::from_nanos(u64::from(frame.ticks) * 1_000_000_000 / rate);
+        let period = Duration::from_nanos(u64::from(frame.ticks) * 1_000_000_000 / rate);
+        self.next += period;
         // A peer that fell behind (a busy generator) skips ahead instead of bursting.
-        if self.next + Duration::from_millis(200) < now {
+        if self.next + BEHIND < now {
+            let skipped = (now - self.next).as_nanos() / period.as_nanos().max(1);
             self.next = now;
+            return u64::try_from(skipped).unwrap_or(u64::MAX);
         }
+        0
     }
 }
 
@@ -320,13 +326,24 @@ pub async fn participant(
     };
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
     let local = socket.local_addr()?;
-    let mut rtc = Rtc::builder()
+    // The MID and RID extensions name every stream and simulcast layer. Transport-wide
+    // feedback only behind an impaired path, as the webrtc-rs peer does: there it lets the
+    // SFU estimate the peer's downlink, which is what such a run is for; elsewhere it would
+    // add feedback, probes and pacing to both sides of a run that measures forwarding.
+    let mut builder = Rtc::builder()
         .set_rtp_mode(true)
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
-        .set_crypto_provider(crypto())
-        .build(Instant::now());
+        .clear_extension_map()
+        .set_extension(4, Extension::RtpMid)
+        .set_extension(10, Extension::RtpStreamId)
+        .set_extension(11, Extension::RepairedRtpStreamId)
+        .set_crypto_provider(crypto());
+    if relay.is_some() {
+        builder = builder.set_extension(3, Extension::TransportSequenceNumber);
+    }
+    let mut rtc = builder.build(Instant::now());
     let candidate = Candidate::host(local, "udp").map_err(str0m::RtcError::from)?;
     rtc.add_local_candidate(candidate);
 
@@ -417,7 +434,7 @@ async fn run(
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                 let now = Instant::now();
                 if !stopped {
-                    send_due(session, &mut senders, now);
+                    send_due(session, &mut senders, now, seen);
                 }
                 if session.timeout <= now {
                     session.rtc.handle_input(Input::Timeout(now))?;
@@ -497,7 +514,7 @@ async fn run(
 }
 
 /// Writes every frame that is due, each stream with its negotiated payload type.
-fn send_due(session: &mut Session, senders: &mut [Sender], now: Instant) {
+fn send_due(session: &mut Session, senders: &mut [Sender], now: Instant, seen: &Seen) {
     for sender in senders.iter_mut().filter(|s| s.next <= now) {
         let codec = if sender.stream.vp8 {
             Codec::Vp8
@@ -512,7 +529,9 @@ fn send_due(session: &mut Session, senders: &mut [Sender], now: Instant) {
         else {
             continue;
         };
-        sender.send(&mut session.rtc, params, now);
+        let skipped = sender.send(&mut session.rtc, params, now);
+        seen.frames_sent.fetch_add(1, Ordering::Relaxed);
+        seen.frames_skipped.fetch_add(skipped, Ordering::Relaxed);
     }
 }
 

@@ -6,7 +6,7 @@
 //! tests use it, and the load generator with `--peer webrtc-rs` (capacity runs use the light
 //! str0m peer of [`crate::lite`], which shares its [`Options`] and [`Seen`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -187,6 +187,11 @@ pub struct Seen {
     pub resumed: AtomicU32,
     /// The impairment relay's counters, when the peer runs behind one.
     pub relay: OnceLock<Arc<crate::impair::RelayStats>>,
+    /// Media frames a light peer sent (webrtc-rs peers do not count theirs).
+    pub frames_sent: AtomicU64,
+    /// Media frames a light peer skipped because it was more than 200 ms behind its
+    /// schedule: a generator short of CPU sends less than the media's rate, and says so.
+    pub frames_skipped: AtomicU64,
 }
 
 impl Seen {

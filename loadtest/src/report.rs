@@ -171,6 +171,10 @@ pub struct Generator {
     pub cpu_pct_peak: f64,
     /// Highest resident set size sampled, in MiB.
     pub rss_mb_peak: f64,
+    /// Light peers: the share of media frames skipped because a peer fell more than 200 ms
+    /// behind its schedule, in percent (the generator was short of CPU and sent less than
+    /// the media's rate); `None` for webrtc-rs peers, which do not count.
+    pub frames_skipped_pct: Option<f64>,
 }
 
 /// How the run was made.
@@ -382,8 +386,16 @@ impl Report {
         row(
             "generator",
             format!(
-                "CPU {:.0}% (peak {:.0}%), RSS peak {:.1} MiB",
-                self.generator.cpu_pct, self.generator.cpu_pct_peak, self.generator.rss_mb_peak
+                "CPU {:.0}% (peak {:.0}%), RSS peak {:.1} MiB{}",
+                self.generator.cpu_pct,
+                self.generator.cpu_pct_peak,
+                self.generator.rss_mb_peak,
+                match self.generator.frames_skipped_pct {
+                    Some(pct) if pct > 0.0 => {
+                        format!(", {pct:.2}% of frames skipped behind schedule (short of CPU)")
+                    }
+                    _ => String::new(),
+                }
             ),
         );
         row(

@@ -132,6 +132,8 @@ struct PeerOutcome {
     resumed: u64,
     /// Its relay's (delivered, lost, overflowed) downlink datagrams.
     relay: (u64, u64, u64),
+    /// Media frames it sent and frames it skipped behind schedule (light peers).
+    frames: (u64, u64),
 }
 
 /// How one visit did.
@@ -372,6 +374,10 @@ async fn visit_inner(
             streams: seen.streams(),
             path: seen.selected.get().map(|pair| pair.local_path.clone()),
             impaired: seen.relay.get().is_some(),
+            frames: (
+                seen.frames_sent.load(Ordering::Relaxed),
+                seen.frames_skipped.load(Ordering::Relaxed),
+            ),
             paused: u64::from(seen.paused.load(Ordering::Relaxed)),
             resumed: u64::from(seen.resumed.load(Ordering::Relaxed)),
             relay,
@@ -793,13 +799,25 @@ fn build_report(
                 .and_then(|start| efficiency(idle, start, &window_end, visits_joined)),
         })
     });
+    let (sent, skipped) = outcomes
+        .iter()
+        .flat_map(|o| &o.peers)
+        .fold((0, 0), |(sent, skipped), p| {
+            (sent + p.frames.0, skipped + p.frames.1)
+        });
+    let frames_skipped_pct =
+        (sent + skipped > 0).then(|| skipped as f64 / (sent + skipped) as f64 * 100.0);
     let generator = cpu_figures(samples, |s| s.2, hold_start, hold_end)
         .map(|(cpu_pct, cpu_pct_peak, rss_mb_peak)| Generator {
             cpu_pct,
             cpu_pct_peak,
             rss_mb_peak,
+            frames_skipped_pct,
         })
-        .unwrap_or_default();
+        .unwrap_or(Generator {
+            frames_skipped_pct,
+            ..Generator::default()
+        });
 
     Report {
         visits: Visits {
