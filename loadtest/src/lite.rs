@@ -32,7 +32,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::impair::Relay;
 use crate::media::{Media, Stream, vp8_keyframe_width};
-use crate::peer::{Options, PeerError, RemoteTrack, Seen, SelectedPair, Transport};
+use crate::peer::{
+    Options, PeerError, RemoteTrack, Seen, SelectedPair, Signal, Transport, read_signal,
+};
 use crate::stats::RxStream;
 
 /// The largest RTP payload cut from a video frame: with the RTP header, SRTP tag and
@@ -462,51 +464,23 @@ async fn run(
                     Some(Err(error)) => return Err(error.into()),
                     None => return Ok(()),
                 };
-                let message: Value = serde_json::from_str(text.as_str())?;
-                let rewrite = |sdp: &str| relay.map_or_else(|| sdp.to_owned(), |relay| relay.rewrite_sdp(sdp));
-                match message["type"].as_str() {
-                    Some("joined") => {
-                        seen.joined.store(true, Ordering::Relaxed);
-                        if options.admits {
-                            for other in message["participants"].as_array().into_iter().flatten() {
-                                if other["waiting"] == json!(true) {
-                                    tx.send(send(json!({"type": "admit", "participant": other["participant"]}))).await?;
-                                }
-                            }
-                        }
-                    }
-                    Some("answer") => {
-                        let sdp = rewrite(message["sdp"].as_str().ok_or(PeerError::Protocol("answer without sdp"))?);
+                match read_signal(text.as_str(), options.admits, options.tolerate_errors, relay, seen)? {
+                    Signal::Answer(sdp) => {
                         let answer = SdpAnswer::from_sdp_string(&sdp).map_err(str0m::RtcError::from)?;
                         let pending = pending.take().ok_or(PeerError::Protocol("answer without an offer"))?;
                         session.rtc.sdp_api().accept_answer(pending, answer)?;
                     }
-                    Some("offer") => {
-                        let sdp = rewrite(message["sdp"].as_str().ok_or(PeerError::Protocol("offer without sdp"))?);
+                    Signal::Offer(sdp) => {
                         let offer = SdpOffer::from_sdp_string(&sdp).map_err(str0m::RtcError::from)?;
                         let answer = session.rtc.sdp_api().accept_offer(offer)?;
                         tx.send(send(json!({"type": "answer", "sdp": answer.to_sdp_string()}))).await?;
                     }
-                    Some("participant_waiting") if options.admits => {
-                        tx.send(send(json!({"type": "admit", "participant": message["participant"]}))).await?;
-                    }
-                    Some("visit_ended") => seen.visit_ended.store(true, Ordering::Relaxed),
-                    Some("track_paused") => { seen.paused.fetch_add(1, Ordering::Relaxed); }
-                    Some("track_resumed") => { seen.resumed.fetch_add(1, Ordering::Relaxed); }
-                    Some("error") => {
-                        seen.errors.fetch_add(1, Ordering::Relaxed);
-                        let code = message["code"].as_str().unwrap_or("unknown").to_owned();
-                        if let Ok(mut first) = seen.first_error.lock() {
-                            first.get_or_insert_with(|| code.clone());
-                        }
-                        if !options.tolerate_errors {
-                            return Err(PeerError::Signaling {
-                                code,
-                                message: message["message"].as_str().unwrap_or_default().to_owned(),
-                            });
+                    Signal::Reply(frames) => {
+                        for frame in frames {
+                            tx.send(frame).await?;
                         }
                     }
-                    _ => {}
+                    Signal::Nothing => {}
                 }
             }
         }

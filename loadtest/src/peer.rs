@@ -761,66 +761,123 @@ async fn run_peer(
                     Some(Err(error)) => return Err(error.into()),
                     None => return Ok(()),
                 };
-                let message: Value = serde_json::from_str(text.as_str())?;
-                match message["type"].as_str() {
-                    Some("joined") => {
-                        seen.joined.store(true, Ordering::Relaxed);
-                        if admits {
-                            for other in message["participants"].as_array().into_iter().flatten() {
-                                if other["waiting"] == json!(true) {
-                                    tx.send(send(json!({"type": "admit", "participant": other["participant"]}))).await?;
-                                }
-                            }
-                        }
-                    }
-                    Some("answer") => {
-                        let sdp = message["sdp"].as_str().ok_or(PeerError::Protocol("answer without sdp"))?;
-                        let sdp = &relay.map_or_else(|| sdp.to_owned(), |relay| relay.rewrite_sdp(sdp));
-                        let ufrag = sdp
-                            .lines()
-                            .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
-                            .map(str::to_owned);
-                        if let Ok(mut slot) = seen.server_ufrag.lock() {
-                            *slot = ufrag;
-                        }
-                        pc.set_remote_description(RTCSessionDescription::answer(sdp.to_owned())?).await?;
+                match read_signal(text.as_str(), admits, tolerate_errors, relay, seen)? {
+                    Signal::Answer(sdp) => {
+                        pc.set_remote_description(RTCSessionDescription::answer(sdp.clone())?).await?;
                         if transport == Transport::Tcp {
-                            connect_tcp_candidates(pc, sdp).await?;
+                            connect_tcp_candidates(pc, &sdp).await?;
                         }
                     }
-                    Some("offer") => {
-                        let sdp = message["sdp"].as_str().ok_or(PeerError::Protocol("offer without sdp"))?;
-                        let sdp = &relay.map_or_else(|| sdp.to_owned(), |relay| relay.rewrite_sdp(sdp));
-                        pc.set_remote_description(RTCSessionDescription::offer(sdp.to_owned())?).await?;
+                    Signal::Offer(sdp) => {
+                        pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
                         let answer = pc.create_answer(None).await?;
                         pc.set_local_description(answer).await?;
                         let answer = pc.local_description().await.ok_or(PeerError::Protocol("no local answer"))?;
                         tx.send(send(json!({"type": "answer", "sdp": answer.sdp}))).await?;
                     }
-                    Some("participant_waiting") if admits => {
-                        tx.send(send(json!({"type": "admit", "participant": message["participant"]}))).await?;
-                    }
-                    Some("visit_ended") => seen.visit_ended.store(true, Ordering::Relaxed),
-                    Some("track_paused") => { seen.paused.fetch_add(1, Ordering::Relaxed); }
-                    Some("track_resumed") => { seen.resumed.fetch_add(1, Ordering::Relaxed); }
-                    Some("error") => {
-                        seen.errors.fetch_add(1, Ordering::Relaxed);
-                        let code = message["code"].as_str().unwrap_or("unknown").to_owned();
-                        if let Ok(mut first) = seen.first_error.lock() {
-                            first.get_or_insert_with(|| code.clone());
-                        }
-                        if !tolerate_errors {
-                            return Err(PeerError::Signaling {
-                                code,
-                                message: message["message"].as_str().unwrap_or_default().to_owned(),
-                            });
+                    Signal::Reply(frames) => {
+                        for frame in frames {
+                            tx.send(frame).await?;
                         }
                     }
-                    _ => {}
+                    Signal::Nothing => {}
                 }
             }
         }
     }
+}
+
+/// What a server frame asks of a peer, once what the frame only reports is counted in
+/// [`Seen`].
+pub(crate) enum Signal {
+    /// The server's answer to the peer's offer (pointed at the relay when there is one).
+    Answer(String),
+    /// A server offer for the peer to answer (likewise).
+    Offer(String),
+    /// Frames to send back: `admit` for whoever waits, when the peer admits.
+    Reply(Vec<Message>),
+    /// Nothing.
+    Nothing,
+}
+
+/// Reads one text frame from the server, the same for both peers' stacks.
+///
+/// # Errors
+/// When the frame is not JSON, an SDP message has no `sdp`, or the server sent `error` and
+/// errors are not tolerated.
+pub(crate) fn read_signal(
+    text: &str,
+    admits: bool,
+    tolerate_errors: bool,
+    relay: Option<&Relay>,
+    seen: &Seen,
+) -> Result<Signal, PeerError> {
+    let message: Value = serde_json::from_str(text)?;
+    let admit = |participant: &Value| {
+        Message::Text(
+            json!({"type": "admit", "participant": participant})
+                .to_string()
+                .into(),
+        )
+    };
+    let sdp = |missing: &'static str| {
+        let sdp = message["sdp"]
+            .as_str()
+            .ok_or(PeerError::Protocol(missing))?;
+        Ok::<_, PeerError>(relay.map_or_else(|| sdp.to_owned(), |relay| relay.rewrite_sdp(sdp)))
+    };
+    Ok(match message["type"].as_str() {
+        Some("joined") => {
+            seen.joined.store(true, Ordering::Relaxed);
+            let waiting = (message["participants"].as_array().into_iter().flatten())
+                .filter(|other| admits && other["waiting"] == json!(true))
+                .map(|other| admit(&other["participant"]))
+                .collect();
+            Signal::Reply(waiting)
+        }
+        Some("answer") => {
+            let sdp = sdp("answer without sdp")?;
+            let ufrag = sdp
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+                .map(str::to_owned);
+            if let Ok(mut slot) = seen.server_ufrag.lock() {
+                *slot = ufrag;
+            }
+            Signal::Answer(sdp)
+        }
+        Some("offer") => Signal::Offer(sdp("offer without sdp")?),
+        Some("participant_waiting") if admits => {
+            Signal::Reply(vec![admit(&message["participant"])])
+        }
+        Some("visit_ended") => {
+            seen.visit_ended.store(true, Ordering::Relaxed);
+            Signal::Nothing
+        }
+        Some("track_paused") => {
+            seen.paused.fetch_add(1, Ordering::Relaxed);
+            Signal::Nothing
+        }
+        Some("track_resumed") => {
+            seen.resumed.fetch_add(1, Ordering::Relaxed);
+            Signal::Nothing
+        }
+        Some("error") => {
+            seen.errors.fetch_add(1, Ordering::Relaxed);
+            let code = message["code"].as_str().unwrap_or("unknown").to_owned();
+            if let Ok(mut first) = seen.first_error.lock() {
+                first.get_or_insert_with(|| code.clone());
+            }
+            if !tolerate_errors {
+                return Err(PeerError::Signaling {
+                    code,
+                    message: message["message"].as_str().unwrap_or_default().to_owned(),
+                });
+            }
+            Signal::Nothing
+        }
+        _ => Signal::Nothing,
+    })
 }
 
 #[cfg(test)]
