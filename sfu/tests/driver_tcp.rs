@@ -425,6 +425,45 @@ async fn two_tcp_only_clients_exchange_audio_through_the_rooms_worker() {
     assert_eq!(other.connections, 0, "the other worker got nothing");
 }
 
+/// Thousands of connections from many places meet the total cap rather than the per-IP one:
+/// with room for six, a flood of 200 is refused and counted at accept while the visit's two
+/// connections keep forwarding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_the_total_cap_is_refused_and_counted_while_media_flows() {
+    let limits = TcpLimits {
+        max_connections: 6,
+        max_connections_per_ip: 1000,
+        ..TcpLimits::default()
+    };
+    let mut visit = Visit::start(limits).await;
+    visit.join(80, None).await;
+    visit.join(80, None).await;
+    visit
+        .run_until(Duration::from_secs(10), |clients| {
+            clients.iter().all(|c| c.received >= 25)
+        })
+        .await;
+    let server = visit.front.local_addr();
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(server).await {
+            flood.push(stream);
+        }
+    }
+    let before: Vec<_> = visit.clients.iter().map(|c| c.received).collect();
+    visit.run_for(Duration::from_secs(2)).await;
+    let after: Vec<_> = visit.clients.iter().map(|c| c.received).collect();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| *a >= b + 25),
+        "media kept flowing: {before:?} → {after:?}"
+    );
+    drop(flood);
+    let counts = visit.front.counts();
+    assert!(counts.refused_total >= 190, "the flood: {counts:?}");
+    assert_eq!(counts.refused_per_ip, 0, "{counts:?}");
+    assert_eq!(counts.adopted, 2, "{counts:?}");
+}
+
 /// Opens a connection to `server` and writes `bytes`, keeping the connection open.
 async fn connect_and_send(server: SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(server)
