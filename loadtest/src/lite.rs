@@ -22,7 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{Value, json};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::impair::Relay;
 use crate::media::{Media, Stream, vp8_keyframe_width};
 use crate::peer::{
-    Options, PeerError, RemoteTrack, Seen, SelectedPair, Signal, Transport, read_signal,
+    Options, PeerError, RemoteTrack, Seen, SelectedPair, Signal, Transport, read_frame,
 };
 use crate::stats::RxStream;
 
@@ -138,6 +138,8 @@ fn cut_vp8(stream: &Stream) -> RtpStream {
 struct Sender {
     mid: Mid,
     rid: Option<Rid>,
+    /// Its codec's payload type in the negotiated session.
+    pt: Pt,
     stream: RtpStream,
     frame: usize,
     seq: u64,
@@ -147,22 +149,32 @@ struct Sender {
 }
 
 impl Sender {
-    fn new(mid: Mid, rid: Option<&str>, stream: RtpStream, start: Instant) -> Sender {
-        Sender {
+    /// A sender for `stream` on `mid` (and `rid`), or `None` when the session negotiated
+    /// no payload type for its codec.
+    fn new(
+        rtc: &Rtc,
+        (mid, rid): (Mid, Option<&str>),
+        stream: RtpStream,
+        start: Instant,
+    ) -> Option<Sender> {
+        let codec = if stream.vp8 { Codec::Vp8 } else { Codec::Opus };
+        let pt = rtc.codec_config().find(|p| p.spec().codec == codec)?.pt();
+        Some(Sender {
             mid,
             rid: rid.map(Rid::from),
+            pt,
             stream,
             frame: 0,
             seq: u64::from(rand::random::<u16>()),
             rtp_time: rand::random(),
             picture_id: rand::random::<u16>() & 0x7fff,
             next: start,
-        }
+        })
     }
 
     /// Writes the frame that is due to `rtc` and moves to the next one; returns how many
     /// frames it skipped to catch up with its schedule.
-    fn send(&mut self, rtc: &mut Rtc, pt: str0m::format::PayloadParams, now: Instant) -> u64 {
+    fn send(&mut self, rtc: &mut Rtc, now: Instant) -> u64 {
         let Some(frame) = self.stream.frames.get(self.frame).cloned() else {
             return 0;
         };
@@ -176,7 +188,7 @@ impl Sender {
                     bytes[3] = self.picture_id as u8;
                 }
                 tx.write_rtp(
-                    RtpWrite::new(pt.pt(), self.seq.into(), self.rtp_time, now, bytes)
+                    RtpWrite::new(self.pt, self.seq.into(), self.rtp_time, now, bytes)
                         .marker(index == last)
                         .nackable(self.stream.vp8),
                 );
@@ -420,12 +432,14 @@ async fn run(
         session.drain(seen).await?;
         if session.connected && senders.is_empty() && !stopped {
             let now = Instant::now();
-            senders.push(Sender::new(audio_mid, None, rtp.audio.clone(), now));
-            if let Some(mid) = video_mid {
-                for (rid, stream) in &rtp.video {
-                    senders.push(Sender::new(mid, *rid, stream.clone(), now));
-                }
-            }
+            let rtc = &session.rtc;
+            let video = video_mid
+                .into_iter()
+                .flat_map(|mid| (rtp.video.iter()).map(move |(rid, stream)| ((mid, *rid), stream)));
+            senders = std::iter::once(((audio_mid, None), &rtp.audio))
+                .chain(video)
+                .filter_map(|(ids, stream)| Sender::new(rtc, ids, stream.clone(), now))
+                .collect();
         }
         let media_due = (!stopped)
             .then(|| senders.iter().map(|s| s.next).min())
@@ -453,18 +467,7 @@ async fn run(
             }
             Some(frame) = inject.recv() => tx.send(frame).await?,
             frame = rx.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(close))) => {
-                        let code = close.map_or(1005, |c| u16::from(c.code));
-                        seen.close_code.store(code, Ordering::Relaxed);
-                        return Ok(());
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(error)) => return Err(error.into()),
-                    None => return Ok(()),
-                };
-                match read_signal(text.as_str(), options.admits, options.tolerate_errors, relay, seen)? {
+                match read_frame(frame, options.admits, options.tolerate_errors, relay, seen)? {
                     Signal::Answer(sdp) => {
                         let answer = SdpAnswer::from_sdp_string(&sdp).map_err(str0m::RtcError::from)?;
                         let pending = pending.take().ok_or(PeerError::Protocol("answer without an offer"))?;
@@ -480,6 +483,7 @@ async fn run(
                             tx.send(frame).await?;
                         }
                     }
+                    Signal::Closed => return Ok(()),
                     Signal::Nothing => {}
                 }
             }
@@ -487,23 +491,10 @@ async fn run(
     }
 }
 
-/// Writes every frame that is due, each stream with its negotiated payload type.
+/// Writes every frame that is due.
 fn send_due(session: &mut Session, senders: &mut [Sender], now: Instant, seen: &Seen) {
     for sender in senders.iter_mut().filter(|s| s.next <= now) {
-        let codec = if sender.stream.vp8 {
-            Codec::Vp8
-        } else {
-            Codec::Opus
-        };
-        let Some(params) = session
-            .rtc
-            .codec_config()
-            .find(|p| p.spec().codec == codec)
-            .copied()
-        else {
-            continue;
-        };
-        let skipped = sender.send(&mut session.rtc, params, now);
+        let skipped = sender.send(&mut session.rtc, now);
         seen.frames_sent.fetch_add(1, Ordering::Relaxed);
         seen.frames_skipped.fetch_add(skipped, Ordering::Relaxed);
     }

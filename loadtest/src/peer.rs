@@ -750,18 +750,7 @@ async fn run_peer(
                 }
             }
             frame = rx.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(close))) => {
-                        let code = close.map_or(1005, |c| u16::from(c.code));
-                        seen.close_code.store(code, Ordering::Relaxed);
-                        return Ok(());
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(error)) => return Err(error.into()),
-                    None => return Ok(()),
-                };
-                match read_signal(text.as_str(), admits, tolerate_errors, relay, seen)? {
+                match read_frame(frame, admits, tolerate_errors, relay, seen)? {
                     Signal::Answer(sdp) => {
                         pc.set_remote_description(RTCSessionDescription::answer(sdp.clone())?).await?;
                         if transport == Transport::Tcp {
@@ -780,6 +769,7 @@ async fn run_peer(
                             tx.send(frame).await?;
                         }
                     }
+                    Signal::Closed => return Ok(()),
                     Signal::Nothing => {}
                 }
             }
@@ -796,23 +786,36 @@ pub(crate) enum Signal {
     Offer(String),
     /// Frames to send back: `admit` for whoever waits, when the peer admits.
     Reply(Vec<Message>),
+    /// The server closed the socket (its close code is in [`Seen`]): the peer is done.
+    Closed,
     /// Nothing.
     Nothing,
 }
 
-/// Reads one text frame from the server, the same for both peers' stacks.
+/// Reads one frame from the server's socket, the same for both peers' stacks.
 ///
 /// # Errors
-/// When the frame is not JSON, an SDP message has no `sdp`, or the server sent `error` and
-/// errors are not tolerated.
-pub(crate) fn read_signal(
-    text: &str,
+/// When the socket fails, a text frame is not JSON, an SDP message has no `sdp`, or the
+/// server sent `error` and errors are not tolerated.
+pub(crate) fn read_frame(
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
     admits: bool,
     tolerate_errors: bool,
     relay: Option<&Relay>,
     seen: &Seen,
 ) -> Result<Signal, PeerError> {
-    let message: Value = serde_json::from_str(text)?;
+    let text = match frame {
+        Some(Ok(Message::Text(text))) => text,
+        Some(Ok(Message::Close(close))) => {
+            let code = close.map_or(1005, |c| u16::from(c.code));
+            seen.close_code.store(code, Ordering::Relaxed);
+            return Ok(Signal::Closed);
+        }
+        Some(Ok(_)) => return Ok(Signal::Nothing),
+        Some(Err(error)) => return Err(error.into()),
+        None => return Ok(Signal::Closed),
+    };
+    let message: Value = serde_json::from_str(text.as_str())?;
     let admit = |participant: &Value| {
         Message::Text(
             json!({"type": "admit", "participant": participant})
