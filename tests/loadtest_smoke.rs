@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::{Server, TestResult};
 use loadtest::media::Video;
 use loadtest::peer::{PeerKind, Transport};
+use loadtest::report::Report;
 use loadtest::run::{Config, Live, ServerProcess};
 
 /// Held by each run, so they take turns: run side by side on two cores, the impaired run's
@@ -37,12 +38,8 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
         impair: None,
         simulcast: false,
     };
-    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
     let live = Arc::new(Live::default());
-    let report = loadtest::run::run(&config, Arc::clone(&live), shutdown).await?;
-    let summary = report.table();
-    // Shown with --nocapture, and in the log of a failing run.
-    println!("{summary}");
+    let (report, summary) = run_printed(&config, Arc::clone(&live)).await?;
 
     assert_eq!(report.visits.joined, 5, "{summary}");
     assert_eq!(report.peers.joined, 10, "{summary}");
@@ -107,10 +104,7 @@ async fn light_str0m_peers_join_receive_and_adapt_behind_a_weak_link() -> TestRe
     let server = Server::start(signaling::Limits::default()).await?;
     let mut config = run_config(&server, 3, Duration::from_secs(8), Transport::Udp);
     config.peer = PeerKind::Str0m;
-    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
-    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
-    let summary = report.table();
-    println!("{summary}");
+    let (report, summary) = run_printed(&config, Arc::new(Live::default())).await?;
     assert!(report.passed(), "{summary}");
     assert_eq!(report.visits.joined, 3, "{summary}");
     assert_eq!(report.visits.ended, 3, "{summary}");
@@ -131,10 +125,7 @@ async fn light_str0m_peers_join_receive_and_adapt_behind_a_weak_link() -> TestRe
 
     config.visits = 2;
     config.impair = Some("rate=300kbit,loss=2%,delay=40ms,jitter=5ms".parse()?);
-    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
-    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
-    let summary = report.table();
-    println!("{summary}");
+    let (report, summary) = run_printed(&config, Arc::new(Live::default())).await?;
     assert_eq!(report.visits.joined, 2, "{summary}");
     let behind = report.impaired.as_ref().ok_or("no impaired section")?;
     assert!(behind.audio.packets > 500, "{summary}");
@@ -143,6 +134,16 @@ async fn light_str0m_peers_join_receive_and_adapt_behind_a_weak_link() -> TestRe
     let estimates = common::metric_sum(&metrics, "bedside_sfu_subscriber_bandwidth_bps_count", "");
     assert!(estimates > 0.0, "the SFU estimated the patients' downlinks");
     Ok(())
+}
+
+/// Makes the run `config` asks for and prints its table (shown with --nocapture, and in the
+/// log of a failing run); returns the report and that table for assertion messages.
+async fn run_printed(config: &Config, live: Arc<Live>) -> TestResult<(Report, String)> {
+    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let report = loadtest::run::run(config, live, shutdown).await?;
+    let summary = report.table();
+    println!("{summary}");
+    Ok((report, summary))
 }
 
 /// The run's configuration for `server`: `visits` held `hold` over `transport`.
@@ -175,11 +176,8 @@ async fn relay_runs_go_through_turn_or_say_why_not() -> TestResult {
         config.turn.shared_secret = Some(api::config::Secret::new(secret));
     })
     .await?;
-    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
     let config = run_config(&server, 2, Duration::from_secs(3), Transport::Relay);
-    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown.clone()).await?;
-    let summary = report.table();
-    println!("{summary}");
+    let (report, summary) = run_printed(&config, Arc::new(Live::default())).await?;
     assert!(report.passed(), "{summary}");
     assert_eq!(
         report.peers.paths,
@@ -190,12 +188,8 @@ async fn relay_runs_go_through_turn_or_say_why_not() -> TestResult {
 
     // A server without TURN: every visit fails, saying why.
     let bare = Server::start(signaling::Limits::default()).await?;
-    let report = loadtest::run::run(
-        &run_config(&bare, 1, Duration::from_secs(1), Transport::Relay),
-        Arc::new(Live::default()),
-        shutdown,
-    )
-    .await?;
+    let config = run_config(&bare, 1, Duration::from_secs(1), Transport::Relay);
+    let (report, _) = run_printed(&config, Arc::new(Live::default())).await?;
     assert!(!report.passed());
     let reasons: Vec<&String> = report.peers.failures.keys().collect();
     assert!(
@@ -211,11 +205,8 @@ async fn tcp_runs_reach_the_sfu_over_ice_tcp() -> TestResult {
     let _turn = ONE_RUN_AT_A_TIME.lock().await;
     // Both transports announced: peers that can only use TCP still get through.
     let server = Server::start(signaling::Limits::default()).await?;
-    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
     let config = run_config(&server, 2, Duration::from_secs(3), Transport::Tcp);
-    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
-    let summary = report.table();
-    println!("{summary}");
+    let (report, summary) = run_printed(&config, Arc::new(Live::default())).await?;
     assert!(report.passed(), "{summary}");
     assert_eq!(
         report.peers.paths,
@@ -249,10 +240,7 @@ async fn an_impaired_run_goes_through_the_relays_and_reports_them() -> TestResul
     let server = Server::start(signaling::Limits::default()).await?;
     let mut config = run_config(&server, 2, Duration::from_secs(8), Transport::Udp);
     config.impair = Some("rate=300kbit,loss=2%,delay=40ms,jitter=5ms".parse()?);
-    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
-    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
-    let summary = report.table();
-    println!("{summary}");
+    let (report, summary) = run_printed(&config, Arc::new(Live::default())).await?;
     assert_eq!(report.visits.joined, 2, "{summary}");
     let behind = report.impaired.as_ref().ok_or("no impaired section")?;
     assert_eq!(behind.peers, 2, "{summary}");
@@ -275,10 +263,7 @@ async fn a_simulcast_run_reports_the_layers_each_side_got() -> TestResult {
     let mut config = run_config(&server, 2, Duration::from_secs(10), Transport::Udp);
     config.simulcast = true;
     config.impair = Some("rate=700kbit,delay=20ms".parse()?);
-    let (_shutdown, shutdown) = tokio::sync::watch::channel(false);
-    let report = loadtest::run::run(&config, Arc::new(Live::default()), shutdown).await?;
-    let summary = report.table();
-    println!("{summary}");
+    let (report, summary) = run_printed(&config, Arc::new(Live::default())).await?;
     assert_eq!(report.visits.joined, 2, "{summary}");
     assert_eq!(report.peers.incomplete_media, 0, "{summary}");
     assert!(

@@ -287,6 +287,19 @@ impl Visit {
         }
     }
 
+    /// A visit under `limits` whose two clients (80-byte packets) each received some media.
+    async fn with_two_receiving(limits: TcpLimits) -> Visit {
+        let mut visit = Visit::start(limits).await;
+        visit.join(80, None).await;
+        visit.join(80, None).await;
+        visit
+            .run_until(Duration::from_secs(10), |clients| {
+                clients.iter().all(|c| c.received >= 25)
+            })
+            .await;
+        visit
+    }
+
     async fn join(&mut self, payload: usize, receive_buffer: Option<u32>) -> usize {
         let index = self.clients.len();
         let (mut client, offer) = Client::connect(
@@ -401,14 +414,7 @@ impl Visit {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tcp_only_clients_exchange_audio_through_the_rooms_worker() {
-    let mut visit = Visit::start(TcpLimits::default()).await;
-    visit.join(80, None).await;
-    visit.join(80, None).await;
-    visit
-        .run_until(Duration::from_secs(10), |clients| {
-            clients.iter().all(|c| c.received >= 25)
-        })
-        .await;
+    let mut visit = Visit::with_two_receiving(TcpLimits::default()).await;
     let counts = visit.front.counts();
     assert_eq!(counts.adopted, 2, "{counts:?}");
     let room_worker = worker_for(ROOM, WORKERS);
@@ -435,14 +441,7 @@ async fn a_flood_beyond_the_total_cap_is_refused_and_counted_while_media_flows()
         max_connections_per_ip: 1000,
         ..TcpLimits::default()
     };
-    let mut visit = Visit::start(limits).await;
-    visit.join(80, None).await;
-    visit.join(80, None).await;
-    visit
-        .run_until(Duration::from_secs(10), |clients| {
-            clients.iter().all(|c| c.received >= 25)
-        })
-        .await;
+    let mut visit = Visit::with_two_receiving(limits).await;
     let server = visit.front.local_addr();
     let mut flood = Vec::new();
     for _ in 0..200 {
@@ -555,14 +554,9 @@ async fn hostile_and_stalled_connections_are_dropped_and_counted_while_media_flo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_moves_to_a_new_connection_recovers_by_ice_restart() {
-    let mut visit = Visit::start(TcpLimits::default()).await;
-    let alice = visit.join(80, None).await;
-    visit.join(80, None).await;
-    visit
-        .run_until(Duration::from_secs(10), |clients| {
-            clients.iter().all(|c| c.received >= 25)
-        })
-        .await;
+    let mut visit = Visit::with_two_receiving(TcpLimits::default()).await;
+    // The first of the two clients.
+    let alice = 0;
     let offer = visit.clients[alice].move_to_new_connection().await;
     visit
         .handle
