@@ -12,7 +12,7 @@ use common::{Server, TestResult};
 use loadtest::media::Video;
 use loadtest::peer::{PeerKind, Transport};
 use loadtest::report::Report;
-use loadtest::run::{Config, Live, ServerProcess};
+use loadtest::run::{Config, Live, ServerProcess, Target};
 
 /// Held by each run, so they take turns: run side by side on two cores, the impaired run's
 /// relay was starved, read its socket in bursts and dropped them as an overflowing queue
@@ -32,6 +32,7 @@ async fn five_visits_for_ten_seconds_all_join_and_receive_media() -> TestResult 
         video: Video::P360,
         transport: Transport::Udp,
         peer: PeerKind::WebrtcRs,
+        target: Target::Bedside,
         // The server is this very process: its figures would be the generator's.
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
@@ -157,6 +158,7 @@ fn run_config(server: &Server, visits: usize, hold: Duration, transport: Transpo
         video: Video::P360,
         transport,
         peer: PeerKind::WebrtcRs,
+        target: Target::Bedside,
         server: ServerProcess::None,
         join_timeout: Duration::from_secs(30),
         impair: None,

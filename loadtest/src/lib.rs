@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod impair;
+pub mod janus;
 pub mod lite;
 pub mod media;
 pub mod peer;

@@ -11,7 +11,7 @@
 //! behind an impaired path (`--impair`). What it does like a browser: NACK and RTCP reports.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ const BEHIND: Duration = Duration::from_millis(200);
 
 /// str0m's crypto (aws-lc-rs), made once per process: every peer's DTLS certificate is
 /// still its own.
-fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
+pub(crate) fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
     static CRYPTO: OnceLock<Arc<str0m::crypto::CryptoProvider>> = OnceLock::new();
     Arc::clone(CRYPTO.get_or_init(|| Arc::new(str0m::crypto::from_feature_flags())))
 }
@@ -135,7 +135,7 @@ fn cut_vp8(stream: &Stream) -> RtpStream {
 }
 
 /// One stream being sent: where it is in its loop and its RTP numbering.
-struct Sender {
+pub(crate) struct Sender {
     mid: Mid,
     rid: Option<Rid>,
     /// Its codec's payload type in the negotiated session.
@@ -170,6 +170,11 @@ impl Sender {
             picture_id: rand::random::<u16>() & 0x7fff,
             next: start,
         })
+    }
+
+    /// When its next frame is due.
+    pub(crate) fn next(&self) -> Instant {
+        self.next
     }
 
     /// Writes the frame that is due to `rtc` and moves to the next one; returns how many
@@ -212,20 +217,54 @@ impl Sender {
 }
 
 /// The session, its socket and what the peer tracks about it.
-struct Session {
-    rtc: Rtc,
-    socket: UdpSocket,
+pub(crate) struct Session {
+    pub(crate) rtc: Rtc,
+    pub(crate) socket: UdpSocket,
     local: SocketAddr,
     /// Where the SFU (or the relay in front of it) last spoke from.
     remote: Option<SocketAddr>,
-    timeout: Instant,
-    connected: bool,
+    /// str0m's next deadline.
+    pub(crate) timeout: Instant,
+    /// Whether ICE and DTLS are up.
+    pub(crate) connected: bool,
     tracks: HashMap<Ssrc, Arc<RemoteTrack>>,
 }
 
 impl Session {
+    /// A str0m session in RTP mode on `socket` (bound to one address), with its host
+    /// candidate added. The MID and RID extensions name every stream and simulcast layer;
+    /// transport-wide feedback (`twcc`) lets the server estimate this peer's downlink.
+    pub(crate) fn new(socket: UdpSocket, twcc: bool) -> Result<Session, PeerError> {
+        let local = socket.local_addr()?;
+        let mut builder = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .clear_extension_map()
+            .set_extension(4, Extension::RtpMid)
+            .set_extension(10, Extension::RtpStreamId)
+            .set_extension(11, Extension::RepairedRtpStreamId)
+            .set_crypto_provider(crypto());
+        if twcc {
+            builder = builder.set_extension(3, Extension::TransportSequenceNumber);
+        }
+        let mut rtc = builder.build(Instant::now());
+        let candidate = Candidate::host(local, "udp").map_err(str0m::RtcError::from)?;
+        rtc.add_local_candidate(candidate);
+        Ok(Session {
+            rtc,
+            socket,
+            local,
+            remote: None,
+            timeout: Instant::now(),
+            connected: false,
+            tracks: HashMap::new(),
+        })
+    }
+
     /// Sends what str0m queued, records what it reported, and notes its next deadline.
-    async fn drain(&mut self, seen: &Seen) -> Result<(), PeerError> {
+    pub(crate) async fn drain(&mut self, seen: &Seen) -> Result<(), PeerError> {
         loop {
             match self.rtc.poll_output()? {
                 Output::Timeout(at) => {
@@ -300,7 +339,13 @@ impl Session {
         }
     }
 
-    fn receive(&mut self, len: usize, from: SocketAddr, buf: &[u8]) -> Result<(), PeerError> {
+    /// Feeds one datagram read from the socket to str0m.
+    pub(crate) fn receive(
+        &mut self,
+        len: usize,
+        from: SocketAddr,
+        buf: &[u8],
+    ) -> Result<(), PeerError> {
         let Some(bytes) = buf.get(..len) else {
             return Ok(());
         };
@@ -313,6 +358,80 @@ impl Session {
             .handle_input(Input::Receive(Instant::now(), receive))?;
         Ok(())
     }
+}
+
+/// The address the route to `target` leaves from (loopback for loopback).
+///
+/// # Errors
+/// When no route reaches `target`.
+pub(crate) async fn bind_towards(target: IpAddr) -> Result<UdpSocket, std::io::Error> {
+    let unspecified = if target.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    let probe = UdpSocket::bind((unspecified, 0)).await?;
+    probe.connect((target, 9)).await?;
+    let local = probe.local_addr()?.ip();
+    UdpSocket::bind((local, 0)).await
+}
+
+/// The IP address of a URL's host; loopback when it is a name (`localhost`) or unreadable.
+pub(crate) fn host_ip(url: &str) -> IpAddr {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|url| {
+            let host = url
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            host.parse().ok()
+        })
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// An offer that publishes the run's media in `direction`: an audio section, and a video
+/// section (with the simulcast layers, if the media has them) unless there is no video.
+/// Returns the SDP, the pending offer and the two sections' mids.
+pub(crate) fn publish_offer(
+    rtc: &mut Rtc,
+    rtp: &RtpMedia,
+    direction: Direction,
+) -> Result<(String, SdpPendingOffer, Mid, Option<Mid>), PeerError> {
+    let mut api = rtc.sdp_api();
+    let audio_mid = api.add_media(MediaKind::Audio, direction, None, None, None);
+    let layered = rtp.video.iter().any(|(rid, _)| rid.is_some());
+    let simulcast = layered.then(|| {
+        let mut layers = Simulcast::new();
+        for (rid, _) in &rtp.video {
+            if let Some(rid) = rid {
+                layers.add_send_layer(SimulcastLayer::new(rid));
+            }
+        }
+        layers
+    });
+    let video_mid = (!rtp.video.is_empty())
+        .then(|| api.add_media(MediaKind::Video, direction, None, None, simulcast));
+    let Some((offer, pending)) = api.apply() else {
+        return Err(PeerError::Protocol("str0m made no offer"));
+    };
+    Ok((offer.to_sdp_string(), pending, audio_mid, video_mid))
+}
+
+/// A sender for every stream the run publishes, on the mids of [`publish_offer`].
+pub(crate) fn senders(
+    rtc: &Rtc,
+    (audio_mid, video_mid): (Mid, Option<Mid>),
+    rtp: &RtpMedia,
+    now: Instant,
+) -> Vec<Sender> {
+    let video = video_mid
+        .into_iter()
+        .flat_map(|mid| (rtp.video.iter()).map(move |(rid, stream)| ((mid, *rid), stream)));
+    std::iter::once(((audio_mid, None), &rtp.audio))
+        .chain(video)
+        .filter_map(|(ids, stream)| Sender::new(rtc, ids, stream.clone(), now))
+        .collect()
 }
 
 /// One light participant; the same contract as [`crate::peer::participant`] (over UDP only).
@@ -338,60 +457,24 @@ pub async fn participant(
         }
         None => None,
     };
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
-    let local = socket.local_addr()?;
-    // The MID and RID extensions name every stream and simulcast layer. Transport-wide
-    // feedback only behind an impaired path, as the webrtc-rs peer does: there it lets the
-    // SFU estimate the peer's downlink, which is what such a run is for; elsewhere it would
-    // add feedback, probes and pacing to both sides of a run that measures forwarding.
-    let mut builder = Rtc::builder()
-        .set_rtp_mode(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .clear_extension_map()
-        .set_extension(4, Extension::RtpMid)
-        .set_extension(10, Extension::RtpStreamId)
-        .set_extension(11, Extension::RepairedRtpStreamId)
-        .set_crypto_provider(crypto());
-    if relay.is_some() {
-        builder = builder.set_extension(3, Extension::TransportSequenceNumber);
-    }
-    let mut rtc = builder.build(Instant::now());
-    let candidate = Candidate::host(local, "udp").map_err(str0m::RtcError::from)?;
-    rtc.add_local_candidate(candidate);
-
-    let mut api = rtc.sdp_api();
-    let audio_mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-    let layered = rtp.video.iter().any(|(rid, _)| rid.is_some());
-    let simulcast = layered.then(|| {
-        let mut layers = Simulcast::new();
-        for (rid, _) in &rtp.video {
-            if let Some(rid) = rid {
-                layers.add_send_layer(SimulcastLayer::new(rid));
-            }
-        }
-        layers
-    });
-    let video_mid = (!rtp.video.is_empty())
-        .then(|| api.add_media(MediaKind::Video, Direction::SendRecv, None, None, simulcast));
-    let Some((offer, pending)) = api.apply() else {
-        return Err(PeerError::Protocol("str0m made no offer"));
+    // Behind a relay the peer talks to it on loopback; else from the address its route to
+    // the server leaves by.
+    let towards = match &relay {
+        Some(_) => IpAddr::from([127, 0, 0, 1]),
+        None => host_ip(&options.signaling_url),
     };
-    let mut session = Session {
-        rtc,
-        socket,
-        local,
-        remote: None,
-        timeout: Instant::now(),
-        connected: false,
-        tracks: HashMap::new(),
-    };
+    // Transport-wide feedback only behind an impaired path, as the webrtc-rs peer does: there
+    // it lets the SFU estimate the peer's downlink, which is what such a run is for;
+    // elsewhere it would add feedback, probes and pacing to both sides of a run that
+    // measures forwarding.
+    let mut session = Session::new(bind_towards(towards).await?, relay.is_some())?;
+    let (offer, pending, audio_mid, video_mid) =
+        publish_offer(&mut session.rtc, &rtp, Direction::SendRecv)?;
     let result = run(
         &mut session,
         &options,
         relay.as_ref(),
-        (offer.to_sdp_string(), pending),
+        (offer, pending),
         (audio_mid, video_mid),
         &rtp,
         &seen,
@@ -431,15 +514,7 @@ async fn run(
     loop {
         session.drain(seen).await?;
         if session.connected && senders.is_empty() && !stopped {
-            let now = Instant::now();
-            let rtc = &session.rtc;
-            let video = video_mid
-                .into_iter()
-                .flat_map(|mid| (rtp.video.iter()).map(move |(rid, stream)| ((mid, *rid), stream)));
-            senders = std::iter::once(((audio_mid, None), &rtp.audio))
-                .chain(video)
-                .filter_map(|(ids, stream)| Sender::new(rtc, ids, stream.clone(), now))
-                .collect();
+            senders = self::senders(&session.rtc, (audio_mid, video_mid), rtp, Instant::now());
         }
         let media_due = (!stopped)
             .then(|| senders.iter().map(|s| s.next).min())
@@ -492,7 +567,7 @@ async fn run(
 }
 
 /// Writes every frame that is due.
-fn send_due(session: &mut Session, senders: &mut [Sender], now: Instant, seen: &Seen) {
+pub(crate) fn send_due(session: &mut Session, senders: &mut [Sender], now: Instant, seen: &Seen) {
     for sender in senders.iter_mut().filter(|s| s.next <= now) {
         let skipped = sender.send(&mut session.rtc, now);
         seen.frames_sent.fetch_add(1, Ordering::Relaxed);

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use loadtest::impair::Impairment;
 use loadtest::media::Video;
 use loadtest::peer::{PeerKind, Transport};
-use loadtest::run::{Config, Live, ServerProcess};
+use loadtest::run::{Config, Live, ServerProcess, Target};
 use tokio::sync::watch;
 
 /// Load test for Bedside: concurrent visits of two peers each (light str0m peers, or
@@ -21,12 +21,22 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(name = "bedside-loadtest", version)]
 struct Cli {
-    /// Base URL of the server.
+    /// Base URL of the server (with `--target janus`, Janus's HTTP API:
+    /// `http://10.77.0.1:8088/janus`).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// An admin API key (it creates one clinician per visit).
-    #[arg(long, env = "BEDSIDE_LOADTEST_API_KEY")]
-    api_key: String,
+    /// An admin API key (it creates one clinician per visit); Bedside only.
+    #[arg(
+        long,
+        env = "BEDSIDE_LOADTEST_API_KEY",
+        required_if_eq("target", "bedside")
+    )]
+    api_key: Option<String>,
+    /// The server under load: bedside, or janus (its VideoRoom plugin over the HTTP API at
+    /// --url, a room per visit; light str0m peers over UDP only; for
+    /// scripts/bench-vs-janus).
+    #[arg(long, default_value = "bedside")]
+    target: Target,
     /// Concurrent visits (two peers each).
     #[arg(long, default_value_t = 10)]
     visits: usize,
@@ -98,7 +108,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     let config = Config {
         url: cli.url,
-        api_key: cli.api_key,
+        api_key: cli.api_key.unwrap_or_default(),
+        target: cli.target,
         visits: cli.visits,
         duration: cli.duration,
         ramp_per_sec: cli.ramp,

@@ -145,6 +145,9 @@ pub enum PeerError {
     /// The impairment relay could not start.
     #[error("impairment relay: {0}")]
     Relay(#[from] std::io::Error),
+    /// Janus's HTTP API refused a step (`--target janus`, [`crate::janus`]).
+    #[error(transparent)]
+    Janus(#[from] crate::janus::JanusError),
 }
 
 /// Receiver statistics of one remote track.

@@ -148,12 +148,19 @@ pub struct Efficiency {
     /// Length of the window, seconds.
     pub window_s: f64,
     /// Media packets the SFU forwarded in the window
-    /// (`bedside_sfu_events_total{counter="forwarded_packets"}`).
-    pub forwarded_packets: u64,
+    /// (`bedside_sfu_events_total{counter="forwarded_packets"}`); `None` without Bedside's
+    /// `/metrics` (`--target janus`).
+    pub forwarded_packets: Option<u64>,
+    /// RTP packets the peers received in the window: what the server forwarded, counted
+    /// alike for every target.
+    pub received_packets: u64,
     /// The server's CPU time in the window, seconds.
     pub cpu_s: f64,
     /// Forwarded packets per second of server CPU: what one core forwards end to end.
-    pub egress_pkts_per_core_s: f64,
+    pub egress_pkts_per_core_s: Option<f64>,
+    /// Received packets per second of server CPU (the measure `scripts/bench-vs-janus`
+    /// compares).
+    pub received_pkts_per_core_s: f64,
     /// The server's CPU per joined visit, in percent of one core.
     pub cpu_pct_per_visit: f64,
     /// The server's resident set size before the first visit, MiB.
@@ -188,6 +195,8 @@ pub struct RunInfo {
     pub transport: Transport,
     /// The WebRTC stack of every peer: `str0m` (the light peer) or `webrtc-rs`.
     pub peer: PeerKind,
+    /// The server under load: `bedside` or `janus`.
+    pub target: crate::run::Target,
     /// How long all visits were held together (from the last start to the end), seconds.
     pub hold_s: f64,
     /// Whole run, seconds.
@@ -372,11 +381,20 @@ impl Report {
                         .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MiB")),
                 ),
             );
+            if let (Some(rate), Some(forwarded)) = (e.egress_pkts_per_core_s, e.forwarded_packets) {
+                row(
+                    "server per core",
+                    format!(
+                        "{rate:.0} forwarded packets per CPU second ({forwarded} in {:.1} s, {:.1} CPU s)",
+                        e.window_s, e.cpu_s
+                    ),
+                );
+            }
             row(
-                "server per core",
+                "received per core",
                 format!(
-                    "{:.0} forwarded packets per CPU second ({} in {:.1} s, {:.1} CPU s)",
-                    e.egress_pkts_per_core_s, e.forwarded_packets, e.window_s, e.cpu_s
+                    "{:.0} packets the peers received per server CPU second ({} in {:.1} s)",
+                    e.received_pkts_per_core_s, e.received_packets, e.window_s
                 ),
             );
         }
@@ -401,7 +419,7 @@ impl Report {
         row(
             "run",
             format!(
-                "{} video over {:?} from {} peers, held {:.0} s, {:.0} s in all, {} cores{}",
+                "{} video over {:?} from {} peers to {:?}, held {:.0} s, {:.0} s in all, {} cores{}",
                 if self.run.simulcast {
                     "simulcast q/h/f".to_owned()
                 } else {
@@ -409,6 +427,7 @@ impl Report {
                 },
                 self.run.transport,
                 self.run.peer,
+                self.run.target,
                 self.run.hold_s,
                 self.run.wall_s,
                 self.run.cores,

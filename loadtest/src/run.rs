@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Api, ApiError, Key, StartedVisit};
 use crate::impair::Impairment;
+use crate::janus::{self, Handle, Janus, Seat};
 use crate::lite::{self, RtpMedia};
 use crate::media::{Media, MediaError, Video};
 use crate::peer::{self, PeerError, PeerKind, Seen, Transport};
@@ -44,6 +45,30 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 const NO_TURN: &str = "no TURN server in the start answer (set turn.urls and turn.shared_secret)";
 /// The most visits one run may ask for: each is two peer connections and four RTP streams.
 pub const MAX_VISITS: usize = 5000;
+
+/// The server under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Bedside: visits over its REST API, peers over its `/ws` signaling.
+    #[default]
+    Bedside,
+    /// Janus's VideoRoom plugin over its HTTP API ([`crate::janus`]): a room per visit,
+    /// light peers only, for the side-by-side comparison.
+    Janus,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bedside" => Ok(Target::Bedside),
+            "janus" => Ok(Target::Janus),
+            other => Err(format!("unknown target {other:?}: use bedside or janus")),
+        }
+    }
+}
 
 /// Which process is the server, for CPU and memory figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +102,9 @@ pub struct Config {
     pub transport: Transport,
     /// Which WebRTC stack the peers run on (`--peer`).
     pub peer: PeerKind,
+    /// The server under load (`--target`); for Janus, `url` is its HTTP API
+    /// (`http://10.77.0.1:8088/janus`) and `api_key` is not used.
+    pub target: Target,
     /// How to find the server process.
     pub server: ServerProcess,
     /// A peer that has no remote RTP this long after its start call failed to join.
@@ -95,6 +123,9 @@ pub enum RunError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// Janus did not give the run its admin session and handle.
+    #[error(transparent)]
+    Janus(#[from] janus::JanusError),
     /// The configuration cannot work.
     #[error("{0}")]
     Config(String),
@@ -156,6 +187,33 @@ struct Shared {
     hold_end: Instant,
     deadline: Instant,
     live: Arc<Live>,
+    /// Janus and the run's admin handle (rooms are made and destroyed on it), for
+    /// `--target janus`.
+    janus: Option<(Janus, Handle)>,
+    /// What every peer of the run sees, for the packets received in the measured window.
+    seen: std::sync::Mutex<Vec<Arc<Seen>>>,
+}
+
+impl Shared {
+    /// RTP packets every peer of the run has received so far.
+    fn received(&self) -> u64 {
+        let seen = match self.seen.lock() {
+            Ok(seen) => seen,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        (seen.iter().map(|s| s.counts()))
+            .map(|(audio, video)| u64::from(audio) + u64::from(video))
+            .sum()
+    }
+
+    /// A new peer's [`Seen`], counted in [`Shared::received`].
+    fn new_seen(&self) -> Arc<Seen> {
+        let seen = Arc::new(Seen::default());
+        if let Ok(mut all) = self.seen.lock() {
+            all.push(Arc::clone(&seen));
+        }
+        seen
+    }
 }
 
 fn peer_reason(error: &PeerError) -> String {
@@ -168,6 +226,7 @@ fn peer_reason(error: &PeerError) -> String {
         PeerError::Gathering(_) => "ice gathering timeout".to_owned(),
         PeerError::Deadline => "deadline".to_owned(),
         PeerError::Relay(_) => "impairment relay error".to_owned(),
+        PeerError::Janus(error) => error.reason(),
     }
 }
 
@@ -187,7 +246,7 @@ impl Running {
         started: Instant,
         stop: watch::Receiver<bool>,
     ) -> Running {
-        let seen = Arc::new(Seen::default());
+        let seen = shared.new_seen();
         let (inject, frames) = mpsc::channel(4);
         let options = peer::Options {
             signaling_url: grant.signaling_url,
@@ -215,6 +274,30 @@ impl Running {
             task,
             inject,
             started,
+        }
+    }
+
+    /// A participant of a Janus visit (`--target janus`).
+    fn janus(
+        shared: &Shared,
+        seat: Seat,
+        rtp: Arc<RtpMedia>,
+        stop: watch::Receiver<bool>,
+    ) -> Running {
+        let seen = shared.new_seen();
+        let (inject, leave) = mpsc::channel(4);
+        let task = tokio::spawn(janus::participant(
+            seat,
+            rtp,
+            Arc::clone(&seen),
+            leave,
+            stop,
+        ));
+        Running {
+            seen,
+            task,
+            inject,
+            started: Instant::now(),
         }
     }
 
@@ -274,38 +357,54 @@ fn both_failed(live: &Live, reason: &str) -> VisitOutcome {
     }
 }
 
-async fn visit_inner(
+/// A visit as made on the server, to be ended there.
+enum Made {
+    /// A Bedside visit.
+    Bedside(StartedVisit),
+    /// A Janus room.
+    Janus(u64),
+}
+
+/// Makes a Bedside visit and starts its two peers; a visit that could not be made is its
+/// outcome already.
+async fn start_bedside(
     n: usize,
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
-) -> VisitOutcome {
+    stop: &watch::Receiver<bool>,
+) -> Result<(Made, Vec<Running>, VisitOutcome), VisitOutcome> {
     let created = tokio::select! {
         created = shared.api.create_visit(&shared.admin, n) => created,
-        _ = shutdown.changed() => return both_failed(&shared.live, "interrupted"),
+        _ = shutdown.changed() => return Err(both_failed(&shared.live, "interrupted")),
     };
     let (created, code) = match created {
         Ok(created) => created,
-        Err(error) => return both_failed(&shared.live, &error.reason()),
+        Err(error) => return Err(both_failed(&shared.live, &error.reason())),
     };
-    let (stop_tx, stop) = watch::channel(false);
     let mut outcome = VisitOutcome::default();
     let patient_started = Instant::now();
     let patient = match shared.api.start_patient(&created, &code).await {
         Ok(grant) if shared.transport == Transport::Relay && grant.ice_servers.is_empty() => {
             let mut failed = both_failed(&shared.live, NO_TURN);
-            failed.ended = end(shared, &created).await.is_ok();
-            return failed;
+            failed.ended = end(shared, &Made::Bedside(created)).await.is_ok();
+            return Err(failed);
         }
         Ok(grant) => Running::spawn(shared, grant, false, patient_started, stop.clone()),
         Err(error) => {
             let mut failed = both_failed(&shared.live, &error.reason());
-            failed.ended = end(shared, &created).await.is_ok();
-            return failed;
+            failed.ended = end(shared, &Made::Bedside(created)).await.is_ok();
+            return Err(failed);
         }
     };
     let clinician_started = Instant::now();
     let clinician = match shared.api.start_clinician(&created).await {
-        Ok(grant) => Some(Running::spawn(shared, grant, true, clinician_started, stop)),
+        Ok(grant) => Some(Running::spawn(
+            shared,
+            grant,
+            true,
+            clinician_started,
+            stop.clone(),
+        )),
         Err(error) => {
             outcome.peers.push(PeerOutcome {
                 failure: Some(error.reason()),
@@ -314,7 +413,55 @@ async fn visit_inner(
             None
         }
     };
-    let mut running: Vec<Running> = std::iter::once(patient).chain(clinician).collect();
+    let running = std::iter::once(patient).chain(clinician).collect();
+    Ok((Made::Bedside(created), running, outcome))
+}
+
+/// Makes a Janus room and starts its two participants (feeds 1 and 2).
+async fn start_janus(
+    shared: &Shared,
+    (janus, admin): &(Janus, Handle),
+    shutdown: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Made, Vec<Running>, VisitOutcome), VisitOutcome> {
+    let room = tokio::select! {
+        room = janus.create_room(*admin) => room,
+        _ = shutdown.changed() => return Err(both_failed(&shared.live, "interrupted")),
+    };
+    let room = room.map_err(|error| both_failed(&shared.live, &error.reason()))?;
+    let Some(rtp) = shared.rtp.clone() else {
+        return Err(both_failed(&shared.live, "janus needs the light peer"));
+    };
+    let running = [(1, 2), (2, 1)]
+        .into_iter()
+        .map(|(me, other)| {
+            let seat = Seat {
+                janus: janus.clone(),
+                room,
+                me,
+                other,
+                deadline: shared.deadline,
+            };
+            Running::janus(shared, seat, Arc::clone(&rtp), stop.clone())
+        })
+        .collect();
+    Ok((Made::Janus(room), running, VisitOutcome::default()))
+}
+
+async fn visit_inner(
+    n: usize,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> VisitOutcome {
+    let (stop_tx, stop) = watch::channel(false);
+    let started = match &shared.janus {
+        Some(janus) => start_janus(shared, janus, shutdown, &stop).await,
+        None => start_bedside(n, shared, shutdown, &stop).await,
+    };
+    let (made, mut running, mut outcome) = match started {
+        Ok(started) => started,
+        Err(failed) => return failed,
+    };
 
     // Joining: until each peer has media, has failed, or its join timeout passed.
     let mut states: Vec<Option<Result<Duration, String>>> = vec![None; running.len()];
@@ -383,12 +530,24 @@ async fn visit_inner(
             relay,
         });
     }
-    outcome.ended = end(shared, &created).await.is_ok();
+    outcome.ended = end(shared, &made).await.is_ok();
     outcome
 }
 
-async fn end(shared: &Shared, visit: &StartedVisit) -> Result<(), ApiError> {
-    match tokio::time::timeout(END_TIMEOUT, shared.api.end(visit)).await {
+/// Ends the visit over the API (Bedside), or destroys its room (Janus).
+async fn end(shared: &Shared, made: &Made) -> Result<(), ApiError> {
+    let ended = async {
+        match (made, &shared.janus) {
+            (Made::Bedside(visit), _) => shared.api.end(visit).await,
+            (Made::Janus(room), Some((janus, admin))) => (janus.destroy_room(*admin, *room).await)
+                .map_err(|_| ApiError::Missing {
+                    step: "end",
+                    field: "room destroyed",
+                }),
+            (Made::Janus(_), None) => Ok(()),
+        }
+    };
+    match tokio::time::timeout(END_TIMEOUT, ended).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::Missing {
             step: "end",
@@ -535,6 +694,17 @@ pub async fn run(
             "the ramp must be a positive rate".to_owned(),
         ));
     }
+    if config.target == Target::Janus
+        && (config.peer != PeerKind::Str0m
+            || config.transport != Transport::Udp
+            || config.impair.is_some()
+            || config.simulcast)
+    {
+        return Err(RunError::Config(
+            "--target janus runs the light str0m peers over UDP, without --impair or --simulcast"
+                .to_owned(),
+        ));
+    }
     if config.peer == PeerKind::Str0m && config.transport != Transport::Udp {
         return Err(RunError::Config(format!(
             "the str0m peer runs over UDP only: use --peer webrtc-rs for --transport {:?}",
@@ -549,6 +719,15 @@ pub async fn run(
         Media::builtin(config.video)?
     });
     let pid = server_pid(config);
+    let janus = match config.target {
+        Target::Bedside => None,
+        Target::Janus => {
+            let janus = Janus::new(&config.url)?;
+            let session = janus.create_session().await?;
+            let admin = janus.attach(session).await?;
+            Some((janus, admin))
+        }
+    };
 
     let started = Instant::now();
     let ramp = Duration::from_secs_f64((config.visits - 1) as f64 / config.ramp_per_sec);
@@ -566,6 +745,8 @@ pub async fn run(
         hold_end,
         deadline,
         live,
+        janus,
+        seen: std::sync::Mutex::default(),
     });
 
     let metrics_before = api.metrics().await;
@@ -597,7 +778,7 @@ pub async fn run(
     let mut window_start = None;
     tokio::select! {
         () = tokio::time::sleep_until(tokio::time::Instant::from_std(settled)) => {
-            window_start = Some(snapshot(&api, pid).await);
+            window_start = Some(snapshot(&api, pid, &shared).await);
         }
         _ = shutdown_hold.changed() => {}
     }
@@ -607,7 +788,7 @@ pub async fn run(
             _ = shutdown_hold.changed() => {}
         }
     }
-    let window_end = snapshot(&api, pid).await;
+    let window_end = snapshot(&api, pid, &shared).await;
     let metrics_after = window_end.metrics.clone();
     let hold_measured = Instant::now();
     let metrics_span = hold_measured.duration_since(started);
@@ -620,6 +801,9 @@ pub async fn run(
         }
     }
     visits.abort_all();
+    if let Some((janus, admin)) = &shared.janus {
+        let _ = janus.destroy(admin.session).await;
+    }
     let _ = stop_sampling.send(true);
     let samples = sampler.await.unwrap_or_default();
     let interrupted = *shutdown.borrow();
@@ -643,19 +827,26 @@ struct Snapshot {
     at: Instant,
     process: Option<ProcSample>,
     metrics: Option<String>,
+    /// RTP packets the run's peers had received.
+    received: u64,
 }
 
-async fn snapshot(api: &Api, pid: Option<u32>) -> Snapshot {
-    let metrics = api.metrics().await;
+async fn snapshot(api: &Api, pid: Option<u32>, shared: &Shared) -> Snapshot {
+    let metrics = match shared.janus {
+        Some(_) => None,
+        None => api.metrics().await,
+    };
     Snapshot {
         at: Instant::now(),
         process: pid.and_then(|pid| sys::sample(Some(pid))),
         metrics,
+        received: shared.received(),
     }
 }
 
 /// The server's cost between `start` and `end` (every visit up), per forwarded packet and per
-/// visit; `None` without both process samples and both metrics, or without a joined visit.
+/// visit; `None` without both process samples or without a joined visit. Bedside's own count
+/// of forwarded packets needs both metrics; the peers' count of received ones does not.
 fn efficiency(
     idle: Option<ProcSample>,
     start: &Snapshot,
@@ -665,8 +856,15 @@ fn efficiency(
     let (a, b) = (start.process?, end.process?);
     let name = "bedside_sfu_events_total";
     let label = "counter=\"forwarded_packets\"";
-    let forwarded = prom::counter_labelled(end.metrics.as_deref()?, name, label)
-        - prom::counter_labelled(start.metrics.as_deref()?, name, label);
+    let forwarded = match (start.metrics.as_deref(), end.metrics.as_deref()) {
+        (Some(before), Some(after)) => Some(
+            (prom::counter_labelled(after, name, label)
+                - prom::counter_labelled(before, name, label))
+            .max(0.0),
+        ),
+        _ => None,
+    };
+    let received = end.received.saturating_sub(start.received);
     let window = end.at.duration_since(start.at).as_secs_f64();
     let cpu = b.cpu.saturating_sub(a.cpu).as_secs_f64();
     if visits == 0 || window <= 0.0 {
@@ -676,9 +874,15 @@ fn efficiency(
     let idle_rss = idle.map(|s| s.rss_bytes);
     Some(Efficiency {
         window_s: window,
-        forwarded_packets: forwarded.max(0.0) as u64,
+        forwarded_packets: forwarded.map(|f| f as u64),
+        received_packets: received,
         cpu_s: cpu,
-        egress_pkts_per_core_s: if cpu > 0.0 { forwarded / cpu } else { 0.0 },
+        egress_pkts_per_core_s: forwarded.map(|f| if cpu > 0.0 { f / cpu } else { 0.0 }),
+        received_pkts_per_core_s: if cpu > 0.0 {
+            received as f64 / cpu
+        } else {
+            0.0
+        },
         cpu_pct_per_visit: cpu / window * 100.0 / visits as f64,
         rss_mb_idle: idle_rss.map(mib),
         rss_mb_per_visit: idle_rss
@@ -845,6 +1049,7 @@ fn build_report(
             simulcast: config.simulcast,
             transport: config.transport,
             peer: config.peer,
+            target: config.target,
             hold_s: window,
             wall_s: wall.as_secs_f64(),
             ramp_per_s: config.ramp_per_sec,
@@ -860,6 +1065,7 @@ mod tests {
     use super::*;
 
     fn at(start: Instant, secs: u64, cpu_ms: u64, rss_mib: u64, forwarded: u64) -> Snapshot {
+        let received = forwarded * 9 / 10;
         Snapshot {
             at: start + Duration::from_secs(secs),
             process: Some(ProcSample {
@@ -871,6 +1077,7 @@ mod tests {
                 "bedside_sfu_events_total{{counter=\"forwarded_packets\"}} {forwarded}\n\
                  bedside_sfu_events_total{{counter=\"datagrams_in\"}} 999999\n"
             )),
+            received,
         }
     }
 
@@ -882,8 +1089,10 @@ mod tests {
         let from = at(start, 5, 1_000, 40, 50_000);
         let to = at(start, 15, 5_000, 50, 450_000);
         let e = efficiency(idle, &from, &to, 10).expect("figures");
-        assert_eq!(e.forwarded_packets, 400_000);
-        assert!((e.egress_pkts_per_core_s - 100_000.0).abs() < 1e-6);
+        assert_eq!(e.forwarded_packets, Some(400_000));
+        assert_eq!(e.egress_pkts_per_core_s, Some(100_000.0));
+        assert_eq!(e.received_packets, 360_000);
+        assert!((e.received_pkts_per_core_s - 90_000.0).abs() < 1e-6);
         assert!((e.cpu_pct_per_visit - 4.0).abs() < 1e-9);
         assert_eq!(e.rss_mb_idle, Some(20.0));
         assert_eq!(e.rss_mb_per_visit, Some(3.0));
@@ -892,6 +1101,8 @@ mod tests {
             metrics: None,
             ..to.clone()
         };
-        assert!(efficiency(idle, &from, &blind, 10).is_none(), "no metrics");
+        let janus = efficiency(idle, &from, &blind, 10).expect("peers counted without metrics");
+        assert_eq!(janus.forwarded_packets, None);
+        assert_eq!(janus.received_packets, 360_000);
     }
 }
