@@ -3,7 +3,7 @@
 //! namespace of this test's own (Janus gathers no loopback candidates), joined to the host by
 //! a veth pair. Two VideoRoom visits of two light peers each must join, receive audio and
 //! video, and be counted per server CPU second from Janus's own process; rooms are destroyed
-//! at the end. Needs root (`ip netns`); `scripts/test` installs Janus and names it in
+//! at the end; a participant sent to a room Janus does not have is told why. Needs root (`ip netns`); `scripts/test` installs Janus and names it in
 //! `BEDSIDE_TEST_JANUS`, so there a missing one fails instead of skipping.
 
 mod common;
@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestResult;
-use loadtest::media::Video;
-use loadtest::peer::{PeerKind, Transport};
+use loadtest::janus::{Janus, Seat};
+use loadtest::lite::RtpMedia;
+use loadtest::media::{Media, Video};
+use loadtest::peer::{PeerKind, Seen, Transport};
 use loadtest::run::{Config, Live, RunError, ServerProcess, Target};
 
 /// How long Janus may take to answer its API.
@@ -195,6 +197,30 @@ async fn the_load_tester_runs_videoroom_visits_through_janus_and_counts_them_per
     assert!(
         efficiency.received_packets > 0 && efficiency.received_pkts_per_core_s > 0.0,
         "{summary}"
+    );
+
+    // A participant sent to a room Janus does not have stops at once, saying which step
+    // Janus refused (VideoRoom's 426, no such room), and sends nothing.
+    let seen = Arc::new(Seen::default());
+    let (_leave, leave) = tokio::sync::mpsc::channel(1);
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let seat = Seat {
+        janus: Janus::new(&janus.url())?,
+        room: 4_000_000_001,
+        me: 1,
+        other: 2,
+        deadline: Instant::now() + Duration::from_secs(10),
+    };
+    let media = Arc::new(RtpMedia::cut(&Media::builtin(Video::P360)?));
+    let result = loadtest::janus::participant(seat, media, Arc::clone(&seen), leave, stop).await;
+    assert!(result.is_err(), "joined a room that does not exist");
+    assert_eq!(
+        seen.failure.get().map(String::as_str),
+        Some("janus event: error 426")
+    );
+    assert_eq!(
+        seen.frames_sent.load(std::sync::atomic::Ordering::Relaxed),
+        0
     );
     Ok(())
 }

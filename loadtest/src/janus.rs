@@ -351,6 +351,9 @@ pub async fn participant(
     let (events_tx, events) = mpsc::channel(MAX_EVENTS as usize);
     let poller = tokio::spawn(poll_events(janus.clone(), session, events_tx));
     let result = take_part(&seat, session, &rtp, &seen, events, leave, stop).await;
+    if let Err(PeerError::Janus(error)) = &result {
+        let _ = seen.failure.set(error.reason());
+    }
     poller.abort();
     let _ = janus.destroy(session).await;
     result
@@ -455,9 +458,8 @@ async fn take_part(
                 let event = Event::read(&event);
                 if let Some(error) = event.error {
                     seen.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Ok(mut first) = seen.first_error.lock() {
-                        first.get_or_insert(error);
-                    }
+                    let code = error.split(':').next().unwrap_or_default();
+                    let _ = seen.failure.set(format!("janus event: error {code}"));
                     return Err(PeerError::Protocol("janus: an event carried an error"));
                 }
                 if event.hangup {

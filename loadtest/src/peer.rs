@@ -182,6 +182,9 @@ pub struct Seen {
     pub tracks: Mutex<Vec<Arc<RemoteTrack>>>,
     /// The first `error` code received, if any.
     pub first_error: Mutex<Option<String>>,
+    /// Why the peer stopped, when it knows better than a signaling code (a Janus step that
+    /// was refused: `janus publish: error 428`).
+    pub failure: OnceLock<String>,
     /// The candidate pair selected when the connection first came up.
     pub selected: OnceLock<SelectedPair>,
     /// `track_paused` messages received (a video paused for this peer's bandwidth).

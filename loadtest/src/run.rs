@@ -307,6 +307,9 @@ impl Running {
             return Some(Ok(first.duration_since(self.started)));
         }
         if self.task.is_finished() {
+            if let Some(failure) = self.seen.failure.get() {
+                return Some(Err(failure.clone()));
+            }
             let code = self.seen.close_code.load(Ordering::Relaxed);
             let error = self.seen.first_error.lock().ok().and_then(|e| e.clone());
             return Some(Err(match (error, code) {
