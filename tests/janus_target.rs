@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,16 +22,6 @@ use loadtest::run::{Config, Live, RunError, ServerProcess, Target};
 
 /// How long Janus may take to answer its API.
 const START_WAIT: Duration = Duration::from_secs(15);
-
-/// `janus`: `$BEDSIDE_TEST_JANUS`, else the first on `PATH`.
-fn binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("BEDSIDE_TEST_JANUS") {
-        return Some(PathBuf::from(path));
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("janus"))
-        .find(|path| path.is_file())
-}
 
 fn ip(args: &[&str]) -> TestResult {
     let status = Command::new("ip")
@@ -166,7 +156,7 @@ fn janus_config(url: String, server: ServerProcess) -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_tester_runs_videoroom_visits_through_janus_and_counts_them_per_cpu_second()
 -> TestResult {
-    let Some(binary) = binary() else {
+    let Some(binary) = common::tool("BEDSIDE_TEST_JANUS", "janus") else {
         eprintln!("skipped: no janus (install Debian's janus or set BEDSIDE_TEST_JANUS)");
         return Ok(());
     };

@@ -129,7 +129,9 @@ impl Janus {
         .json()
         .await
         .map_err(|source| JanusError::Transport { step, source })?;
-        refused(step, &answer)?;
+        if let Some((code, reason)) = refusal(&answer) {
+            return Err(JanusError::Refused { step, code, reason });
+        }
         Ok(answer)
     }
 
@@ -158,7 +160,8 @@ impl Janus {
     }
 
     /// Sends a VideoRoom request (and a JSEP) on `handle`: the answer is the plugin's data
-    /// for synchronous requests, empty for those answered by an event (`ack`).
+    /// for synchronous requests, empty for those answered by an event (`ack`); a refusal by
+    /// Janus or by the plugin is an error.
     ///
     /// # Errors
     /// When Janus or the plugin refuses it.
@@ -175,9 +178,7 @@ impl Janus {
         }
         let path = format!("/{}/{}", handle.session, handle.handle);
         let answer = self.post(step, &path, message).await?;
-        let data = answer["plugindata"]["data"].clone();
-        plugin_refused(step, &data)?;
-        Ok(data)
+        Ok(answer["plugindata"]["data"].clone())
     }
 
     /// The session's next events (a long poll: Janus answers after 30 s with a keep-alive
@@ -240,28 +241,19 @@ impl Janus {
     }
 }
 
-/// Janus's own `error` answer.
-fn refused(step: &'static str, answer: &Value) -> Result<(), JanusError> {
-    if answer["janus"] == "error" {
-        return Err(JanusError::Refused {
-            step,
-            code: answer["error"]["code"].as_i64().unwrap_or(0),
-            reason: answer["error"]["reason"].as_str().unwrap_or("").to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// The VideoRoom plugin's error in its data.
-fn plugin_refused(step: &'static str, data: &Value) -> Result<(), JanusError> {
-    match data.get("error_code") {
-        Some(code) => Err(JanusError::Refused {
-            step,
-            code: code.as_i64().unwrap_or(0),
-            reason: data["error"].as_str().unwrap_or("").to_owned(),
-        }),
-        None => Ok(()),
-    }
+/// The (code, reason) of a refusal in an answer or an event: Janus's own `error`, or the
+/// VideoRoom plugin's `error_code` in its data.
+fn refusal(answer: &Value) -> Option<(i64, String)> {
+    let data = &answer["plugindata"]["data"];
+    let (code, reason) = if answer["janus"] == "error" {
+        (&answer["error"]["code"], &answer["error"]["reason"])
+    } else {
+        (data.get("error_code")?, &data["error"])
+    };
+    Some((
+        code.as_i64().unwrap_or(0),
+        reason.as_str().unwrap_or("").to_owned(),
+    ))
 }
 
 fn id(step: &'static str, value: &Value) -> Result<u64, JanusError> {
@@ -279,8 +271,8 @@ pub struct Event {
     pub jsep: Option<(String, String)>,
     /// The feeds of the publishers it lists (`joined`, or the announcement of a new one).
     pub publishers: Vec<u64>,
-    /// The plugin's or Janus's error, as `code: reason`.
-    pub error: Option<String>,
+    /// The plugin's or Janus's error: (code, reason).
+    pub error: Option<(i64, String)>,
     /// Janus hung the handle's peer connection up.
     pub hangup: bool,
 }
@@ -290,15 +282,6 @@ impl Event {
     #[must_use]
     pub fn read(event: &Value) -> Event {
         let data = &event["plugindata"]["data"];
-        let error = match (event["janus"].as_str(), data.get("error_code")) {
-            (_, Some(code)) => Some(format!("{code}: {}", data["error"].as_str().unwrap_or(""))),
-            (Some("error"), None) => Some(format!(
-                "{}: {}",
-                event["error"]["code"],
-                event["error"]["reason"].as_str().unwrap_or("")
-            )),
-            _ => None,
-        };
         let jsep = match (
             event["jsep"]["type"].as_str(),
             event["jsep"]["sdp"].as_str(),
@@ -312,7 +295,7 @@ impl Event {
             publishers: (data["publishers"].as_array().into_iter().flatten())
                 .filter_map(|p| p["id"].as_u64())
                 .collect(),
-            error,
+            error: refusal(event),
             hangup: event["janus"] == "hangup",
         }
     }
@@ -456,11 +439,9 @@ async fn take_part(
                     return Err(PeerError::Protocol("janus: the event poll ended"));
                 };
                 let event = Event::read(&event);
-                if let Some(error) = event.error {
+                if let Some((code, reason)) = event.error {
                     seen.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let code = error.split(':').next().unwrap_or_default();
-                    let _ = seen.failure.set(format!("janus event: error {code}"));
-                    return Err(PeerError::Protocol("janus: an event carried an error"));
+                    return Err(JanusError::Refused { step: "event", code, reason }.into());
                 }
                 if event.hangup {
                     return Err(PeerError::Protocol("janus: a peer connection was hung up"));
@@ -534,17 +515,15 @@ mod tests {
             }},
         });
         assert_eq!(
-            Event::read(&plugin).error.as_deref(),
-            Some("428: No such feed (2)")
+            Event::read(&plugin).error,
+            Some((428, "No such feed (2)".to_owned()))
         );
         let janus = json!({"janus": "error", "error": {"code": 458, "reason": "No such session"}});
         assert_eq!(
-            Event::read(&janus).error.as_deref(),
-            Some("458: No such session")
+            Event::read(&janus).error,
+            Some((458, "No such session".to_owned()))
         );
-        assert!(plugin_refused("x", &plugin["plugindata"]["data"]).is_err());
-        assert!(refused("x", &janus).is_err());
-        assert!(refused("x", &json!({"janus": "success"})).is_ok());
+        assert_eq!(refusal(&json!({"janus": "success"})), None);
     }
 
     #[test]

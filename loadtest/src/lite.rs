@@ -360,7 +360,8 @@ impl Session {
     }
 }
 
-/// The address the route to `target` leaves from (loopback for loopback).
+/// A UDP socket bound to the address the route to `target` leaves from (loopback for
+/// loopback), on a free port.
 ///
 /// # Errors
 /// When no route reaches `target`.
@@ -376,17 +377,20 @@ pub(crate) async fn bind_towards(target: IpAddr) -> Result<UdpSocket, std::io::E
     UdpSocket::bind((local, 0)).await
 }
 
+/// A URL's host when it is an IP address (`[::1]` too); `None` for a name.
+pub(crate) fn ip_of_host(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 /// The IP address of a URL's host; loopback when it is a name (`localhost`) or unreadable.
 pub(crate) fn host_ip(url: &str) -> IpAddr {
     reqwest::Url::parse(url)
         .ok()
-        .and_then(|url| {
-            let host = url
-                .host_str()?
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            host.parse().ok()
-        })
+        .and_then(|url| ip_of_host(&url))
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 

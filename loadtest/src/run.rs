@@ -206,6 +206,14 @@ impl Shared {
             .sum()
     }
 
+    /// The server's `/metrics`; none for Janus, which has no such page.
+    async fn metrics(&self) -> Option<String> {
+        match self.janus {
+            Some(_) => None,
+            None => self.api.metrics().await,
+        }
+    }
+
     /// A new peer's [`Seen`], counted in [`Shared::received`].
     fn new_seen(&self) -> Arc<Seen> {
         let seen = Arc::new(Seen::default());
@@ -364,8 +372,15 @@ fn both_failed(live: &Live, reason: &str) -> VisitOutcome {
 enum Made {
     /// A Bedside visit.
     Bedside(StartedVisit),
-    /// A Janus room.
-    Janus(u64),
+    /// A Janus room, destroyed over the run's admin handle.
+    Janus {
+        /// The API.
+        janus: Janus,
+        /// The run's admin handle.
+        admin: Handle,
+        /// The room.
+        room: u64,
+    },
 }
 
 /// Makes a Bedside visit and starts its two peers; a visit that could not be made is its
@@ -448,7 +463,12 @@ async fn start_janus(
             Running::janus(shared, seat, Arc::clone(&rtp), stop.clone())
         })
         .collect();
-    Ok((Made::Janus(room), running, VisitOutcome::default()))
+    let made = Made::Janus {
+        janus: janus.clone(),
+        admin: *admin,
+        room,
+    };
+    Ok((made, running, VisitOutcome::default()))
 }
 
 async fn visit_inner(
@@ -540,14 +560,13 @@ async fn visit_inner(
 /// Ends the visit over the API (Bedside), or destroys its room (Janus).
 async fn end(shared: &Shared, made: &Made) -> Result<(), ApiError> {
     let ended = async {
-        match (made, &shared.janus) {
-            (Made::Bedside(visit), _) => shared.api.end(visit).await,
-            (Made::Janus(room), Some((janus, admin))) => (janus.destroy_room(*admin, *room).await)
+        match made {
+            Made::Bedside(visit) => shared.api.end(visit).await,
+            Made::Janus { janus, admin, room } => (janus.destroy_room(*admin, *room).await)
                 .map_err(|_| ApiError::Missing {
                     step: "end",
                     field: "room destroyed",
                 }),
-            (Made::Janus(_), None) => Ok(()),
         }
     };
     match tokio::time::timeout(END_TIMEOUT, ended).await {
@@ -662,14 +681,8 @@ fn server_pid(config: &Config) -> Option<u32> {
         ServerProcess::None => None,
         ServerProcess::Detect => {
             let url = reqwest::Url::parse(&config.url).ok()?;
-            let host = url
-                .host_str()?
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let local = host == "localhost"
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
+            let local = url.host_str() == Some("localhost")
+                || lite::ip_of_host(&url).is_some_and(|ip| ip.is_loopback());
             if !local {
                 return None;
             }
@@ -738,7 +751,7 @@ pub async fn run(
     let hold_end = hold_start + config.duration;
     let deadline = hold_end + config.join_timeout + CLEANUP_GRACE;
     let shared = Arc::new(Shared {
-        api: api.clone(),
+        api,
         admin: Key::new(config.api_key.clone()),
         rtp: (config.peer == PeerKind::Str0m).then(|| Arc::new(RtpMedia::cut(&media))),
         media,
@@ -752,7 +765,7 @@ pub async fn run(
         seen: std::sync::Mutex::default(),
     });
 
-    let metrics_before = api.metrics().await;
+    let metrics_before = shared.metrics().await;
     let idle = pid.and_then(|pid| sys::sample(Some(pid)));
     let (stop_sampling, sampling) = watch::channel(false);
     let max_samples =
@@ -781,7 +794,7 @@ pub async fn run(
     let mut window_start = None;
     tokio::select! {
         () = tokio::time::sleep_until(tokio::time::Instant::from_std(settled)) => {
-            window_start = Some(snapshot(&api, pid, &shared).await);
+            window_start = Some(snapshot(pid, &shared).await);
         }
         _ = shutdown_hold.changed() => {}
     }
@@ -791,7 +804,7 @@ pub async fn run(
             _ = shutdown_hold.changed() => {}
         }
     }
-    let window_end = snapshot(&api, pid, &shared).await;
+    let window_end = snapshot(pid, &shared).await;
     let metrics_after = window_end.metrics.clone();
     let hold_measured = Instant::now();
     let metrics_span = hold_measured.duration_since(started);
@@ -834,11 +847,8 @@ struct Snapshot {
     received: u64,
 }
 
-async fn snapshot(api: &Api, pid: Option<u32>, shared: &Shared) -> Snapshot {
-    let metrics = match shared.janus {
-        Some(_) => None,
-        None => api.metrics().await,
-    };
+async fn snapshot(pid: Option<u32>, shared: &Shared) -> Snapshot {
+    let metrics = shared.metrics().await;
     Snapshot {
         at: Instant::now(),
         process: pid.and_then(|pid| sys::sample(Some(pid))),

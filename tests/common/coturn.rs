@@ -63,16 +63,6 @@ impl Drop for Coturn {
     }
 }
 
-/// `turnserver`: `$BEDSIDE_TEST_TURNSERVER`, else the first on `PATH`.
-fn binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("BEDSIDE_TEST_TURNSERVER") {
-        return Some(PathBuf::from(path));
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("turnserver"))
-        .find(|path| path.is_file())
-}
-
 /// A loopback port free for both TCP and UDP right now.
 fn free_port() -> TestResult<u16> {
     for _ in 0..50 {
@@ -124,7 +114,7 @@ impl Coturn {
     /// Starts a server, or `None` (with a note) when coturn is not installed — run the suite
     /// through `./scripts/test`, which installs it.
     pub fn start() -> TestResult<Option<Coturn>> {
-        let Some(binary) = binary() else {
+        let Some(binary) = super::tool("BEDSIDE_TEST_TURNSERVER", "turnserver") else {
             eprintln!("skipped: needs coturn's turnserver: run through ./scripts/test");
             return Ok(None);
         };

@@ -14,6 +14,17 @@ use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
+/// An external program a test runs: `$env` when set (`scripts/test` names what it installed,
+/// so a missing one fails), else the first `name` on `PATH`.
+pub fn tool(env: &str, name: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Some(path.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
 /// Errors of test helpers, with their context in the message.
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
