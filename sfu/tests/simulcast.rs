@@ -423,12 +423,11 @@ fn a_subscribers_layers_follow_its_link_and_audio_comes_first() {
         t100 + Duration::from_secs(5),
         t100 + Duration::from_secs(20),
     );
-    // Measured over runs (the core's hash maps vary the order of events): 0.5% to 2.1% lost,
-    // to str0m's probes and RTCP sharing the queue (up to 3.2% when the probes aimed at the
-    // top layer). The issue aims at 2%; 3% is allowed so that a run's ordering cannot fail it.
+    // The issue's bound. The paused line sends nothing, not even str0m's padding, which took
+    // 0.5% to 3.2% of the audio here (and 11% to 14% in Chromium) while it was sent.
     assert!(
-        audio >= 728,
-        "audio at 100 kbit/s: {audio} of 750 packets (3% loss allowed)"
+        audio >= 735,
+        "audio at 100 kbit/s: {audio} of 750 packets (2% loss allowed)"
     );
     let audio_at_100k = audio;
     assert!(paused_at.is_some());
@@ -488,6 +487,14 @@ fn a_subscribers_layers_follow_its_link_and_audio_comes_first() {
         .rfind(|r| r.at > t100 && r.at < up)
         .map(|r| r.at - t100);
     let resumed = video.iter().find(|r| r.at > up).map(|r| r.at - up);
+    // The resumed line sends on new SSRCs (its offer named them): the old RTX SSRC starting
+    // its sequence numbers again would look like replays to the subscriber's SRTP.
+    let before_pause = video.iter().rfind(|r| r.at < t100).map(|r| r.ssrc);
+    let after_resume = video.iter().find(|r| r.at > up).map(|r| r.ssrc);
+    assert!(
+        before_pause.is_some() && after_resume.is_some() && before_pause != after_resume,
+        "SSRC before the pause {before_pause:?}, after the resume {after_resume:?}"
+    );
     eprintln!(
         "virtual time: at 400 kbit/s on q after {first_q:?}; at 100 kbit/s last video after \
          {last_video:?}, audio {audio_at_100k} of 750 packets; after recovery video after \

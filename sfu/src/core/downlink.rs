@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
-use str0m::media::KeyframeRequestKind;
+use str0m::media::{Direction, KeyframeRequestKind};
 
 use super::allocator::{self, AllocState, LegInput, Link};
 use super::error::CoreError;
@@ -12,7 +12,7 @@ use super::event::Event;
 use super::ids::{ParticipantId, TrackId};
 use super::red::RedGate;
 use super::timers::Timer;
-use super::{Core, KeyframeReason};
+use super::{Core, KeyframeReason, negotiate};
 
 /// How often each subscriber's layers are decided, beside estimate and layer changes.
 pub(crate) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
@@ -239,19 +239,40 @@ impl Core {
         else {
             return;
         };
+        let mid = leg.mid;
+        let Some(participant) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        if before.is_none()
+            && target.is_some()
+            && participant.negotiation.queued(mid, Direction::Inactive)
+        {
+            // The pause is not offered yet, so the m-line's next offer could not tell the
+            // subscriber the new SSRCs of its resume; stay paused until it is.
+            return;
+        }
         let current = leg.forwarder.current();
         leg.forwarder.set_target(target);
         match (before, target) {
             (Some(_), None) => {
                 self.counters.legs_paused += 1;
+                negotiate::stand_down(&mut participant.rtc, mid, &mut participant.retired);
+                participant
+                    .negotiation
+                    .set_direction(mid, Direction::Inactive);
                 self.out
                     .events
                     .push_back(Event::TrackPaused { subscriber, track });
+                self.negotiate(subscriber);
             }
-            (None, Some(_)) => self
-                .out
-                .events
-                .push_back(Event::TrackResumed { subscriber, track }),
+            (None, Some(_)) => {
+                negotiate::stand_up(&mut participant.rtc, mid, &mut participant.retired);
+                participant
+                    .negotiation
+                    .set_direction(mid, Direction::SendOnly);
+                leg.ready = false;
+                self.negotiate(subscriber);
+            }
             _ => {}
         }
         if let Some(layer) = target
@@ -328,7 +349,7 @@ impl Core {
     }
 
     /// Asks `track`'s publisher for the keyframe of `layer` that a leg's switch waits for.
-    fn request_switch_keyframe(&mut self, now: Instant, track: TrackId, layer: u8) {
+    pub(super) fn request_switch_keyframe(&mut self, now: Instant, track: TrackId, layer: u8) {
         self.request_layer_keyframe(
             now,
             track,

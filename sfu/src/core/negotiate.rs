@@ -3,13 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use str0m::RtcError;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::rtp::Ssrc;
+use str0m::{Rtc, RtcError};
 
 use super::error::CoreError;
 use super::event::Event;
-use super::ids::ParticipantId;
+use super::ids::{ParticipantId, TrackId};
 use super::outputs::Work;
 use super::track::Leg;
 use super::{Core, KeyframeReason};
@@ -38,11 +39,28 @@ impl Core {
         let adds = std::mem::take(&mut negotiation.add);
         let stops = std::mem::take(&mut negotiation.stop);
         let recv_lines = std::mem::take(&mut negotiation.recv_lines);
+        // A line already in the queued direction (a client's offer got there first) needs
+        // no offer: a resumed one is ready now, on the send stream that answer made.
+        let mut directions = Vec::new();
+        let mut resumed = Vec::new();
+        for (mid, direction) in std::mem::take(&mut negotiation.directions) {
+            let Some(current) = participant.rtc.media(mid).map(|m| m.direction()) else {
+                continue;
+            };
+            if current != direction {
+                directions.push((mid, direction));
+            } else if direction.is_sending() {
+                resumed.extend(participant.outgoing.get(&mid).copied());
+            }
+        }
         let mut offered_send = Vec::new();
         let mut offered_recv = Vec::new();
         let mut api = participant.rtc.sdp_api();
         for mid in stops {
             api.stop_media(mid);
+        }
+        for (mid, direction) in &directions {
+            api.set_direction(*mid, *direction);
         }
         for track_id in adds {
             let Some(track) = self.tracks.get_mut(&track_id) else {
@@ -77,12 +95,32 @@ impl Core {
             negotiation.pending = Some(pending);
             negotiation.offered_send = offered_send;
             negotiation.offered_recv = offered_recv;
+            negotiation.offered_directions = directions;
             self.out.events.push_back(Event::Offer {
                 participant: id,
                 offer,
             });
         }
         participant.drain(&mut self.out);
+        self.ready_resumed(id, &resumed);
+    }
+
+    /// Marks `subscriber`'s resumed legs of `tracks` ready, their m-lines sending again on
+    /// SSRCs the subscriber knows, and tells it. Each waits for a keyframe of its layer, which
+    /// the resume asked for and `chase_switches` asks for again.
+    fn ready_resumed(&mut self, subscriber: ParticipantId, tracks: &[TrackId]) {
+        for &track in tracks {
+            if let Some(leg) = self
+                .tracks
+                .get_mut(&track)
+                .and_then(|t| t.legs.get_mut(&subscriber))
+            {
+                leg.ready = true;
+                self.out
+                    .events
+                    .push_back(Event::TrackResumed { subscriber, track });
+            }
+        }
     }
 
     pub(super) fn accept_offer(
@@ -136,11 +174,19 @@ impl Core {
             .ok_or(CoreError::NoPendingOffer(id))?;
         let offered_send = std::mem::take(&mut negotiation.offered_send);
         let offered_recv = std::mem::take(&mut negotiation.offered_recv);
+        let offered_directions = std::mem::take(&mut negotiation.offered_directions);
         let result = participant.rtc.sdp_api().accept_answer(pending, answer);
         participant.drain(&mut self.out);
         let mut ready = Vec::new();
         let mut failed = Vec::new();
+        let mut resumed = Vec::new();
         if result.is_ok() {
+            resumed.extend(
+                offered_directions
+                    .iter()
+                    .filter(|(_, direction)| direction.is_sending())
+                    .filter_map(|(mid, _)| participant.outgoing.get(mid).copied()),
+            );
             ready.extend(
                 offered_send
                     .iter()
@@ -180,6 +226,27 @@ impl Core {
             );
             participant.negotiation.add.extend(&failed);
             participant.negotiation.recv_lines |= !offered_recv.is_empty();
+            for (mid, direction) in offered_directions {
+                if !participant
+                    .negotiation
+                    .directions
+                    .iter()
+                    .any(|(m, _)| *m == mid)
+                {
+                    participant.negotiation.set_direction(mid, direction);
+                }
+            }
+        }
+        self.ready_resumed(id, &resumed);
+        for track in resumed {
+            if let Some(layer) = self
+                .tracks
+                .get(&track)
+                .and_then(|t| t.legs.get(&id))
+                .and_then(|leg| leg.forwarder.target())
+            {
+                self.request_switch_keyframe(now, track, layer);
+            }
         }
         for track in &ready {
             if let Some(leg) = self
@@ -254,4 +321,44 @@ pub(super) fn publishing_only(
         }
     }
     SdpOffer::from_sdp_string(&rewritten).map_err(|e| CoreError::Rtc(RtcError::Sdp(e)))
+}
+
+/// Removes the send streams of the paused video m-line `mid`, so that str0m pads nothing on
+/// them: str0m 0.25 keeps up to 50 kbit/s of padding (on the RTX SSRC of any send stream that
+/// has one) for as long as anything is sent, and on a link too weak for video that padding is
+/// what the audio is lost to. The offer that follows makes the m-line `inactive`.
+pub(super) fn stand_down(rtc: &mut Rtc, mid: Mid, retired: &mut Vec<Ssrc>) {
+    let mut direct = rtc.direct_api();
+    while let Some((ssrc, rtx)) = direct
+        .stream_tx_by_mid(mid, None)
+        .map(|s| (s.ssrc(), s.rtx()))
+    {
+        direct.remove_stream_tx(ssrc);
+        retired.extend([Some(ssrc), rtx].into_iter().flatten());
+    }
+}
+
+/// Declares a send stream for the resumed video m-line `mid`, on SSRCs it never used: a stream
+/// that started again on its old RTX SSRC would restart that SSRC's sequence numbers, so the
+/// browser's SRTP would take its packets for replays (and the keystream would repeat). The
+/// offer that follows makes the m-line `sendonly` again and names the new SSRCs.
+pub(super) fn stand_up(rtc: &mut Rtc, mid: Mid, retired: &mut Vec<Ssrc>) {
+    if rtc.media(mid).is_none_or(|m| !m.kind().is_video()) {
+        return;
+    }
+    let mut direct = rtc.direct_api();
+    if direct.stream_tx_by_mid(mid, None).is_some() {
+        return;
+    }
+    let mut fresh = || loop {
+        let ssrc = direct.new_ssrc();
+        if !retired.contains(&ssrc) {
+            retired.push(ssrc);
+            break ssrc;
+        }
+    };
+    let (ssrc, rtx) = (fresh(), fresh());
+    direct
+        .declare_stream_tx(ssrc, Some(rtx), mid, None)
+        .set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(RTX_RATIO_CAP));
 }

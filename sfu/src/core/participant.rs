@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
 use str0m::crypto::CryptoProvider;
-use str0m::media::Mid;
+use str0m::media::{Direction, Mid};
 use str0m::net::TcpType;
+use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Output, Rtc};
 
 use super::config::Config;
@@ -40,6 +41,9 @@ pub(crate) struct Participant {
     /// Send-only m-lines in this participant's session and the track each one carries.
     pub(crate) outgoing: HashMap<Mid, TrackId>,
     pub(crate) negotiation: Negotiation,
+    /// The SSRCs of send streams removed while their legs were paused: never used again in
+    /// this session (two per pause).
+    pub(crate) retired: Vec<Ssrc>,
     /// Cumulative (NACK, PLI) counts str0m last reported per send m-line; reports carry
     /// totals, the core counts increments.
     feedback: HashMap<Mid, (u64, u64)>,
@@ -62,14 +66,32 @@ pub(crate) struct Negotiation {
     pub(crate) offered_send: Vec<Mid>,
     /// Receive-only m-lines in the pending offer, for a client that joined without an offer.
     pub(crate) offered_recv: Vec<Mid>,
+    /// Send-only m-lines whose direction the pending offer changes, and to what.
+    pub(crate) offered_directions: Vec<(Mid, Direction)>,
     pub(crate) add: Vec<TrackId>,
     pub(crate) stop: Vec<Mid>,
     pub(crate) recv_lines: bool,
+    /// The direction each paused or resumed video m-line must take, the latest per m-line.
+    pub(crate) directions: Vec<(Mid, Direction)>,
 }
 
 impl Negotiation {
     pub(crate) fn has_changes(&self) -> bool {
-        !self.add.is_empty() || !self.stop.is_empty() || self.recv_lines
+        !self.add.is_empty()
+            || !self.stop.is_empty()
+            || self.recv_lines
+            || !self.directions.is_empty()
+    }
+
+    /// Queues `mid` to take `direction` in the next offer, replacing what was queued for it.
+    pub(crate) fn set_direction(&mut self, mid: Mid, direction: Direction) {
+        self.directions.retain(|(queued, _)| *queued != mid);
+        self.directions.push((mid, direction));
+    }
+
+    /// Whether `mid` is queued to go `direction` in an offer not yet sent.
+    pub(crate) fn queued(&self, mid: Mid, direction: Direction) -> bool {
+        self.directions.contains(&(mid, direction))
     }
 }
 
@@ -110,6 +132,7 @@ impl Participant {
             published: Vec::new(),
             outgoing: HashMap::new(),
             negotiation: Negotiation::default(),
+            retired: Vec::new(),
             feedback: HashMap::new(),
             media_seen: false,
             connected_at: None,

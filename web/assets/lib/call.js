@@ -335,9 +335,11 @@ export class Call {
     if (!this.pc) return;
     const items = [];
     for (const t of this.pc.getTransceivers()) {
-      if (!t.mid || t.stopped || t.currentDirection === 'stopped' || t.currentDirection === 'inactive') continue;
+      if (!t.mid || t.stopped || t.currentDirection === 'stopped') continue;
       const info = this.midInfo.get(t.mid);
       if (!info || !t.receiver.track) continue;
+      // A video the SFU paused for our link is inactive until it resumes; it stays, with its notice.
+      if (t.currentDirection === 'inactive' && !this.remotePaused.has(info.track)) continue;
       items.push({
         ...info,
         media: t.receiver.track,
