@@ -266,7 +266,6 @@ impl Core {
                 self.negotiate(subscriber);
             }
             (None, Some(_)) => {
-                negotiate::stand_up(&mut participant.rtc, mid, &mut participant.retired);
                 participant
                     .negotiation
                     .set_direction(mid, Direction::SendOnly);

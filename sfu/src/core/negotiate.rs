@@ -48,6 +48,11 @@ impl Core {
                 continue;
             };
             if current != direction {
+                if direction.is_sending() {
+                    // Declared only now, as the offer naming it goes out: str0m pads on a new
+                    // stream at once, and the subscriber drops what comes before its answer.
+                    stand_up(&mut participant.rtc, mid, &mut participant.retired);
+                }
                 directions.push((mid, direction));
             } else if direction.is_sending() {
                 resumed.extend(participant.outgoing.get(&mid).copied());
@@ -338,10 +343,10 @@ pub(super) fn stand_down(rtc: &mut Rtc, mid: Mid, retired: &mut Vec<Ssrc>) {
     }
 }
 
-/// Declares a send stream for the resumed video m-line `mid`, on SSRCs it never used: a stream
-/// that started again on its old RTX SSRC would restart that SSRC's sequence numbers, so the
-/// browser's SRTP would take its packets for replays (and the keystream would repeat). The
-/// offer that follows makes the m-line `sendonly` again and names the new SSRCs.
+/// Declares a send stream for the resumed video m-line `mid` on SSRCs it never used, just
+/// before the offer that makes the line `sendonly` again and names them. Never the old ones: a
+/// stream declared again on its old RTX SSRC restarts that SSRC's sequence numbers, so the
+/// browser's SRTP would take its packets for replays (and the keystream would repeat).
 pub(super) fn stand_up(rtc: &mut Rtc, mid: Mid, retired: &mut Vec<Ssrc>) {
     if rtc.media(mid).is_none_or(|m| !m.kind().is_video()) {
         return;
