@@ -256,13 +256,18 @@ impl Core {
         match (before, target) {
             (Some(_), None) => {
                 self.counters.legs_paused += 1;
+                // Paused again before its resume was answered: the subscriber still has it
+                // as paused (`track_resumed` comes with the answer).
+                let told = !participant.negotiation.resuming(mid);
                 negotiate::stand_down(&mut participant.rtc, mid, &mut participant.retired);
                 participant
                     .negotiation
                     .set_direction(mid, Direction::Inactive);
-                self.out
-                    .events
-                    .push_back(Event::TrackPaused { subscriber, track });
+                if told {
+                    self.out
+                        .events
+                        .push_back(Event::TrackPaused { subscriber, track });
+                }
                 self.negotiate(subscriber);
             }
             (None, Some(_)) => {

@@ -43,15 +43,17 @@ impl Core {
         // no offer: a resumed one is ready now, on the send stream that answer made.
         let mut directions = Vec::new();
         let mut resumed = Vec::new();
+        let mut streams = Vec::new();
         for (mid, direction) in std::mem::take(&mut negotiation.directions) {
             let Some(current) = participant.rtc.media(mid).map(|m| m.direction()) else {
                 continue;
             };
             if current != direction {
-                if direction.is_sending() {
-                    // Declared only now, as the offer naming it goes out: str0m pads on a new
-                    // stream at once, and the subscriber drops what comes before its answer.
-                    stand_up(&mut participant.rtc, mid, &mut participant.retired);
+                if direction.is_sending()
+                    && let Some(ssrcs) =
+                        fresh_stream(&mut participant.rtc, mid, &mut participant.retired)
+                {
+                    streams.push((mid, ssrcs));
                 }
                 directions.push((mid, direction));
             } else if direction.is_sending() {
@@ -95,9 +97,18 @@ impl Core {
                 offered_recv.push(api.add_media(kind, Direction::RecvOnly, None, None, None));
             }
         }
-        if let Some((offer, pending)) = api.apply() {
+        let offer = api.apply();
+        // The offer names the resumed lines' new streams; they are declared for good only
+        // with the answer (`accept_answer`): str0m pads and probes on a new stream at once,
+        // and what reaches the subscriber before it knows the SSRCs is lost to the estimate.
+        let mut direct = participant.rtc.direct_api();
+        for (_, (ssrc, _)) in &streams {
+            direct.remove_stream_tx(*ssrc);
+        }
+        if let Some((offer, pending)) = offer {
             let negotiation = &mut participant.negotiation;
             negotiation.pending = Some(pending);
+            negotiation.offered_streams = streams;
             negotiation.offered_send = offered_send;
             negotiation.offered_recv = offered_recv;
             negotiation.offered_directions = directions;
@@ -121,6 +132,10 @@ impl Core {
                 .and_then(|t| t.legs.get_mut(&subscriber))
             {
                 leg.ready = true;
+                // Paused again meanwhile: the subscriber was never told it resumed.
+                if leg.forwarder.target().is_none() {
+                    continue;
+                }
                 self.out
                     .events
                     .push_back(Event::TrackResumed { subscriber, track });
@@ -180,6 +195,12 @@ impl Core {
         let offered_send = std::mem::take(&mut negotiation.offered_send);
         let offered_recv = std::mem::take(&mut negotiation.offered_recv);
         let offered_directions = std::mem::take(&mut negotiation.offered_directions);
+        let offered_streams = std::mem::take(&mut negotiation.offered_streams);
+        // Before str0m applies the answer, or it would make streams of its own for the lines
+        // the offer sends on again, on SSRCs the subscriber was never told.
+        for (mid, ssrcs) in &offered_streams {
+            declare(&mut participant.rtc, *mid, *ssrcs);
+        }
         let result = participant.rtc.sdp_api().accept_answer(pending, answer);
         participant.drain(&mut self.out);
         let mut ready = Vec::new();
@@ -240,6 +261,13 @@ impl Core {
                 {
                     participant.negotiation.set_direction(mid, direction);
                 }
+            }
+        }
+        // A line paused again while its resume was being answered, or whose offer failed,
+        // sends nothing until its next offer.
+        for (mid, _) in &offered_streams {
+            if result.is_err() || participant.negotiation.queued(*mid, Direction::Inactive) {
+                stand_down(&mut participant.rtc, *mid, &mut participant.retired);
             }
         }
         self.ready_resumed(id, &resumed);
@@ -343,17 +371,21 @@ pub(super) fn stand_down(rtc: &mut Rtc, mid: Mid, retired: &mut Vec<Ssrc>) {
     }
 }
 
-/// Declares a send stream for the resumed video m-line `mid` on SSRCs it never used, just
-/// before the offer that makes the line `sendonly` again and names them. Never the old ones: a
+/// Declares a send stream for the resumed video m-line `mid` on SSRCs it never used, for the
+/// offer that makes the line `sendonly` again to name, and returns them. Never the old ones: a
 /// stream declared again on its old RTX SSRC restarts that SSRC's sequence numbers, so the
 /// browser's SRTP would take its packets for replays (and the keystream would repeat).
-pub(super) fn stand_up(rtc: &mut Rtc, mid: Mid, retired: &mut Vec<Ssrc>) {
+pub(super) fn fresh_stream(
+    rtc: &mut Rtc,
+    mid: Mid,
+    retired: &mut Vec<Ssrc>,
+) -> Option<(Ssrc, Ssrc)> {
     if rtc.media(mid).is_none_or(|m| !m.kind().is_video()) {
-        return;
+        return None;
     }
     let mut direct = rtc.direct_api();
     if direct.stream_tx_by_mid(mid, None).is_some() {
-        return;
+        return None;
     }
     let mut fresh = || loop {
         let ssrc = direct.new_ssrc();
@@ -362,7 +394,20 @@ pub(super) fn stand_up(rtc: &mut Rtc, mid: Mid, retired: &mut Vec<Ssrc>) {
             break ssrc;
         }
     };
-    let (ssrc, rtx) = (fresh(), fresh());
+    let ssrcs = (fresh(), fresh());
+    declare(rtc, mid, ssrcs);
+    Some(ssrcs)
+}
+
+/// Declares `mid`'s video send stream on `(ssrc, rtx)`, unless it has one.
+fn declare(rtc: &mut Rtc, mid: Mid, (ssrc, rtx): (Ssrc, Ssrc)) {
+    if rtc.media(mid).is_none() {
+        return;
+    }
+    let mut direct = rtc.direct_api();
+    if direct.stream_tx_by_mid(mid, None).is_some() {
+        return;
+    }
     direct
         .declare_stream_tx(ssrc, Some(rtx), mid, None)
         .set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(RTX_RATIO_CAP));

@@ -68,6 +68,9 @@ pub(crate) struct Negotiation {
     pub(crate) offered_recv: Vec<Mid>,
     /// Send-only m-lines whose direction the pending offer changes, and to what.
     pub(crate) offered_directions: Vec<(Mid, Direction)>,
+    /// The send streams (SSRC, RTX SSRC) the pending offer names for lines it sends on again,
+    /// declared when it is answered.
+    pub(crate) offered_streams: Vec<(Mid, (Ssrc, Ssrc))>,
     pub(crate) add: Vec<TrackId>,
     pub(crate) stop: Vec<Mid>,
     pub(crate) recv_lines: bool,
@@ -87,6 +90,13 @@ impl Negotiation {
     pub(crate) fn set_direction(&mut self, mid: Mid, direction: Direction) {
         self.directions.retain(|(queued, _)| *queued != mid);
         self.directions.push((mid, direction));
+    }
+
+    /// Whether `mid` was told to resume, in an offer not yet answered or not yet sent.
+    pub(crate) fn resuming(&self, mid: Mid) -> bool {
+        self.offered_directions
+            .contains(&(mid, Direction::SendOnly))
+            || self.queued(mid, Direction::SendOnly)
     }
 
     /// Whether `mid` is queued to go `direction` in an offer not yet sent.
