@@ -123,7 +123,8 @@ impl Core {
 
     /// Marks `subscriber`'s resumed legs of `tracks` ready, their m-lines sending again on
     /// SSRCs the subscriber knows, and tells it. Each waits for a keyframe of its layer, which
-    /// the resume asked for and `chase_switches` asks for again.
+    /// the resume asked for, the answer asks for again (`accept_answer`), and so does
+    /// `chase_switches` after that.
     fn ready_resumed(&mut self, subscriber: ParticipantId, tracks: &[TrackId]) {
         for &track in tracks {
             if let Some(leg) = self
@@ -367,7 +368,11 @@ pub(super) fn stand_down(rtc: &mut Rtc, mid: Mid, retired: &mut Vec<Ssrc>) {
         .map(|s| (s.ssrc(), s.rtx()))
     {
         direct.remove_stream_tx(ssrc);
-        retired.extend([Some(ssrc), rtx].into_iter().flatten());
+        for ssrc in [Some(ssrc), rtx].into_iter().flatten() {
+            if !retired.contains(&ssrc) {
+                retired.push(ssrc);
+            }
+        }
     }
 }
 
@@ -383,10 +388,7 @@ pub(super) fn fresh_stream(
     if rtc.media(mid).is_none_or(|m| !m.kind().is_video()) {
         return None;
     }
-    let mut direct = rtc.direct_api();
-    if direct.stream_tx_by_mid(mid, None).is_some() {
-        return None;
-    }
+    let direct = rtc.direct_api();
     let mut fresh = || loop {
         let ssrc = direct.new_ssrc();
         if !retired.contains(&ssrc) {
@@ -395,20 +397,21 @@ pub(super) fn fresh_stream(
         }
     };
     let ssrcs = (fresh(), fresh());
-    declare(rtc, mid, ssrcs);
-    Some(ssrcs)
+    declare(rtc, mid, ssrcs).then_some(ssrcs)
 }
 
-/// Declares `mid`'s video send stream on `(ssrc, rtx)`, unless it has one.
-fn declare(rtc: &mut Rtc, mid: Mid, (ssrc, rtx): (Ssrc, Ssrc)) {
+/// Declares `mid`'s video send stream on `(ssrc, rtx)`, unless the line is gone or already has
+/// one; says whether it did.
+fn declare(rtc: &mut Rtc, mid: Mid, (ssrc, rtx): (Ssrc, Ssrc)) -> bool {
     if rtc.media(mid).is_none() {
-        return;
+        return false;
     }
     let mut direct = rtc.direct_api();
     if direct.stream_tx_by_mid(mid, None).is_some() {
-        return;
+        return false;
     }
     direct
         .declare_stream_tx(ssrc, Some(rtx), mid, None)
         .set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(RTX_RATIO_CAP));
+    true
 }

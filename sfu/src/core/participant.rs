@@ -41,8 +41,8 @@ pub(crate) struct Participant {
     /// Send-only m-lines in this participant's session and the track each one carries.
     pub(crate) outgoing: HashMap<Mid, TrackId>,
     pub(crate) negotiation: Negotiation,
-    /// The SSRCs of send streams removed while their legs were paused: never used again in
-    /// this session (two per pause).
+    /// The SSRCs of send streams removed when their legs paused, and those chosen for their
+    /// resumes: never chosen again in this session (up to four per pause and resume).
     pub(crate) retired: Vec<Ssrc>,
     /// Cumulative (NACK, PLI) counts str0m last reported per send m-line; reports carry
     /// totals, the core counts increments.
